@@ -1,0 +1,43 @@
+# enclavekit — see README.md. Everything here needs only Go, gcc, make and git.
+GO        ?= go
+FUZZTIME  ?= 30s
+BENCHTIME ?= 1s
+BENCH     ?= .
+PKGS      ?= ./...
+
+.PHONY: all dev test vet fmt-check fuzz bench tidy clean
+
+all: test
+
+## dev: run the whole system on loopback (emulated NSM) and a scripted client session.
+dev:
+	$(GO) run ./cmd/enclavekit dev
+
+## test: what CI runs — formatting, vet, and every test under the race detector.
+test: fmt-check vet
+	$(GO) test -race -count=1 $(PKGS)
+
+vet:
+	$(GO) vet $(PKGS)
+
+fmt-check:
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+## fuzz: run every Fuzz target for FUZZTIME each (default 30s).
+fuzz:
+	@set -e; for pkg in $$($(GO) list $(PKGS)); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f ($(FUZZTIME))"; \
+	    $(GO) test -run='^$$' -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+## bench: run the benchmarks (BENCH=regexp, BENCHTIME=1s); compare runs with benchstat.
+bench:
+	$(GO) test -run='^$$' -bench='$(BENCH)' -benchmem -benchtime=$(BENCHTIME) $(PKGS)
+
+tidy:
+	$(GO) mod tidy
+
+clean:
+	$(GO) clean -testcache
