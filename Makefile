@@ -7,6 +7,9 @@ PKGS      ?= ./...
 
 .PHONY: all dev test vet fmt-check fuzz bench tidy clean
 
+# Build targets (enclaved, repro-check, eif) live beside the Dockerfile.
+-include build/build.mk
+
 all: test
 
 ## dev: run the whole system on loopback (emulated NSM) and a scripted client session.
