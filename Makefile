@@ -7,9 +7,6 @@ PKGS      ?= ./...
 
 .PHONY: all dev test vet fmt-check fuzz bench tidy clean
 
-# Build targets (enclaved, repro-check, eif) live beside the Dockerfile.
--include build/build.mk
-
 all: test
 
 ## dev: run the whole system on loopback (emulated NSM) and a scripted client session.
@@ -44,3 +41,6 @@ tidy:
 
 clean:
 	$(GO) clean -testcache
+
+# Build targets (enclaved, repro-check, eif) live beside the Dockerfile.
+-include build/build.mk
