@@ -1,0 +1,209 @@
+package protocol
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/fxamacker/cbor/v2"
+)
+
+func mustHex(s string) []byte {
+	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func TestEnvelopeEncodingIsCanonical(t *testing.T) {
+	b, err := MarshalEnvelope(&Envelope{ID: 7, Method: "echo", Body: []byte{1, 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// a4 (map of 4) 00 01 | 01 07 | 02 64 "echo" | 03 42 01 02
+	want := mustHex("a4 0001 0107 02 64 6563686f 03 42 0102")
+	if !bytes.Equal(b, want) {
+		t.Fatalf("encoding = %x, want %x", b, want)
+	}
+}
+
+func TestUnmarshalEnvelope(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string // hex
+		want    Envelope
+		wantErr string // substring; empty means success
+	}{
+		{name: "request", in: "a4 0001 0107 02 64 6563686f 03 42 0102", want: Envelope{Version: 1, ID: 7, Method: "echo", Body: []byte{1, 2}}},
+		{name: "error response", in: "a4 0001 0107 04 02 05 6e 756e6b6e6f776e206d6574686f64", want: Envelope{Version: 1, ID: 7, Code: CodeUnknownMethod, Message: "unknown method"}},
+		{name: "ok response without body", in: "a2 0001 0100", want: Envelope{Version: 1}},
+		{name: "duplicate key", in: "a3 0001 0107 0108", wantErr: "duplicate map key"},
+		{name: "unknown key", in: "a3 0001 0107 0900", wantErr: "unknown field"},
+		{name: "text key", in: "a3 0001 0107 61 78 00", wantErr: "unknown field"},
+		{name: "text key spelling an int key", in: "a2 61 30 01 0107", wantErr: "unknown field"},
+		{name: "indefinite map", in: "bf 0001 0107 ff", wantErr: "indefinite"},
+		{name: "indefinite bytes", in: "a3 0001 0107 03 5f 41 01 ff", wantErr: "indefinite"},
+		{name: "tag", in: "a2 0001 01 c1 07", wantErr: "tag"},
+		{name: "trailing bytes", in: "a2 0001 0107 00", wantErr: "extraneous data"},
+		{name: "wrong version", in: "a2 0002 0107", wantErr: "version 2"},
+		{name: "missing version", in: "a1 0107", wantErr: "version 0"},
+		{name: "negative id", in: "a2 0001 0120", wantErr: "cannot unmarshal"},
+		{name: "undefined code", in: "a3 0001 0107 04 08", wantErr: "error code 8"},
+		{name: "request with code", in: "a4 0001 0107 02 61 61 04 01", wantErr: "must not carry"},
+		{name: "message without code", in: "a3 0001 0107 05 61 78", wantErr: "without an error code"},
+		{name: "invalid utf-8 method", in: "a3 0001 0107 02 61 ff", wantErr: "UTF-8"},
+		{name: "not a map", in: "83 01 02 03", wantErr: "cannot unmarshal"},
+		{name: "empty input", in: "", wantErr: "EOF"},
+		{name: "truncated", in: "a2 0001 01", wantErr: "EOF"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := UnmarshalEnvelope(mustHex(tt.in))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
+				}
+				if !errors.Is(err, ErrBadEnvelope) {
+					t.Errorf("err = %v does not wrap ErrBadEnvelope", err)
+				}
+				if got.ID != 0 || got.Method != "" || got.Body != nil {
+					t.Errorf("non-zero envelope %+v returned with an error", got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("err = %v", err)
+			}
+			if got.Version != tt.want.Version || got.ID != tt.want.ID || got.Method != tt.want.Method ||
+				!bytes.Equal(got.Body, tt.want.Body) || got.Code != tt.want.Code || got.Message != tt.want.Message {
+				t.Fatalf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestMethodLengthLimit(t *testing.T) {
+	if _, err := MarshalEnvelope(&Envelope{Method: strings.Repeat("m", MaxMethodLen)}); err != nil {
+		t.Fatalf("method of %d bytes refused: %v", MaxMethodLen, err)
+	}
+	_, err := MarshalEnvelope(&Envelope{Method: strings.Repeat("m", MaxMethodLen+1)})
+	if !errors.Is(err, ErrBadEnvelope) || !strings.Contains(err.Error(), "129 bytes") {
+		t.Fatalf("err = %v", err)
+	}
+	// The decoder refuses it too, whoever encoded it.
+	raw, _ := cbor.Marshal(map[int]any{0: 1, 1: 1, 2: strings.Repeat("m", MaxMethodLen+1)})
+	if _, err := UnmarshalEnvelope(raw); !errors.Is(err, ErrBadEnvelope) {
+		t.Fatalf("decoder accepted a long method: %v", err)
+	}
+}
+
+// TestEnvelopeRoundTrip is a property test over random envelopes.
+func TestEnvelopeRoundTrip(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 2000 {
+		e := Envelope{ID: rng.Uint64()}
+		if rng.IntN(2) == 0 {
+			e.Method = strings.Repeat("x", 1+rng.IntN(MaxMethodLen))
+		} else if rng.IntN(2) == 0 {
+			e.Code = Code(1 + rng.IntN(int(maxCode)))
+			e.Message = e.Code.Message()
+		}
+		if n := rng.IntN(64); n > 0 {
+			e.Body = make([]byte, n)
+			for i := range e.Body {
+				e.Body[i] = byte(rng.Uint32())
+			}
+		}
+		b, err := MarshalEnvelope(&e)
+		if err != nil {
+			t.Fatalf("marshal %+v: %v", e, err)
+		}
+		got, err := UnmarshalEnvelope(b)
+		if err != nil {
+			t.Fatalf("unmarshal %x: %v", b, err)
+		}
+		e.Version = Version
+		if got.ID != e.ID || got.Method != e.Method || !bytes.Equal(got.Body, e.Body) || got.Code != e.Code || got.Message != e.Message || got.Version != e.Version {
+			t.Fatalf("round trip: got %+v, want %+v", got, e)
+		}
+		again, _ := MarshalEnvelope(&got)
+		if !bytes.Equal(again, b) {
+			t.Fatalf("encoding is not deterministic: %x then %x", b, again)
+		}
+	}
+}
+
+func TestBodyUnmarshalIsStrict(t *testing.T) {
+	var req AttestRequest
+	dup := mustHex("a2 01 41 00 01 41 01") // key 1 twice
+	if err := Unmarshal(dup, &req); err == nil {
+		t.Fatal("duplicate key accepted")
+	}
+	unknown := mustHex("a1 09 41 00")
+	if err := Unmarshal(unknown, &req); err == nil {
+		t.Fatal("unknown key accepted")
+	}
+	good, _ := Marshal(AttestRequest{Nonce: []byte{1, 2, 3}})
+	if err := Unmarshal(good, &req); err != nil || !bytes.Equal(req.Nonce, []byte{1, 2, 3}) {
+		t.Fatalf("round trip: %v %+v", err, req)
+	}
+}
+
+func FuzzDecodeEnvelope(f *testing.F) {
+	for _, e := range []Envelope{
+		{ID: 1, Method: "enclavekit.health"},
+		{ID: 2, Body: []byte("body")},
+		{ID: 3, Code: CodeTimeout, Message: "timeout"},
+	} {
+		b, _ := MarshalEnvelope(&e)
+		f.Add(b)
+	}
+	f.Add(mustHex("bf 0001 0107 ff"))
+	f.Add(mustHex("a3 0001 0107 0108"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		e, err := UnmarshalEnvelope(in)
+		if err != nil {
+			if !errors.Is(err, ErrBadEnvelope) {
+				t.Fatalf("error %v does not wrap ErrBadEnvelope", err)
+			}
+			return
+		}
+		if err := e.Validate(); err != nil {
+			t.Fatalf("decoded envelope fails Validate: %v", err)
+		}
+		// Anything accepted re-encodes and decodes to the same envelope.
+		b, err := MarshalEnvelope(&e)
+		if err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+		e2, err := UnmarshalEnvelope(b)
+		if err != nil || e2.ID != e.ID || e2.Method != e.Method || !bytes.Equal(e2.Body, e.Body) || e2.Code != e.Code {
+			t.Fatalf("re-decode: %v %+v vs %+v", err, e2, e)
+		}
+	})
+}
+
+func BenchmarkEnvelopeEncode(b *testing.B) {
+	e := &Envelope{ID: 42, Method: "echo", Body: make([]byte, 256)}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := MarshalEnvelope(e); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkEnvelopeDecode(b *testing.B) {
+	raw, _ := MarshalEnvelope(&Envelope{ID: 42, Method: "echo", Body: make([]byte, 256)})
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := UnmarshalEnvelope(raw); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
