@@ -17,11 +17,11 @@ func Listen(ctx context.Context, addr string) (net.Listener, error) {
 
 // ListenAddr is Listen with a parsed address.
 func ListenAddr(ctx context.Context, a Addr) (net.Listener, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, &net.OpError{Op: "listen", Net: a.Network, Err: err}
+	}
 	switch a.Network {
 	case NetworkVsock:
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
 		return listenVsock(a.CID, a.Port)
 	case NetworkTCP:
 		var lc net.ListenConfig

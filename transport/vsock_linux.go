@@ -4,14 +4,41 @@ package transport
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/mdlayher/vsock"
 )
 
 func listenVsock(cid, port uint32) (net.Listener, error) {
-	return vsock.ListenContextID(cid, port, nil)
+	l, err := vsock.ListenContextID(cid, port, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &vsockListener{Listener: l}, nil
+}
+
+// vsockListener makes Accept on a closed listener report net.ErrClosed, as
+// TCP listeners do; the vsock package reports the closed descriptor's EBADF,
+// which accept loops would otherwise mistake for a real failure.
+type vsockListener struct {
+	*vsock.Listener
+	closed atomic.Bool
+}
+
+func (l *vsockListener) Close() error {
+	l.closed.Store(true)
+	return l.Listener.Close()
+}
+
+func (l *vsockListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil && l.closed.Load() && !errors.Is(err, net.ErrClosed) {
+		return nil, &net.OpError{Op: "accept", Net: NetworkVsock, Addr: l.Addr(), Err: net.ErrClosed}
+	}
+	return c, err
 }
 
 func dialVsock(ctx context.Context, cid, port uint32) (net.Conn, error) {
