@@ -1,0 +1,23 @@
+// Command enclaved is the reference enclavekit server that runs inside a
+// Nitro Enclave. It serves the built-in methods enclavekit.health and
+// enclavekit.attest, plus "echo" (returns the request body) for tests.
+//
+// Usage:
+//
+//	enclaved [flags]
+//
+//	--listen ADDR             listen address (vsock://any:5000)
+//	--dev                     development override: startup checks warn instead of failing
+//	--nsm device|emulated     attester: /dev/nsm, or the NSM emulator (needs --dev)
+//	--log-sink ADDR|none      parent log sink (vsock://3:5001); logs also go to stderr
+//	--log-level LEVEL         debug, info, warn or error (info)
+//	--max-conns N, --max-in-flight N, --max-frame-size BYTES
+//	--read-header-timeout D, --idle-timeout D, --write-timeout D,
+//	--handler-timeout D, --drain-timeout D
+//
+// Before listening it checks that the kernel RNG is nsm-hwrng and the clock
+// source kvm-clock, and exits with status 1 naming the file, what it found
+// and what is required if not (unless --dev). On SIGTERM or SIGINT it stops
+// accepting, drains in-flight requests for up to --drain-timeout and exits 0.
+// Once listening it prints "enclaved: listening on ADDR" to stdout.
+package main

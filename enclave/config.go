@@ -1,0 +1,162 @@
+package enclave
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"time"
+
+	"github.com/enclavekit/enclavekit/attest"
+	"github.com/enclavekit/enclavekit/protocol"
+	"github.com/enclavekit/enclavekit/transport"
+)
+
+// Defaults used for zero Config fields.
+const (
+	DefaultAddr              = "vsock://any:5000"
+	DefaultMaxConns          = 256
+	DefaultMaxInFlight       = 32
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultIdleTimeout       = 2 * time.Minute
+	DefaultWriteTimeout      = 10 * time.Second
+	DefaultHandlerTimeout    = 30 * time.Second
+	DefaultDrainTimeout      = 10 * time.Second
+)
+
+// ErrConfig is wrapped by every error returned by Config.Validate.
+var ErrConfig = errors.New("enclave: invalid config")
+
+// Config configures a Server. Every zero field takes the default documented
+// on it, so Config{} is valid; negative durations and counts are errors.
+type Config struct {
+	// Addr is the listen address in transport syntax: "vsock://any:5000"
+	// (the default) inside an enclave, "tcp://127.0.0.1:0" in tests.
+	Addr string
+
+	// MaxConns caps the number of open client connections (default 256).
+	// A connection accepted while the cap is reached is closed at once and
+	// counted in Stats.RejectedConns; it is never queued.
+	MaxConns int
+
+	// MaxInFlight caps the requests being handled at once on one connection
+	// (default 32). Requests may be pipelined; once the cap is reached the
+	// server stops reading that connection until a response has been written.
+	MaxInFlight int
+
+	// ReadHeaderTimeout bounds the time to receive a whole frame once its
+	// first byte has arrived (default 10s). A peer that sends part of a
+	// frame and stalls (slowloris) is disconnected when it expires.
+	ReadHeaderTimeout time.Duration
+
+	// IdleTimeout bounds the wait for the first byte of the next frame
+	// (default 2m). Idle connections are closed when it expires.
+	IdleTimeout time.Duration
+
+	// WriteTimeout bounds writing one response frame (default 10s). A peer
+	// that does not read its responses is disconnected when it expires.
+	WriteTimeout time.Duration
+
+	// MaxFrameSize is the largest frame payload accepted or sent, in bytes
+	// (default protocol.DefaultMaxFrame, 1 MiB; at most protocol.MaxFrameLimit).
+	// A larger declared length closes the connection before any allocation.
+	MaxFrameSize int
+
+	// HandlerTimeout bounds each handler call through its context
+	// (default 30s). Handlers must return when their context is done.
+	HandlerTimeout time.Duration
+
+	// DrainTimeout bounds graceful shutdown (default 10s): after the context
+	// given to Serve is canceled, in-flight requests have this long to finish
+	// before their contexts are canceled and connections are closed.
+	DrainTimeout time.Duration
+
+	// Logger receives the server's log, including the details of errors
+	// that cross the enclave boundary only as generic codes. nil means
+	// slog.Default().
+	Logger *slog.Logger
+
+	// Dev is the explicit development override: failed startup checks are
+	// logged as loud warnings instead of refusing to start, and health
+	// reports dev=true. Never set it in production.
+	Dev bool
+
+	// SysFS is the file system the startup checks read, rooted at "/".
+	// nil means the real one (os.DirFS("/")); tests pass an fstest.MapFS.
+	SysFS fs.FS
+
+	// Attester serves enclavekit.attest. nil makes that method answer
+	// "unavailable".
+	Attester attest.Attester
+}
+
+// withDefaults returns c with zero fields set to their defaults.
+func (c Config) withDefaults() Config {
+	if c.Addr == "" {
+		c.Addr = DefaultAddr
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = DefaultMaxConns
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = DefaultMaxInFlight
+	}
+	if c.ReadHeaderTimeout == 0 {
+		c.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.MaxFrameSize == 0 {
+		c.MaxFrameSize = protocol.DefaultMaxFrame
+	}
+	if c.HandlerTimeout == 0 {
+		c.HandlerTimeout = DefaultHandlerTimeout
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Validate reports the first invalid field, naming it, its value and the
+// accepted range. Zero fields are valid (they take defaults).
+func (c Config) Validate() error {
+	bad := func(field string, v any, want string) error {
+		return fmt.Errorf("%w: %s is %v; want %s", ErrConfig, field, v, want)
+	}
+	if c.Addr != "" {
+		if _, err := transport.ParseAddr(c.Addr); err != nil {
+			return fmt.Errorf("%w: Addr: %w", ErrConfig, err)
+		}
+	}
+	switch {
+	case c.MaxConns < 0:
+		return bad("MaxConns", c.MaxConns, "a positive count, or 0 for the default of 256")
+	case c.MaxInFlight < 0:
+		return bad("MaxInFlight", c.MaxInFlight, "a positive count, or 0 for the default of 32")
+	case c.MaxFrameSize < 0 || c.MaxFrameSize > protocol.MaxFrameLimit:
+		return bad("MaxFrameSize", c.MaxFrameSize, fmt.Sprintf("1..%d bytes (64 MiB), or 0 for the default of 1 MiB", protocol.MaxFrameLimit))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"ReadHeaderTimeout", c.ReadHeaderTimeout},
+		{"IdleTimeout", c.IdleTimeout},
+		{"WriteTimeout", c.WriteTimeout},
+		{"HandlerTimeout", c.HandlerTimeout},
+		{"DrainTimeout", c.DrainTimeout},
+	} {
+		if d.v < 0 {
+			return bad(d.name, d.v, "a positive duration, or 0 for the default")
+		}
+	}
+	return nil
+}

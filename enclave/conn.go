@@ -1,0 +1,308 @@
+package enclave
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/enclavekit/enclavekit/protocol"
+)
+
+// retainFrameBuf is the largest frame buffer a connection keeps between
+// frames; a larger one is released after its frame is decoded.
+const retainFrameBuf = 64 << 10
+
+// readBufSize is the per-connection read buffer. Small frames that arrive
+// together (pipelined requests) are read with one system call.
+const readBufSize = 4 << 10
+
+// conn is one client connection: a reader (the connection's goroutine) and
+// up to MaxInFlight handler goroutines, each writing its own response.
+type conn struct {
+	s      *Server
+	nc     net.Conn
+	remote string
+	ctx    context.Context // canceled by abort
+	cancel context.CancelFunc
+
+	rmu      sync.Mutex // guards draining and the read deadline
+	draining bool
+
+	wmu  sync.Mutex // serializes response frames
+	fw   *protocol.FrameWriter
+	werr error
+
+	sem       chan struct{} // in-flight request slots
+	handlers  sync.WaitGroup
+	closeOnce sync.Once
+}
+
+func newConn(s *Server, parent context.Context, nc net.Conn) *conn {
+	ctx, cancel := context.WithCancel(parent)
+	c := &conn{
+		s:      s,
+		nc:     nc,
+		remote: remoteString(nc),
+		ctx:    ctx,
+		cancel: cancel,
+		sem:    make(chan struct{}, s.cfg.MaxInFlight),
+	}
+	// MaxFrameSize was validated by Config.Validate.
+	c.fw, _ = protocol.NewFrameWriter(retryConn{nc}, s.cfg.MaxFrameSize)
+	return c
+}
+
+func remoteString(nc net.Conn) string {
+	if a := nc.RemoteAddr(); a != nil {
+		return a.String()
+	}
+	return "?"
+}
+
+// closeReason says why a connection's read loop ended.
+type closeReason struct {
+	msg     string
+	err     error
+	hostile bool // the peer misbehaved: abort at once instead of finishing in-flight requests
+	level   slog.Level
+}
+
+// serve runs the connection until its read loop ends, then lets in-flight
+// handlers finish (unless the peer misbehaved) and closes the connection.
+// No goroutine of this connection outlives serve.
+func (c *conn) serve() {
+	defer c.s.removeConn(c)
+	r := c.readLoop()
+	if r.hostile {
+		c.s.dropped.Add(1)
+		c.abort()
+	}
+	c.s.log.Log(context.Background(), r.level, "enclave server: closing connection: "+r.msg, "remote", c.remote, "err", r.err)
+	c.handlers.Wait()
+	c.abort()
+}
+
+// abort cancels the connection's handlers and closes it; blocked reads and
+// writes return at once. It is safe to call more than once.
+func (c *conn) abort() {
+	c.closeOnce.Do(func() {
+		c.cancel()
+		c.nc.Close()
+	})
+}
+
+// drain stops the read loop at its next read: no new request is read, and
+// in-flight requests finish.
+func (c *conn) drain() {
+	c.rmu.Lock()
+	c.draining = true
+	_ = c.nc.SetReadDeadline(time.Now().Add(-time.Second))
+	c.rmu.Unlock()
+}
+
+// setReadDeadline sets the read deadline unless the connection is draining,
+// which it reports with false.
+func (c *conn) setReadDeadline(d time.Duration) bool {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if c.draining {
+		return false
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(d))
+	return true
+}
+
+func (c *conn) isDraining() bool {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	return c.draining
+}
+
+func (c *conn) readLoop() closeReason {
+	cfg := &c.s.cfg
+	br := bufio.NewReaderSize(retryConn{c.nc}, readBufSize)
+	fr, _ := protocol.NewFrameReader(br, cfg.MaxFrameSize)
+	for {
+		// Wait for the first byte of the next frame: the idle timeout.
+		if br.Buffered() == 0 {
+			if !c.setReadDeadline(cfg.IdleTimeout) {
+				return closeReason{msg: "server is shutting down", level: slog.LevelDebug}
+			}
+			if _, err := br.Peek(1); err != nil {
+				return c.readFailed(err, "idle timeout: no request within IdleTimeout", false)
+			}
+		}
+		// The whole frame must arrive within ReadHeaderTimeout.
+		if !c.setReadDeadline(cfg.ReadHeaderTimeout) {
+			return closeReason{msg: "server is shutting down", level: slog.LevelDebug}
+		}
+		payload, err := fr.ReadFrame()
+		if err != nil {
+			return c.readFailed(err, "frame not received within ReadHeaderTimeout (slow or stalled peer)", true)
+		}
+		env, err := protocol.UnmarshalEnvelope(payload)
+		if cap(payload) > retainFrameBuf {
+			// Do not keep a large buffer for the life of an idle
+			// connection: the decoded envelope holds its own copy.
+			fr, _ = protocol.NewFrameReader(br, cfg.MaxFrameSize)
+		}
+		if err == nil && !env.IsRequest() {
+			err = fmt.Errorf("%w: the envelope has no method (key 2): the server accepts only requests", protocol.ErrBadEnvelope)
+		}
+		if err != nil {
+			id, ok := recoverID(payload)
+			if !ok {
+				return closeReason{msg: "undecodable envelope without a recoverable request id", err: err, hostile: true, level: slog.LevelWarn}
+			}
+			c.s.failures.Add(1)
+			c.s.log.Warn("enclave server: bad request envelope", "remote", c.remote, "id", id, "err", err)
+			c.writeResponse(&protocol.Envelope{ID: id, Code: protocol.CodeBadRequest, Message: protocol.CodeBadRequest.Message()})
+			continue
+		}
+		select {
+		case c.sem <- struct{}{}:
+		case <-c.ctx.Done():
+			return closeReason{msg: "connection aborted", err: context.Cause(c.ctx), level: slog.LevelDebug}
+		}
+		c.handlers.Add(1)
+		go c.handle(env)
+	}
+}
+
+// readFailed classifies a read error. timeoutMsg describes a deadline
+// expiry; hostileTimeout says whether such an expiry is the peer's fault.
+func (c *conn) readFailed(err error, timeoutMsg string, hostileTimeout bool) closeReason {
+	switch {
+	case c.ctx.Err() != nil:
+		return closeReason{msg: "connection aborted", err: err, level: slog.LevelDebug}
+	case errors.Is(err, os.ErrDeadlineExceeded) && c.isDraining():
+		return closeReason{msg: "server is shutting down", level: slog.LevelDebug}
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		lvl := slog.LevelInfo
+		if hostileTimeout {
+			lvl = slog.LevelWarn
+		}
+		return closeReason{msg: timeoutMsg, err: err, hostile: hostileTimeout, level: lvl}
+	case err == io.EOF:
+		return closeReason{msg: "peer closed the connection", level: slog.LevelDebug}
+	case errors.Is(err, ErrNoProgress):
+		return closeReason{msg: "peer made no progress (repeated zero-length or interrupted reads)", err: err, hostile: true, level: slog.LevelWarn}
+	case errors.Is(err, protocol.ErrFrameLengthInvalid), errors.Is(err, protocol.ErrFrameTooLarge):
+		return closeReason{msg: fmt.Sprintf("frame length refused (MaxFrameSize is %d bytes)", c.s.cfg.MaxFrameSize), err: err, hostile: true, level: slog.LevelWarn}
+	case errors.Is(err, protocol.ErrFrameTruncated):
+		return closeReason{msg: "peer closed the connection inside a frame", err: err, hostile: true, level: slog.LevelInfo}
+	}
+	return closeReason{msg: "read failed", err: err, hostile: true, level: slog.LevelInfo}
+}
+
+// handle runs one request and writes its response.
+func (c *conn) handle(req protocol.Envelope) {
+	defer c.handlers.Done()
+	defer func() { <-c.sem }()
+	c.s.requests.Add(1)
+	body, err := c.call(&req)
+	resp := protocol.Envelope{Version: protocol.Version, ID: req.ID}
+	if err != nil {
+		code := protocol.CodeOf(err)
+		resp.Code, resp.Message = code, code.Message()
+		c.s.failures.Add(1)
+		c.s.log.Warn("enclave server: request failed", "remote", c.remote, "method", req.Method, "id", req.ID, "code", int(code), "err", err)
+	} else {
+		resp.Body = body
+	}
+	c.writeResponse(&resp)
+}
+
+// call runs the handler for req, recovering a panic as an internal error.
+func (c *conn) call(req *protocol.Envelope) (body []byte, err error) {
+	h, ok := (*c.s.handlers.Load())[req.Method]
+	if !ok {
+		return nil, fmt.Errorf("%w: no handler for method %q", protocol.ErrUnknownMethod, req.Method)
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, c.s.cfg.HandlerTimeout)
+	defer cancel()
+	defer func() {
+		if r := recover(); r != nil {
+			c.s.panics.Add(1)
+			c.s.log.Error("enclave server: handler panicked", "method", req.Method, "id", req.ID, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			body, err = nil, fmt.Errorf("%w: handler for %q panicked: %v", protocol.ErrInternal, req.Method, r)
+		}
+	}()
+	body, err = h(ctx, req.Body)
+	if err != nil {
+		return nil, err
+	}
+	return body, nil
+}
+
+// writeResponse writes one response frame under WriteTimeout. A response
+// too large for MaxFrameSize is replaced by a "too large" error. A write
+// failure aborts the connection.
+func (c *conn) writeResponse(resp *protocol.Envelope) {
+	b, err := protocol.MarshalEnvelope(resp)
+	if err == nil && len(b) > c.s.cfg.MaxFrameSize {
+		c.s.failures.Add(1)
+		c.s.log.Warn("enclave server: response exceeds MaxFrameSize; sending a too-large error instead", "remote", c.remote, "id", resp.ID, "size", len(b), "max_frame_size", c.s.cfg.MaxFrameSize)
+		b, err = protocol.MarshalEnvelope(&protocol.Envelope{ID: resp.ID, Code: protocol.CodeTooLarge, Message: protocol.CodeTooLarge.Message()})
+	}
+	if err != nil {
+		c.s.log.Error("enclave server: encoding response", "id", resp.ID, "err", err)
+		b, _ = protocol.MarshalEnvelope(&protocol.Envelope{ID: resp.ID, Code: protocol.CodeInternal, Message: protocol.CodeInternal.Message()})
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return
+	}
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
+	if err := c.fw.WriteFrame(b); err != nil {
+		c.werr = err
+		lvl := slog.LevelDebug // the connection was already being closed
+		if c.ctx.Err() == nil {
+			lvl = slog.LevelWarn
+			c.s.dropped.Add(1)
+		}
+		c.s.log.Log(context.Background(), lvl, "enclave server: writing response failed (peer not reading within WriteTimeout, or gone); closing connection",
+			"remote", c.remote, "id", resp.ID, "err", err)
+		c.abort()
+	}
+}
+
+// idDecMode decodes just enough of a malformed envelope to find its request
+// id (key 1): lenient about unknown keys, strict about duplicates.
+var idDecMode = func() cbor.DecMode {
+	dm, err := cbor.DecOptions{
+		DupMapKey:        cbor.DupMapKeyEnforcedAPF,
+		IndefLength:      cbor.IndefLengthForbidden,
+		TagsMd:           cbor.TagsForbidden,
+		MaxNestedLevels:  8,
+		MaxArrayElements: 1024,
+		MaxMapPairs:      1024,
+	}.DecMode()
+	if err != nil {
+		panic(err)
+	}
+	return dm
+}()
+
+// recoverID returns the request id of an envelope that failed to decode,
+// if it is a CBOR map with an unsigned integer under key 1.
+func recoverID(payload []byte) (uint64, bool) {
+	var v struct {
+		ID *uint64 `cbor:"1,keyasint"`
+	}
+	if err := idDecMode.Unmarshal(payload, &v); err != nil || v.ID == nil {
+		return 0, false
+	}
+	return *v.ID, true
+}

@@ -1,0 +1,69 @@
+// Package enclave is the server side of enclavekit that runs inside a Nitro
+// Enclave: the request server, its startup checks, and log forwarding to the
+// parent.
+//
+// # Threat model
+//
+// The parent instance is an adversary. Every byte it sends is untrusted, and
+// it may stall, reset or flood connections. The Server therefore:
+//
+//   - refuses a frame length above Config.MaxFrameSize before allocating
+//     anything (a connection that sends ff ff ff ff is closed, others keep
+//     being served);
+//   - bounds every wait with a deadline: IdleTimeout for the first byte of a
+//     request, ReadHeaderTimeout for the rest of that frame (slowloris),
+//     WriteTimeout for each response (a peer that never reads), and
+//     HandlerTimeout for each handler;
+//   - caps open connections (MaxConns; extra ones are closed at once and
+//     counted, never queued) and in-flight requests per connection
+//     (MaxInFlight; the server then stops reading that connection);
+//   - retries reads and writes interrupted by EINTR, treats a zero-length
+//     read as "no progress" (retried a bounded number of times, then the
+//     connection is closed with a logged reason, never taken for EOF), and
+//     completes short writes;
+//   - recovers panicking handlers (code 7 to the client, the stack in the
+//     enclave log) and sends only generic errors across vsock: the code and
+//     its fixed message. Details are logged inside the enclave.
+//
+// # Lifecycle
+//
+//	srv, err := enclave.New(enclave.Config{Addr: "tcp://127.0.0.1:0", Dev: true})
+//	srv.Handle("echo", func(ctx context.Context, body []byte) ([]byte, error) { return body, nil })
+//	err = srv.Listen(ctx)        // optional: learn srv.Addr() first
+//	err = srv.Serve(ctx)         // until ctx is canceled, then drains
+//
+// New runs the startup checks, which fail closed: the kernel RNG must be the
+// NSM's (rng_current = nsm-hwrng) and the clock source kvm-clock. They read
+// sysfs through Config.SysFS so tests can fake them. Config.Dev (the --dev
+// flag of cmd/enclaved) downgrades failures to loud warnings and makes
+// enclavekit.health report dev=true.
+//
+// Serve stops accepting when its context is canceled (cmd/enclaved cancels
+// it on SIGTERM and SIGINT), lets in-flight requests finish for up to
+// Config.DrainTimeout, then cancels the rest and closes every connection.
+// When Serve returns, no goroutine of the server is left.
+//
+// # Protocol
+//
+// Each frame carries one protocol.Envelope. Requests on a connection may be
+// pipelined; each response echoes its request's id and may arrive in any
+// order. A request envelope that fails to decode gets a bad-request response
+// when its id (key 1) can be recovered; otherwise the connection is closed.
+//
+// Built-in methods: enclavekit.health (protocol.HealthResponse) and
+// enclavekit.attest (protocol.AttestRequest → protocol.AttestResponse, from
+// Config.Attester; each field at most 1024 bytes).
+//
+// # Randomness
+//
+// Randomness in the enclave comes from crypto/rand (getrandom(2)), whose
+// kernel pool the startup check requires to be fed by nsm-hwrng. This package
+// never calls the NSM GetRandom operation.
+//
+// # Logging
+//
+// LogHandler is an slog.Handler that writes to the console (stderr) and
+// streams records to the parent's log sink (vsock://3:5001) as
+// protocol.MethodLog frames, without ever blocking the server: its buffer is
+// bounded, drops are counted and reported, and it re-dials with backoff.
+package enclave

@@ -1,0 +1,81 @@
+package enclave
+
+import (
+	"context"
+	"encoding/binary"
+	"io"
+	"net"
+	"testing"
+
+	"github.com/enclavekit/enclavekit/protocol"
+)
+
+func frame(payload []byte) []byte {
+	return append(binary.BigEndian.AppendUint32(nil, uint32(len(payload))), payload...)
+}
+
+func request(id uint64, method string, body []byte) []byte {
+	b, err := protocol.MarshalEnvelope(&protocol.Envelope{ID: id, Method: method, Body: body})
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func FuzzRecoverID(f *testing.F) {
+	f.Add(request(7, "echo", []byte("x")))
+	f.Add([]byte{0xa1, 0x01, 0x05})
+	f.Add([]byte{0xa2, 0x01, 0x05, 0x01, 0x06})
+	f.Add([]byte{0xbf, 0x01, 0x05, 0xff})
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		id, ok := recoverID(b)
+		if !ok && id != 0 {
+			t.Fatalf("recoverID = %d, false", id)
+		}
+		// A valid envelope may omit key 1 (id 0); when present it must be found.
+		if e, err := protocol.UnmarshalEnvelope(b); err == nil && ok && id != e.ID {
+			t.Fatalf("valid envelope with id %d: recoverID = %d", e.ID, id)
+		}
+	})
+}
+
+// FuzzConn feeds arbitrary bytes to one connection's loop: it must never
+// panic, and every goroutine of the connection must end once the peer
+// goes away.
+func FuzzConn(f *testing.F) {
+	cfg := testConfig()
+	cfg.MaxFrameSize = 4096
+	s, err := New(cfg)
+	if err != nil {
+		f.Fatal(err)
+	}
+	s.Handle("echo", echo)
+	s.Handle("panic", func(context.Context, []byte) ([]byte, error) { panic("boom") })
+
+	f.Add(frame(request(1, "echo", []byte("hello"))))
+	f.Add(append(frame(request(1, "echo", nil)), frame(request(2, "panic", nil))...))
+	f.Add(frame(request(3, protocol.MethodHealth, nil)))
+	f.Add(frame(request(4, protocol.MethodAttest, []byte{0xa1, 0x01, 0x41, 0x00})))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{0, 0, 0x10, 0x01})
+	f.Add(frame([]byte{0xa2, 0x00, 0x01, 0x01, 0x18, 0x2a}))
+	f.Add(frame(nil))
+	f.Add([]byte{0, 0, 0})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		srv, peer := net.Pipe()
+		s.connWG.Add(1)
+		s.open.Add(1)
+		c := newConn(s, context.Background(), srv)
+		go c.serve()
+		drained := make(chan struct{})
+		go func() {
+			_, _ = io.Copy(io.Discard, peer)
+			close(drained)
+		}()
+		_, _ = peer.Write(in)
+		peer.Close()
+		s.connWG.Wait()
+		<-drained
+	})
+}

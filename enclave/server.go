@@ -1,0 +1,363 @@
+package enclave
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/enclavekit/enclavekit/protocol"
+	"github.com/enclavekit/enclavekit/transport"
+)
+
+// Handler serves one method. body is the request body (untrusted bytes from
+// the parent); the returned bytes are the response body. A returned error
+// crosses the enclave boundary only as its code (protocol.CodeOf) and that
+// code's fixed message; its text is logged inside the enclave. Return or
+// wrap a protocol sentinel (protocol.ErrBadRequest…) to choose the code.
+//
+// ctx is canceled when the handler timeout expires, when the connection is
+// closed, and when a graceful shutdown runs out of time; handlers must return
+// promptly once it is done. A panicking handler is recovered: the caller gets
+// code 7 (internal) and the stack is logged.
+type Handler func(ctx context.Context, body []byte) ([]byte, error)
+
+// ErrServerStarted is returned by Serve when it was already called.
+var ErrServerStarted = errors.New("enclave: Serve already called on this server")
+
+// Server is the enclave's request server. Create it with New, register
+// methods with Handle, then call Listen (optional, to learn Addr) and Serve.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	checks   []protocol.CheckResult
+	started  time.Time
+	handlers atomic.Pointer[map[string]Handler]
+	hmu      sync.Mutex // serializes Handle
+
+	mu      sync.Mutex
+	ln      net.Listener
+	serving bool
+	conns   map[*conn]struct{}
+
+	connWG sync.WaitGroup // one per connection goroutine
+
+	open     atomic.Int64
+	total    atomic.Uint64
+	rejected atomic.Uint64
+	requests atomic.Uint64
+	failures atomic.Uint64
+	panics   atomic.Uint64
+	dropped  atomic.Uint64
+}
+
+// Stats are the server's counters since New.
+type Stats struct {
+	// OpenConns is the number of connections being served now.
+	OpenConns uint64
+	// TotalConns counts connections accepted and served.
+	TotalConns uint64
+	// RejectedConns counts connections closed at once because MaxConns
+	// connections were already open.
+	RejectedConns uint64
+	// Requests counts requests dispatched to a handler.
+	Requests uint64
+	// Errors counts error responses (including bad requests and unknown methods).
+	Errors uint64
+	// Panics counts recovered handler panics.
+	Panics uint64
+	// DroppedConns counts connections closed by the server for a protocol
+	// violation or a timeout (bad frame, slowloris, no progress, write timeout).
+	DroppedConns uint64
+}
+
+// New validates cfg, runs the startup checks (StartupChecks, read from
+// cfg.SysFS) and returns a server with the built-in methods
+// enclavekit.health and enclavekit.attest registered. A failed check
+// returns a *CheckError (matching ErrStartupCheck) unless cfg.Dev is set.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	sysfs := cfg.SysFS
+	if sysfs == nil {
+		sysfs = os.DirFS("/")
+	}
+	checks, err := RunChecks(sysfs, StartupChecks, cfg.Dev, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Dev {
+		cfg.Logger.Warn("DEVELOPMENT MODE (--dev): startup checks are warnings only and health reports dev=true; do not trust this enclave")
+	}
+	s := &Server{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		checks:  checks,
+		started: time.Now(),
+		conns:   make(map[*conn]struct{}),
+	}
+	s.handlers.Store(&map[string]Handler{})
+	s.Handle(protocol.MethodHealth, s.handleHealth)
+	s.Handle(protocol.MethodAttest, s.handleAttest)
+	return s, nil
+}
+
+// Handle registers h for method. It panics if method is empty, longer than
+// protocol.MaxMethodLen, already registered (the built-in enclavekit.*
+// methods included), or h is nil, like net/http's ServeMux. It is safe to
+// call while the server is serving.
+func (s *Server) Handle(method string, h Handler) {
+	switch {
+	case method == "":
+		panic("enclave: Handle with an empty method name")
+	case len(method) > protocol.MaxMethodLen:
+		panic(fmt.Sprintf("enclave: method name %q is %d bytes, the limit is %d", method, len(method), protocol.MaxMethodLen))
+	case h == nil:
+		panic("enclave: Handle(" + method + ") with a nil handler")
+	}
+	s.hmu.Lock()
+	defer s.hmu.Unlock()
+	old := *s.handlers.Load()
+	if _, dup := old[method]; dup {
+		panic("enclave: method " + method + " registered twice")
+	}
+	m := make(map[string]Handler, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	m[method] = h
+	s.handlers.Store(&m)
+}
+
+// Checks returns the startup check results (failed ones are marked
+// Overridden in dev mode).
+func (s *Server) Checks() []protocol.CheckResult {
+	return append([]protocol.CheckResult(nil), s.checks...)
+}
+
+// Dev reports whether the server runs with the development override.
+func (s *Server) Dev() bool { return s.cfg.Dev }
+
+// Stats returns a snapshot of the server's counters.
+func (s *Server) Stats() Stats {
+	return Stats{
+		OpenConns:     uint64(max(s.open.Load(), 0)),
+		TotalConns:    s.total.Load(),
+		RejectedConns: s.rejected.Load(),
+		Requests:      s.requests.Load(),
+		Errors:        s.failures.Load(),
+		Panics:        s.panics.Load(),
+		DroppedConns:  s.dropped.Load(),
+	}
+}
+
+// Listen opens the listener on Config.Addr, so that Addr can report the
+// chosen port (tcp://127.0.0.1:0) before Serve runs. Serve calls it when it
+// has not been called.
+func (s *Server) Listen(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln != nil {
+		return fmt.Errorf("enclave: already listening on %s", transport.AddrOf(s.ln.Addr()))
+	}
+	ln, err := transport.Listen(ctx, s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("enclave: listening on %s (Config.Addr): %w", s.cfg.Addr, err)
+	}
+	s.ln = ln
+	return nil
+}
+
+// Addr returns the listener's address once Listen (or Serve) has opened it,
+// else nil. Format it with transport.AddrOf.
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// Serve listens on Config.Addr (unless Listen was called) and serves until
+// ctx is canceled or the listener fails; see ServeListener.
+func (s *Server) Serve(ctx context.Context) error {
+	s.mu.Lock()
+	ln := s.ln
+	s.mu.Unlock()
+	if ln == nil {
+		if err := s.Listen(ctx); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		ln = s.ln
+		s.mu.Unlock()
+	}
+	return s.ServeListener(ctx, ln)
+}
+
+// ServeListener serves connections accepted from ln until ctx is canceled or
+// ln fails, then shuts down gracefully: it closes ln (no new connections),
+// stops reading new requests, lets in-flight requests finish and write their
+// responses for up to Config.DrainTimeout, then cancels the remaining
+// handlers, closes every connection and waits for all of the server's
+// goroutines. It returns nil after a shutdown caused by ctx, or the
+// listener's error. A Server serves once.
+func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
+	s.mu.Lock()
+	if s.serving {
+		s.mu.Unlock()
+		return ErrServerStarted
+	}
+	s.serving = true
+	s.ln = ln
+	s.mu.Unlock()
+
+	s.log.Info("enclave server listening", "addr", transport.AddrOf(ln.Addr()), "dev", s.cfg.Dev,
+		"max_conns", s.cfg.MaxConns, "max_in_flight", s.cfg.MaxInFlight)
+
+	// hard is canceled when draining is over: it is the parent of every
+	// connection's and handler's context.
+	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelHard()
+	stopClose := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stopClose()
+
+	err := s.acceptLoop(ctx, hard, ln)
+	ln.Close()
+	if ctx.Err() != nil {
+		err = nil
+	}
+	s.shutdown(cancelHard)
+	return err
+}
+
+// acceptLoop accepts until ln fails. Connections over the cap are closed at
+// once and counted.
+func (s *Server) acceptLoop(ctx, hard context.Context, ln net.Listener) error {
+	var backoff time.Duration
+	var lastRejectWarn time.Time
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			if !retryableAccept(err) {
+				s.log.Error("enclave server: accept failed; shutting down", "err", err)
+				return fmt.Errorf("enclave: accept: %w", err)
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("enclave server: accept failed; retrying", "err", err, "backoff", backoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+			continue
+		}
+		backoff = 0
+		if s.open.Load() >= int64(s.cfg.MaxConns) {
+			n := s.rejected.Add(1)
+			nc.Close()
+			if now := time.Now(); now.Sub(lastRejectWarn) >= rejectWarnEvery {
+				lastRejectWarn = now
+				s.log.Warn("enclave server: connections rejected: MaxConns reached (closed at once, not queued)",
+					"max_conns", s.cfg.MaxConns, "rejected_total", n, "remote", nc.RemoteAddr())
+			}
+			continue
+		}
+		c := newConn(s, hard, nc)
+		s.mu.Lock()
+		s.conns[c] = struct{}{}
+		s.mu.Unlock()
+		s.open.Add(1)
+		s.total.Add(1)
+		s.connWG.Add(1)
+		go c.serve()
+	}
+}
+
+// rejectWarnEvery rate-limits the warning about rejected connections, so a
+// flood of them cannot flood the log.
+const rejectWarnEvery = 10 * time.Second
+
+// retryableAccept reports whether an Accept error is transient (resource
+// exhaustion, an aborted handshake, an interruption).
+func retryableAccept(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED, syscall.EINTR, syscall.EAGAIN} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// shutdown drains the connections, then forces them closed.
+func (s *Server) shutdown(cancelHard context.CancelFunc) {
+	s.mu.Lock()
+	n := len(s.conns)
+	for c := range s.conns {
+		c.drain()
+	}
+	s.mu.Unlock()
+	s.log.Info("enclave server: stopped accepting; draining", "open_conns", n, "drain_timeout", s.cfg.DrainTimeout)
+
+	done := make(chan struct{})
+	go func() {
+		s.connWG.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(s.cfg.DrainTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+		s.log.Info("enclave server: drained")
+		return
+	case <-t.C:
+	}
+	s.mu.Lock()
+	left := len(s.conns)
+	for c := range s.conns {
+		c.abort()
+	}
+	s.mu.Unlock()
+	cancelHard()
+	s.log.Warn("enclave server: drain timeout expired; canceled remaining requests and closed connections",
+		"conns", left, "drain_timeout", s.cfg.DrainTimeout)
+	// Handlers must return once their context is canceled; say so loudly
+	// if one does not, since Serve cannot return before it does.
+	for {
+		t.Reset(ignoredCancelWarnEvery)
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			s.log.Error("enclave server: still waiting for handlers that ignore their canceled context; fix the handler (it must return when ctx is done)",
+				"open_conns", s.open.Load())
+		}
+	}
+}
+
+// ignoredCancelWarnEvery is how often shutdown reports handlers that keep
+// running after their context was canceled.
+const ignoredCancelWarnEvery = 5 * time.Second
+
+func (s *Server) removeConn(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.open.Add(-1)
+	s.connWG.Done()
+}
