@@ -13,8 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fxamacker/cbor/v2"
-
 	"github.com/enclavekit/enclavekit/protocol"
 )
 
@@ -160,7 +158,7 @@ func (c *conn) readLoop() closeReason {
 			err = fmt.Errorf("%w: the envelope has no method (key 2): the server accepts only requests", protocol.ErrBadEnvelope)
 		}
 		if err != nil {
-			id, ok := recoverID(payload)
+			id, ok := protocol.RecoverID(payload)
 			if !ok {
 				return closeReason{msg: "undecodable envelope without a recoverable request id", err: err, hostile: true, level: slog.LevelWarn}
 			}
@@ -276,33 +274,4 @@ func (c *conn) writeResponse(resp *protocol.Envelope) {
 			"remote", c.remote, "id", resp.ID, "err", err)
 		c.abort()
 	}
-}
-
-// idDecMode decodes just enough of a malformed envelope to find its request
-// id (key 1): lenient about unknown keys, strict about duplicates.
-var idDecMode = func() cbor.DecMode {
-	dm, err := cbor.DecOptions{
-		DupMapKey:        cbor.DupMapKeyEnforcedAPF,
-		IndefLength:      cbor.IndefLengthForbidden,
-		TagsMd:           cbor.TagsForbidden,
-		MaxNestedLevels:  8,
-		MaxArrayElements: 1024,
-		MaxMapPairs:      1024,
-	}.DecMode()
-	if err != nil {
-		panic(err)
-	}
-	return dm
-}()
-
-// recoverID returns the request id of an envelope that failed to decode,
-// if it is a CBOR map with an unsigned integer under key 1.
-func recoverID(payload []byte) (uint64, bool) {
-	var v struct {
-		ID *uint64 `cbor:"1,keyasint"`
-	}
-	if err := idDecMode.Unmarshal(payload, &v); err != nil || v.ID == nil {
-		return 0, false
-	}
-	return *v.ID, true
 }

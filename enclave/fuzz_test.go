@@ -22,24 +22,6 @@ func request(id uint64, method string, body []byte) []byte {
 	return b
 }
 
-func FuzzRecoverID(f *testing.F) {
-	f.Add(request(7, "echo", []byte("x")))
-	f.Add([]byte{0xa1, 0x01, 0x05})
-	f.Add([]byte{0xa2, 0x01, 0x05, 0x01, 0x06})
-	f.Add([]byte{0xbf, 0x01, 0x05, 0xff})
-	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		id, ok := recoverID(b)
-		if !ok && id != 0 {
-			t.Fatalf("recoverID = %d, false", id)
-		}
-		// A valid envelope may omit key 1 (id 0); when present it must be found.
-		if e, err := protocol.UnmarshalEnvelope(b); err == nil && ok && id != e.ID {
-			t.Fatalf("valid envelope with id %d: recoverID = %d", e.ID, id)
-		}
-	})
-}
-
 // FuzzConn feeds arbitrary bytes to one connection's loop: it must never
 // panic, and every goroutine of the connection must end once the peer
 // goes away.

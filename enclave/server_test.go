@@ -1,7 +1,6 @@
 package enclave
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -562,30 +561,5 @@ func TestServeTwice(t *testing.T) {
 	}
 	if err := s.Listen(context.Background()); err == nil {
 		t.Fatal("second Listen succeeded")
-	}
-}
-
-func TestRecoverID(t *testing.T) {
-	tests := []struct {
-		in   []byte
-		id   uint64
-		ok   bool
-		name string
-	}{
-		{[]byte{0xa1, 0x01, 0x05}, 5, true, "id only"},
-		{[]byte{0xa2, 0x01, 0x05, 0x01, 0x06}, 0, false, "duplicate id"},
-		{[]byte{0xa1, 0x02, 0x05}, 0, false, "no id"},
-		{[]byte{0xa1, 0x01, 0x20}, 0, false, "negative id"},
-		{[]byte{0xbf, 0x01, 0x05, 0xff}, 0, false, "indefinite map"},
-		{bytes.Repeat([]byte{0x81}, 100), 0, false, "deep nesting"},
-		{nil, 0, false, "empty"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			id, ok := recoverID(tt.in)
-			if id != tt.id || ok != tt.ok {
-				t.Fatalf("recoverID = %d, %v; want %d, %v", id, ok, tt.id, tt.ok)
-			}
-		})
 	}
 }

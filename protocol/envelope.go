@@ -100,7 +100,8 @@ func MarshalEnvelope(e *Envelope) ([]byte, error) {
 
 // UnmarshalEnvelope decodes untrusted bytes into an envelope. It rejects
 // duplicate keys, unknown keys, indefinite-length items, tags, invalid UTF-8,
-// trailing bytes and anything Validate rejects; every error wraps
+// trailing bytes, a missing version or id, and anything Validate rejects;
+// every error wraps
 // ErrBadEnvelope. On error the returned envelope is the zero value.
 func UnmarshalEnvelope(b []byte) (Envelope, error) {
 	var e Envelope
@@ -109,6 +110,13 @@ func UnmarshalEnvelope(b []byte) (Envelope, error) {
 	}
 	if err := e.Validate(); err != nil {
 		return Envelope{}, err
+	}
+	// The id has no zero default: an envelope without key 1 is refused.
+	// Only id 0 needs the second look.
+	if e.ID == 0 {
+		if _, ok := RecoverID(b); !ok {
+			return Envelope{}, fmt.Errorf("%w: missing request id (key 1)", ErrBadEnvelope)
+		}
 	}
 	return e, nil
 }

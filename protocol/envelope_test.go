@@ -41,6 +41,7 @@ func TestUnmarshalEnvelope(t *testing.T) {
 		{name: "request", in: "a4 0001 0107 02 64 6563686f 03 42 0102", want: Envelope{Version: 1, ID: 7, Method: "echo", Body: []byte{1, 2}}},
 		{name: "error response", in: "a4 0001 0107 04 02 05 6e 756e6b6e6f776e206d6574686f64", want: Envelope{Version: 1, ID: 7, Code: CodeUnknownMethod, Message: "unknown method"}},
 		{name: "ok response without body", in: "a2 0001 0100", want: Envelope{Version: 1}},
+		{name: "missing id", in: "a2 0001 02 61 61", wantErr: "missing request id"},
 		{name: "duplicate key", in: "a3 0001 0107 0108", wantErr: "duplicate map key"},
 		{name: "unknown key", in: "a3 0001 0107 0900", wantErr: "unknown field"},
 		{name: "text key", in: "a3 0001 0107 61 78 00", wantErr: "unknown field"},
@@ -206,4 +207,52 @@ func BenchmarkEnvelopeDecode(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+func TestRecoverID(t *testing.T) {
+	tests := []struct {
+		name string
+		in   []byte
+		id   uint64
+		ok   bool
+	}{
+		{"valid envelope", mustHex("a4 0001 0107 02 64 6563686f 03 42 0102"), 7, true},
+		{"id only", []byte{0xa1, 0x01, 0x05}, 5, true},
+		{"unknown keys around the id", mustHex("a3 09 61 78 01 18 2a 0a f6"), 42, true},
+		{"id zero", []byte{0xa1, 0x01, 0x00}, 0, true},
+		{"duplicate id", []byte{0xa2, 0x01, 0x05, 0x01, 0x06}, 0, false},
+		{"no id", []byte{0xa1, 0x02, 0x05}, 0, false},
+		{"negative id", []byte{0xa1, 0x01, 0x20}, 0, false},
+		{"text id", []byte{0xa1, 0x01, 0x61, 0x31}, 0, false},
+		{"indefinite map", []byte{0xbf, 0x01, 0x05, 0xff}, 0, false},
+		{"deep nesting", bytes.Repeat([]byte{0x81}, 100), 0, false},
+		{"empty", nil, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id, ok := RecoverID(tt.in)
+			if id != tt.id || ok != tt.ok {
+				t.Fatalf("RecoverID = %d, %v; want %d, %v", id, ok, tt.id, tt.ok)
+			}
+		})
+	}
+}
+
+func FuzzRecoverID(f *testing.F) {
+	req, _ := MarshalEnvelope(&Envelope{ID: 7, Method: "echo", Body: []byte("x")})
+	f.Add(req)
+	f.Add([]byte{0xa1, 0x01, 0x05})
+	f.Add([]byte{0xa2, 0x01, 0x05, 0x01, 0x06})
+	f.Add([]byte{0xbf, 0x01, 0x05, 0xff})
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		id, ok := RecoverID(b)
+		if !ok && id != 0 {
+			t.Fatalf("RecoverID = %d, false", id)
+		}
+		// Every valid envelope carries key 1, and RecoverID finds it.
+		if e, err := UnmarshalEnvelope(b); err == nil && (!ok || id != e.ID) {
+			t.Fatalf("valid envelope with id %d: RecoverID = %d, %v", e.ID, id, ok)
+		}
+	})
 }

@@ -174,6 +174,7 @@ func NewFrameWriter(w io.Writer, max int) (*FrameWriter, error) {
 
 // WriteFrame writes payload as one frame. A payload over the limit is refused
 // with ErrFrameTooLarge before anything is written, so the stream stays usable.
+// After any other error the stream may hold part of a frame and must be closed.
 func (fw *FrameWriter) WriteFrame(payload []byte) error {
 	if len(payload) > fw.max {
 		return fmt.Errorf("%w: payload is %d bytes, the limit is %d", ErrFrameTooLarge, len(payload), fw.max)
@@ -181,15 +182,24 @@ func (fw *FrameWriter) WriteFrame(payload []byte) error {
 	if len(payload) <= coalesceLimit {
 		fw.buf = binary.BigEndian.AppendUint32(fw.buf[:0], uint32(len(payload)))
 		fw.buf = append(fw.buf, payload...)
-		_, err := fw.w.Write(fw.buf)
-		return err
+		return writeAll(fw.w, fw.buf)
 	}
 	var hdr [HeaderSize]byte
 	binary.BigEndian.PutUint32(hdr[:], uint32(len(payload)))
-	if _, err := fw.w.Write(hdr[:]); err != nil {
+	if err := writeAll(fw.w, hdr[:]); err != nil {
 		return err
 	}
-	_, err := fw.w.Write(payload)
+	return writeAll(fw.w, payload)
+}
+
+// writeAll reports a short write without an error (which breaks the
+// io.Writer contract) as io.ErrShortWrite rather than leave a torn frame
+// on the stream unnoticed.
+func writeAll(w io.Writer, b []byte) error {
+	n, err := w.Write(b)
+	if err == nil && n != len(b) {
+		err = io.ErrShortWrite
+	}
 	return err
 }
 

@@ -271,3 +271,18 @@ func benchmarkFrames(b *testing.B, size int) {
 func BenchmarkFrameRoundTrip64B(b *testing.B)  { benchmarkFrames(b, 64) }
 func BenchmarkFrameRoundTrip4KiB(b *testing.B) { benchmarkFrames(b, 4<<10) }
 func BenchmarkFrameRoundTrip1MiB(b *testing.B) { benchmarkFrames(b, 1<<20) }
+
+// shortWriter accepts at most n bytes per call and reports no error, which
+// breaks the io.Writer contract.
+type shortWriter struct{ n int }
+
+func (w shortWriter) Write(p []byte) (int, error) { return min(len(p), w.n), nil }
+
+func TestWriteFrameReportsShortWrite(t *testing.T) {
+	for _, size := range []int{10, coalesceLimit + 1} {
+		fw, _ := NewFrameWriter(shortWriter{n: 3}, MaxFrameLimit)
+		if err := fw.WriteFrame(make([]byte, size)); !errors.Is(err, io.ErrShortWrite) {
+			t.Errorf("payload of %d bytes: err = %v, want io.ErrShortWrite", size, err)
+		}
+	}
+}
