@@ -1,0 +1,49 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/enclavekit/enclavekit/protocol"
+)
+
+func init() {
+	register(command{
+		name:    "health",
+		summary: "print an enclave server's health report (enclavekit.health) as JSON",
+		run:     runHealth,
+	})
+}
+
+func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("health", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "usage: enclavekit health --addr ADDR [--timeout D]\n\nExit status: 0 ok, 1 the call failed, 2 usage.\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	addr := fs.String("addr", "", "enclave server address, e.g. vsock://16:5000 or tcp://127.0.0.1:5000 (required)")
+	timeout := fs.Duration("timeout", 10*time.Second, "bound on the whole call, connection included")
+	pos, err := callParseArgs(fs, args)
+	if err != nil {
+		return callFlagExit(err)
+	}
+	if *addr == "" || len(pos) != 0 || *timeout <= 0 {
+		fs.Usage()
+		return exitUsage
+	}
+	out, code := callOnce(ctx, stderr, "health", *addr, *timeout, protocol.MethodHealth, nil)
+	if code != exitOK {
+		return code
+	}
+	js, err := callResponseJSON(protocol.MethodHealth, out)
+	if err != nil {
+		fmt.Fprintf(stderr, "enclavekit health: response: %v\n", err)
+		return exitFailure
+	}
+	stdout.Write(js)
+	return exitOK
+}

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/enclavekit/enclavekit/parent"
+	"github.com/enclavekit/enclavekit/transport"
+)
+
+func init() {
+	register(command{
+		name:    "ingress",
+		summary: "forward TCP connections on the parent into the enclave",
+		run:     runIngress,
+	})
+}
+
+func runIngress(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("ingress", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "usage: enclavekit ingress --listen ADDR --to ADDR [flags]\n\n"+
+			"Accepts TCP connections on --listen (e.g. tcp://0.0.0.0:443) and forwards each,\n"+
+			"byte for byte, to --to in the enclave (e.g. vsock://16:443). Runs until interrupted.\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	listen := fs.String("listen", "", "address to accept clients on, e.g. tcp://0.0.0.0:443 (required)")
+	to := fs.String("to", "", "enclave address to forward to, e.g. vsock://16:443 (required)")
+	maxConns := fs.Int("max-conns", parent.DefaultIngressMaxConns, "connections forwarded at once; more are closed at once")
+	idle := fs.Duration("idle-timeout", parent.DefaultIngressIdleTimeout, "close connections idle this long in both directions (0 or negative: never)")
+	proxy := fs.Bool("proxy-protocol", false, "send a PROXY protocol v2 header with the client's address first")
+	pos, err := callParseArgs(fs, args)
+	if err != nil {
+		return callFlagExit(err)
+	}
+	if *listen == "" || *to == "" || len(pos) != 0 || *maxConns < 1 {
+		fs.Usage()
+		return exitUsage
+	}
+	if *idle == 0 {
+		*idle = -1 // 0 on the command line means never, as negative does
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	in, err := parent.NewIngress(parent.IngressConfig{
+		Target:        *to,
+		MaxConns:      *maxConns,
+		IdleTimeout:   *idle,
+		ProxyProtocol: *proxy,
+		Logger:        log,
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "enclavekit ingress: %v\n", err)
+		return exitUsage
+	}
+	ln, err := transport.Listen(ctx, *listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "enclavekit ingress: %v\n", err)
+		return exitFailure
+	}
+	log.Info("enclavekit ingress: forwarding", "listen", transport.AddrOf(ln.Addr()), "to", *to,
+		"max_conns", *maxConns, "idle_timeout", time.Duration(max(*idle, 0)), "proxy_protocol", *proxy)
+	if err := in.Serve(ctx, ln); err != nil {
+		fmt.Fprintf(stderr, "enclavekit ingress: %v\n", err)
+		return exitFailure
+	}
+	return exitOK
+}

@@ -1,0 +1,131 @@
+package parent
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/enclavekit/enclavekit/attest"
+	"github.com/enclavekit/enclavekit/protocol"
+)
+
+// DefaultAttestMaxAge is the freshness bound of Client.Attest when
+// AttestOptions.MaxAge is zero.
+const DefaultAttestMaxAge = 5 * time.Minute
+
+// NonceSize is the length of the random nonce Client.Attest sends.
+const NonceSize = 32
+
+// ErrAttestation is wrapped by every error of Client.Attest that comes from
+// the document rather than the call: it did not decode or did not verify.
+// The attest package's sentinel (attest.ErrPCRMismatch…) is wrapped too.
+var ErrAttestation = errors.New("parent: enclave attestation rejected")
+
+// AttestOptions says what Client.Attest accepts.
+type AttestOptions struct {
+	// Roots are the trust anchors of the document's certificate chain. nil
+	// pins the AWS Nitro Enclaves root; tests pass nsmtest.Emulator.Roots().
+	Roots *x509.CertPool
+	// PCRs maps PCR index (0..31) to its expected 48-byte value. Every
+	// entry must match. Empty is refused unless AllowAnyPCRs is set, so
+	// that a forgotten policy does not accept any enclave.
+	PCRs map[int][]byte
+	// AllowAnyPCRs accepts a document whatever its PCRs (the chain,
+	// signature, nonce and freshness are still verified). For development.
+	AllowAnyPCRs bool
+	// MaxAge bounds the document's age at Now. 0 means DefaultAttestMaxAge;
+	// freshness is always checked.
+	MaxAge time.Duration
+	// Now returns the verifier's clock. nil means time.Now.
+	Now func() time.Time
+	// UserData and PublicKey (at most 1024 bytes each) are sent to the
+	// enclave and must come back in the document; nil requires them absent.
+	UserData  []byte
+	PublicKey []byte
+	// ChainCache caches verified certificate chains; nil uses the attest
+	// package's shared cache.
+	ChainCache *attest.ChainCache
+}
+
+// Validate reports whether o is usable.
+func (o AttestOptions) Validate() error {
+	if len(o.PCRs) == 0 && !o.AllowAnyPCRs {
+		return errors.New("parent: AttestOptions.PCRs is empty; set the expected PCRs, or AllowAnyPCRs for development")
+	}
+	if o.MaxAge < 0 {
+		return fmt.Errorf("parent: AttestOptions.MaxAge %v is negative", o.MaxAge)
+	}
+	if len(o.UserData) > attest.MaxFieldSize || len(o.PublicKey) > attest.MaxFieldSize {
+		return fmt.Errorf("parent: AttestOptions.UserData and PublicKey are limited to %d bytes", attest.MaxFieldSize)
+	}
+	vo := o.verifyOptions(nil)
+	return vo.Validate()
+}
+
+func (o AttestOptions) verifyOptions(nonce []byte) attest.VerifyOptions {
+	now := time.Now
+	if o.Now != nil {
+		now = o.Now
+	}
+	maxAge := o.MaxAge
+	if maxAge == 0 {
+		maxAge = DefaultAttestMaxAge
+	}
+	// Non-nil empty slices require the fields to be absent.
+	userData := o.UserData
+	if userData == nil {
+		userData = []byte{}
+	}
+	publicKey := o.PublicKey
+	if publicKey == nil {
+		publicKey = []byte{}
+	}
+	if nonce == nil {
+		nonce = []byte{}
+	}
+	return attest.VerifyOptions{
+		Roots:       o.Roots,
+		CurrentTime: now(),
+		MaxAge:      maxAge,
+		Nonce:       nonce,
+		PCRs:        o.PCRs,
+		UserData:    userData,
+		PublicKey:   publicKey,
+		ChainCache:  o.ChainCache,
+	}
+}
+
+// Attest asks the enclave for an attestation document over a fresh random
+// nonce (and opts.UserData, opts.PublicKey), verifies it with attest.Verify
+// against opts, and returns the verified document. It fails closed: any
+// decoding or verification failure is an error (wrapping ErrAttestation and
+// the attest sentinel), and no document is returned with it.
+func (c *Client) Attest(ctx context.Context, opts AttestOptions) (*attest.Document, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	nonce := make([]byte, NonceSize)
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, fmt.Errorf("parent: attest nonce: %w", err)
+	}
+	body, err := protocol.Marshal(&protocol.AttestRequest{Nonce: nonce, UserData: opts.UserData, PublicKey: opts.PublicKey})
+	if err != nil {
+		return nil, fmt.Errorf("parent: attest request: %w", err)
+	}
+	out, err := c.CallRaw(ctx, protocol.MethodAttest, body)
+	if err != nil {
+		return nil, fmt.Errorf("parent: attest: %w", err)
+	}
+	var resp protocol.AttestResponse
+	if err := protocol.Unmarshal(out, &resp); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrAttestation, err)
+	}
+	doc, err := attest.Verify(resp.Document, opts.verifyOptions(nonce))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrAttestation, err)
+	}
+	return doc, nil
+}

@@ -1,0 +1,563 @@
+package parent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/enclavekit/enclavekit/protocol"
+	"github.com/enclavekit/enclavekit/transport"
+)
+
+// Errors of the client.
+var (
+	// ErrConnLost is matched by the error of every call that was in flight on
+	// a connection when it broke (the enclave closed it, restarted, or sent
+	// bytes that are not protocol v1). The error also wraps the cause.
+	// The next call dials a new connection.
+	ErrConnLost = errors.New("parent: connection to the enclave lost")
+	// ErrClientClosed is returned by calls on a closed Client.
+	ErrClientClosed = errors.New("parent: client closed")
+	// ErrProtocol is wrapped, together with ErrConnLost, when the enclave
+	// sent something protocol v1 does not allow on a client connection: an
+	// envelope that fails to decode, a request, or a response to a request
+	// id that was never issued.
+	ErrProtocol = errors.New("parent: protocol violation by the enclave")
+)
+
+// Defaults of Options.
+const (
+	DefaultPoolSize    = 2
+	DefaultCallTimeout = 30 * time.Second
+	DefaultDialTimeout = 10 * time.Second
+	// maxRemoteMessage bounds the message of a remote error, in bytes.
+	maxRemoteMessage = 256
+)
+
+// maxAbandoned is how many requests a connection remembers after their
+// callers gave up, so that their late responses are recognised and dropped.
+// Past it the connection is recycled. A variable for tests.
+var maxAbandoned = 4096
+
+// Options configures a Client. The zero value is valid.
+type Options struct {
+	// PoolSize is the number of connections the client keeps to the
+	// enclave; calls are spread over them round-robin. 0 means
+	// DefaultPoolSize; at most 64.
+	PoolSize int
+	// MaxFrame is the largest request or response payload in bytes,
+	// envelope included. 0 means protocol.DefaultMaxFrame (1 MiB); at most
+	// protocol.MaxFrameLimit (64 MiB). A larger response breaks the
+	// connection it arrived on.
+	MaxFrame int
+	// CallTimeout bounds every call whose context has no deadline, so that a
+	// vanished enclave never hangs a caller. 0 means DefaultCallTimeout;
+	// negative means no bound beyond the caller's context.
+	CallTimeout time.Duration
+	// DialTimeout bounds each connection attempt, within the caller's
+	// context. 0 means DefaultDialTimeout.
+	DialTimeout time.Duration
+	// Logger receives connection events (breaks, redials). nil means
+	// slog.Default().
+	Logger *slog.Logger
+	// Dialer opens a connection to addr. nil means transport.Dial. Tests
+	// use it to put a net.Pipe under the client.
+	Dialer func(ctx context.Context, addr string) (net.Conn, error)
+}
+
+// Validate reports whether o is usable.
+func (o Options) Validate() error {
+	switch {
+	case o.PoolSize < 0 || o.PoolSize > 64:
+		return fmt.Errorf("parent: Options.PoolSize %d out of range: want 0..64", o.PoolSize)
+	case o.MaxFrame < 0 || o.MaxFrame > protocol.MaxFrameLimit:
+		return fmt.Errorf("parent: Options.MaxFrame %d out of range: want 0..%d", o.MaxFrame, protocol.MaxFrameLimit)
+	case o.DialTimeout < 0:
+		return fmt.Errorf("parent: Options.DialTimeout %v is negative", o.DialTimeout)
+	}
+	return nil
+}
+
+func (o Options) withDefaults() Options {
+	if o.PoolSize == 0 {
+		o.PoolSize = DefaultPoolSize
+	}
+	if o.MaxFrame == 0 {
+		o.MaxFrame = protocol.DefaultMaxFrame
+	}
+	if o.CallTimeout == 0 {
+		o.CallTimeout = DefaultCallTimeout
+	}
+	if o.DialTimeout == 0 {
+		o.DialTimeout = DefaultDialTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Dialer == nil {
+		o.Dialer = transport.Dial
+	}
+	return o
+}
+
+// Client calls an enclave server over a small pool of connections. It is
+// safe for concurrent use. Close it to release its connections.
+type Client struct {
+	addr string
+	opts Options
+	next atomic.Uint64 // round-robin cursor
+
+	mu     sync.Mutex
+	closed bool
+	slots  []slot
+	wg     sync.WaitGroup // reader goroutines
+}
+
+type slot struct {
+	conn    *clientConn
+	dialing chan struct{} // non-nil while a dial for this slot runs
+}
+
+// Dial connects to the enclave server at addr ("vsock://16:5000",
+// "tcp://127.0.0.1:5000") and returns a Client. The first connection is
+// opened before Dial returns, so a wrong address fails here; the others are
+// opened on first use. ctx bounds only the connection set-up.
+func Dial(ctx context.Context, addr string, opts Options) (*Client, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if _, err := transport.ParseAddr(addr); err != nil {
+		return nil, err
+	}
+	c := &Client{addr: addr, opts: opts.withDefaults()}
+	c.slots = make([]slot, c.opts.PoolSize)
+	cc, err := c.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.slots[0].conn = cc
+	c.startReader(cc)
+	c.mu.Unlock()
+	return c, nil
+}
+
+// Addr returns the address the client dials.
+func (c *Client) Addr() string { return c.addr }
+
+// Close closes every connection; calls in flight fail with ErrClientClosed.
+// It waits for the client's goroutines to end and is idempotent.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	var conns []*clientConn
+	for i := range c.slots {
+		if cc := c.slots[i].conn; cc != nil {
+			conns = append(conns, cc)
+			c.slots[i].conn = nil
+		}
+	}
+	c.mu.Unlock()
+	for _, cc := range conns {
+		cc.fail(ErrClientClosed)
+	}
+	c.wg.Wait()
+	return nil
+}
+
+// Call encodes req as CBOR (nil sends an empty body), calls method and
+// decodes the response body into resp (nil discards it). Errors sent by the
+// enclave match their protocol sentinels with errors.Is.
+func (c *Client) Call(ctx context.Context, method string, req, resp any) error {
+	var body []byte
+	if req != nil {
+		b, err := protocol.Marshal(req)
+		if err != nil {
+			return fmt.Errorf("parent: encoding %s request: %w", method, err)
+		}
+		body = b
+	}
+	out, err := c.CallRaw(ctx, method, body)
+	if err != nil {
+		return err
+	}
+	if resp == nil {
+		return nil
+	}
+	if err := protocol.Unmarshal(out, resp); err != nil {
+		return fmt.Errorf("parent: decoding %s response: %w", method, err)
+	}
+	return nil
+}
+
+// CallRaw sends body as the request of method and returns the response body.
+// The call ends at the first of: the response, ctx's end (ctx.Err() is
+// returned, wrapped), the connection breaking (ErrConnLost) or Close
+// (ErrClientClosed). A remote error is a *protocol.RemoteError.
+func (c *Client) CallRaw(ctx context.Context, method string, body []byte) ([]byte, error) {
+	if method == "" || len(method) > protocol.MaxMethodLen {
+		return nil, fmt.Errorf("parent: method name must be 1..%d bytes, got %d", protocol.MaxMethodLen, len(method))
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("parent: call %s: %w", method, err)
+	}
+	if _, ok := ctx.Deadline(); !ok && c.opts.CallTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.opts.CallTimeout)
+		defer cancel()
+	}
+	for attempt := 0; ; attempt++ {
+		cc, err := c.conn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out, err := cc.call(ctx, method, body)
+		var ns errNotSent
+		if errors.As(err, &ns) {
+			if attempt == 0 && !errors.Is(ns.err, ErrClientClosed) {
+				continue // the connection broke before the request left: once more on a fresh one
+			}
+			return nil, ns.err
+		}
+		return out, err
+	}
+}
+
+// conn returns a healthy connection of the pool, dialing one into the next
+// slot if that slot is empty or broken.
+func (c *Client) conn(ctx context.Context) (*clientConn, error) {
+	i := int(c.next.Add(1) % uint64(len(c.slots)))
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return nil, ErrClientClosed
+		}
+		s := &c.slots[i]
+		if s.conn != nil && !s.conn.broken() {
+			cc := s.conn
+			c.mu.Unlock()
+			return cc, nil
+		}
+		if ch := s.dialing; ch != nil {
+			c.mu.Unlock()
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return nil, fmt.Errorf("parent: waiting for a connection to %s: %w", c.addr, ctx.Err())
+			}
+		}
+		ch := make(chan struct{})
+		s.dialing = ch
+		old := s.conn
+		s.conn = nil
+		c.mu.Unlock()
+		if old != nil {
+			c.opts.Logger.Debug("enclavekit: replacing broken connection", "addr", c.addr, "err", old.err())
+		}
+
+		cc, err := c.dial(ctx)
+
+		c.mu.Lock()
+		s.dialing = nil
+		close(ch)
+		if err == nil && c.closed {
+			c.mu.Unlock()
+			cc.nc.Close()
+			return nil, ErrClientClosed
+		}
+		if err == nil {
+			s.conn = cc
+			c.startReader(cc)
+		}
+		c.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		return cc, nil
+	}
+}
+
+func (c *Client) dial(ctx context.Context) (*clientConn, error) {
+	dctx, cancel := context.WithTimeout(ctx, c.opts.DialTimeout)
+	defer cancel()
+	nc, err := c.opts.Dialer(dctx, c.addr)
+	if err != nil {
+		return nil, fmt.Errorf("parent: dialing enclave: %w", err)
+	}
+	cc, err := newClientConn(nc, c.opts.MaxFrame)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return cc, nil
+}
+
+// startReader starts cc's reader goroutine. c.mu must be held and c not
+// closed, so that Close's wait sees every reader.
+func (c *Client) startReader(cc *clientConn) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		cc.readLoop()
+	}()
+}
+
+// result is what the reader hands a waiting call.
+type result struct {
+	body []byte
+	err  error
+}
+
+// clientConn is one connection with requests in flight. Its reader
+// goroutine delivers responses by id; writers take wsem in turn.
+type clientConn struct {
+	nc   net.Conn
+	fw   *protocol.FrameWriter
+	fr   *protocol.FrameReader
+	wsem chan struct{} // 1-slot semaphore guarding fw and nc writes
+	done chan struct{} // closed when the connection is broken
+
+	mu        sync.Mutex
+	nextID    uint64
+	pending   map[uint64]chan result // nil value: abandoned by its caller
+	abandoned int
+	cause     error // set once, before done is closed
+}
+
+func newClientConn(nc net.Conn, maxFrame int) (*clientConn, error) {
+	fw, err := protocol.NewFrameWriter(nc, maxFrame)
+	if err != nil {
+		return nil, err
+	}
+	fr, err := protocol.NewFrameReader(nc, maxFrame)
+	if err != nil {
+		return nil, err
+	}
+	return &clientConn{
+		nc:      nc,
+		fw:      fw,
+		fr:      fr,
+		wsem:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
+		pending: make(map[uint64]chan result),
+	}, nil
+}
+
+func (cc *clientConn) broken() bool {
+	select {
+	case <-cc.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (cc *clientConn) err() error {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return cc.cause
+}
+
+// fail breaks the connection with cause (the first cause wins) and wakes
+// every call in flight.
+func (cc *clientConn) fail(cause error) {
+	cc.mu.Lock()
+	if cc.cause != nil {
+		cc.mu.Unlock()
+		return
+	}
+	cc.cause = cause
+	cc.pending = nil
+	close(cc.done)
+	cc.mu.Unlock()
+	cc.nc.Close()
+}
+
+// lostErr is the error of a call that was on cc when it broke.
+func (cc *clientConn) lostErr() error {
+	cause := cc.err()
+	if errors.Is(cause, ErrClientClosed) {
+		return ErrClientClosed
+	}
+	return cause
+}
+
+var errWriteInterrupted = errors.New("request write interrupted by the caller's context")
+
+func (cc *clientConn) call(ctx context.Context, method string, body []byte) ([]byte, error) {
+	ch := make(chan result, 1)
+	cc.mu.Lock()
+	if cc.cause != nil {
+		cc.mu.Unlock()
+		return nil, errNotSent{cc.lostErr()}
+	}
+	cc.nextID++
+	id := cc.nextID
+	cc.pending[id] = ch
+	cc.mu.Unlock()
+
+	payload, err := protocol.MarshalEnvelope(&protocol.Envelope{ID: id, Method: method, Body: body})
+	if err != nil {
+		cc.forget(id, false)
+		return nil, fmt.Errorf("parent: encoding request: %w", err)
+	}
+	if err := cc.write(ctx, id, payload); err != nil {
+		return nil, err
+	}
+
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			return nil, r.err
+		}
+		return r.body, nil
+	case <-cc.done:
+		// The reader may have delivered just before breaking.
+		select {
+		case r := <-ch:
+			if r.err != nil {
+				return nil, r.err
+			}
+			return r.body, nil
+		default:
+		}
+		return nil, cc.lostErr()
+	case <-ctx.Done():
+		cc.forget(id, true)
+		return nil, fmt.Errorf("parent: call %s: %w", method, ctx.Err())
+	}
+}
+
+// write sends one request frame. A write cut short by ctx may leave half a
+// frame on the stream, so it breaks the connection.
+func (cc *clientConn) write(ctx context.Context, id uint64, payload []byte) error {
+	select {
+	case cc.wsem <- struct{}{}:
+	case <-cc.done:
+		return errNotSent{cc.lostErr()}
+	case <-ctx.Done():
+		cc.forget(id, false)
+		return fmt.Errorf("parent: waiting to send request: %w", ctx.Err())
+	}
+	var fired chan struct{}
+	var stop func() bool
+	if ctx.Done() != nil {
+		fired = make(chan struct{})
+		stop = context.AfterFunc(ctx, func() {
+			cc.nc.SetWriteDeadline(time.Unix(1, 0))
+			close(fired)
+		})
+	}
+	err := cc.fw.WriteFrame(payload)
+	interrupted := false
+	if stop != nil && !stop() {
+		<-fired
+		interrupted = true
+		if err == nil {
+			// The frame went out whole; only the deadline must go.
+			cc.nc.SetWriteDeadline(time.Time{})
+		}
+	}
+	<-cc.wsem
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, protocol.ErrFrameTooLarge):
+		// Refused before anything was written: the stream is intact.
+		cc.forget(id, false)
+		return fmt.Errorf("parent: request: %w", err)
+	case interrupted:
+		cc.fail(fmt.Errorf("%w: %w", ErrConnLost, errWriteInterrupted))
+		return fmt.Errorf("parent: sending request: %w", ctx.Err())
+	}
+	cc.fail(fmt.Errorf("%w: writing: %w", ErrConnLost, err))
+	return cc.lostErr()
+}
+
+// errNotSent marks a failure that happened before any byte of the request
+// was written, so the call may be retried on another connection.
+type errNotSent struct{ err error }
+
+func (e errNotSent) Error() string { return e.err.Error() }
+func (e errNotSent) Unwrap() error { return e.err }
+
+// forget removes a request. With abandon, the id stays known so that its
+// late response is recognised; too many of those recycle the connection.
+func (cc *clientConn) forget(id uint64, abandon bool) {
+	cc.mu.Lock()
+	if cc.pending == nil {
+		cc.mu.Unlock()
+		return
+	}
+	if !abandon {
+		delete(cc.pending, id)
+		cc.mu.Unlock()
+		return
+	}
+	if _, ok := cc.pending[id]; ok {
+		cc.pending[id] = nil
+		cc.abandoned++
+	}
+	tooMany := cc.abandoned > maxAbandoned
+	cc.mu.Unlock()
+	if tooMany {
+		cc.fail(fmt.Errorf("%w: %d requests abandoned without a response", ErrConnLost, maxAbandoned))
+	}
+}
+
+func (cc *clientConn) readLoop() {
+	for {
+		frame, err := cc.fr.ReadFrame()
+		if err != nil {
+			cc.fail(fmt.Errorf("%w: %w", ErrConnLost, err))
+			return
+		}
+		env, err := protocol.UnmarshalEnvelope(frame)
+		if err != nil {
+			cc.fail(fmt.Errorf("%w: %w: %w", ErrConnLost, ErrProtocol, err))
+			return
+		}
+		if env.IsRequest() {
+			cc.fail(fmt.Errorf("%w: %w: the enclave sent a request (%.40q) on a client connection", ErrConnLost, ErrProtocol, env.Method))
+			return
+		}
+		cc.mu.Lock()
+		if cc.pending == nil {
+			cc.mu.Unlock()
+			return
+		}
+		ch, ok := cc.pending[env.ID]
+		if ok {
+			delete(cc.pending, env.ID)
+			if ch == nil {
+				cc.abandoned--
+			}
+		}
+		cc.mu.Unlock()
+		if !ok {
+			cc.fail(fmt.Errorf("%w: %w: response to request id %d, which is not in flight", ErrConnLost, ErrProtocol, env.ID))
+			return
+		}
+		if ch == nil {
+			continue // its caller gave up
+		}
+		if env.Code != protocol.CodeOK {
+			// The message is the enclave's text: keep it short and printable.
+			ch <- result{err: &protocol.RemoteError{Code: env.Code, Message: Sanitize(env.Message, maxRemoteMessage)}}
+			continue
+		}
+		// The decoder copied Body out of the frame buffer.
+		ch <- result{body: env.Body}
+	}
+}

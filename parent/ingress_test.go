@@ -1,0 +1,496 @@
+package parent
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/enclavekit/enclavekit/transport"
+)
+
+// backend is the enclave end of the ingress in tests: a loopback listener
+// whose connections are handled by fn.
+func backend(t testing.TB, fn func(c *net.TCPConn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				fn(c.(*net.TCPConn))
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	return transport.AddrOf(ln.Addr())
+}
+
+// startIngress runs an ingress to target on a loopback port; it is stopped
+// at cleanup. It returns the ingress and its listen address (host:port).
+func startIngress(t testing.TB, cfg IngressConfig) (*Ingress, string) {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = quiet
+	}
+	in, err := NewIngress(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- in.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return in, ln.Addr().String()
+}
+
+func dialTCP(t testing.TB, addr string) *net.TCPConn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.(*net.TCPConn)
+}
+
+// TestIngressTransfer100MiB streams 100 MiB each way through the ingress
+// and compares SHA-256 digests at both ends; the end of the upload reaches
+// the backend as EOF (half-close), which ends the backend's echo, whose EOF
+// reaches the client.
+func TestIngressTransfer100MiB(t *testing.T) {
+	size := int64(100 << 20)
+	if testing.Short() {
+		size = 8 << 20
+	}
+	backendSum := make(chan []byte, 1)
+	target := backend(t, func(c *net.TCPConn) {
+		h := sha256.New()
+		io.Copy(c, io.TeeReader(c, h)) // echo until the client's FIN
+		backendSum <- h.Sum(nil)
+		c.CloseWrite()
+	})
+	in, addr := startIngress(t, IngressConfig{Target: target})
+	c := dialTCP(t, addr)
+
+	sent := sha256.New()
+	werr := make(chan error, 1)
+	go func() {
+		src := io.LimitReader(rand.NewChaCha8([32]byte{1, 2, 3}), size)
+		_, err := io.Copy(c, io.TeeReader(src, sent))
+		if err == nil {
+			err = c.CloseWrite()
+		}
+		werr <- err
+	}()
+	recv := sha256.New()
+	n, err := io.Copy(recv, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-werr; err != nil {
+		t.Fatal(err)
+	}
+	if n != size {
+		t.Fatalf("received %d bytes, sent %d", n, size)
+	}
+	want := sent.Sum(nil)
+	if got := <-backendSum; !bytes.Equal(got, want) {
+		t.Fatalf("backend SHA-256 %x, client sent %x", got, want)
+	}
+	if got := recv.Sum(nil); !bytes.Equal(got, want) {
+		t.Fatalf("client received SHA-256 %x, want %x", got, want)
+	}
+	if st := in.Stats(); st.Total != 1 {
+		t.Fatalf("stats = %+v", st)
+	}
+}
+
+// TestIngressHalfClose: the client's FIN reaches the enclave while the
+// enclave's side stays open for its answer, and the other way round.
+func TestIngressHalfClose(t *testing.T) {
+	t.Run("client first", func(t *testing.T) {
+		target := backend(t, func(c *net.TCPConn) {
+			req, err := io.ReadAll(c) // ends only on the propagated FIN
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(c, "got %q", req)
+		})
+		_, addr := startIngress(t, IngressConfig{Target: target})
+		c := dialTCP(t, addr)
+		io.WriteString(c, "request")
+		c.CloseWrite()
+		resp, err := io.ReadAll(c)
+		if err != nil || string(resp) != `got "request"` {
+			t.Fatalf("response %q, %v", resp, err)
+		}
+	})
+	t.Run("enclave first", func(t *testing.T) {
+		got := make(chan string, 1)
+		target := backend(t, func(c *net.TCPConn) {
+			io.WriteString(c, "banner")
+			c.CloseWrite()
+			req, _ := io.ReadAll(c)
+			got <- string(req)
+		})
+		_, addr := startIngress(t, IngressConfig{Target: target})
+		c := dialTCP(t, addr)
+		banner, err := io.ReadAll(c) // EOF: the enclave half-closed
+		if err != nil || string(banner) != "banner" {
+			t.Fatalf("banner %q, %v", banner, err)
+		}
+		if _, err := io.WriteString(c, "after banner"); err != nil {
+			t.Fatal(err)
+		}
+		c.CloseWrite()
+		if req := <-got; req != "after banner" {
+			t.Fatalf("enclave read %q after its half-close", req)
+		}
+	})
+}
+
+func TestIngressMaxConns(t *testing.T) {
+	target := backend(t, func(c *net.TCPConn) { io.Copy(c, c) })
+	in, addr := startIngress(t, IngressConfig{Target: target, MaxConns: 1})
+	c1 := dialTCP(t, addr)
+	io.WriteString(c1, "x")
+	if _, err := io.ReadFull(c1, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	c2 := dialTCP(t, addr)
+	c2.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c2.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Fatalf("second connection read %d, %v; want it closed", n, err)
+	}
+	if st := in.Stats(); st.Rejected != 1 || st.Open != 1 {
+		t.Fatalf("stats = %+v", st)
+	}
+	c1.Close()
+	// The slot frees once the first connection is gone.
+	for in.Stats().Open != 0 {
+		time.Sleep(time.Millisecond)
+	}
+	c3 := dialTCP(t, addr)
+	io.WriteString(c3, "y")
+	if _, err := io.ReadFull(c3, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestIngressTargetDown(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	target := transport.AddrOf(ln.Addr())
+	ln.Close() // nothing listens there now
+	in, addr := startIngress(t, IngressConfig{Target: target})
+	c := dialTCP(t, addr)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Fatalf("read %d, %v; want the connection closed", n, err)
+	}
+	for in.Stats().Failed != 1 {
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestIngressProxyProtocol(t *testing.T) {
+	type hdr struct {
+		src, dst netip.AddrPort
+		err      error
+	}
+	got := make(chan hdr, 1)
+	target := backend(t, func(c *net.TCPConn) {
+		br := bufio.NewReader(c)
+		src, dst, err := parseProxyV2(br)
+		got <- hdr{src, dst, err}
+		io.Copy(c, br)
+	})
+	_, addr := startIngress(t, IngressConfig{Target: target, ProxyProtocol: true})
+	c := dialTCP(t, addr)
+	io.WriteString(c, "hello")
+	h := <-got
+	if h.err != nil {
+		t.Fatal(h.err)
+	}
+	if want := c.LocalAddr().(*net.TCPAddr).AddrPort(); h.src != want {
+		t.Fatalf("PROXY source %v, want the client's %v", h.src, want)
+	}
+	if want := netip.MustParseAddrPort(addr); h.dst != want {
+		t.Fatalf("PROXY destination %v, want the ingress's %v", h.dst, want)
+	}
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "hello" {
+		t.Fatalf("echo %q, %v", buf, err)
+	}
+}
+
+func TestIngressConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		cfg IngressConfig
+		ok  bool
+	}{
+		{IngressConfig{Target: "vsock://16:443"}, true},
+		{IngressConfig{Target: "vsock://16:443", Listen: "tcp://0.0.0.0:443", MaxConns: 10, IdleTimeout: -1}, true},
+		{IngressConfig{}, false},
+		{IngressConfig{Target: "http://x"}, false},
+		{IngressConfig{Target: "vsock://16:443", Listen: "x"}, false},
+		{IngressConfig{Target: "vsock://16:443", MaxConns: -1}, false},
+		{IngressConfig{Target: "vsock://16:443", DialTimeout: -1}, false},
+	} {
+		if err := tc.cfg.Validate(); (err == nil) != tc.ok {
+			t.Errorf("Validate(%+v) = %v, want ok=%v", tc.cfg, err, tc.ok)
+		}
+	}
+}
+
+// TestSpliceIdleSynctest: a connection with no traffic either way is cut
+// after the idle timeout; traffic in one direction keeps both open.
+func TestSpliceIdleSynctest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		client, ingressA := net.Pipe()
+		ingressB, enclave := net.Pipe()
+		defer client.Close()
+		defer enclave.Close()
+		done := make(chan struct{})
+		start := time.Now()
+		go func() {
+			Splice(context.Background(), ingressA, ingressB, nil, 10*time.Second)
+			ingressA.Close()
+			ingressB.Close()
+			close(done)
+		}()
+		// The enclave talks every 6 s for 30 s; the client never does.
+		go func() {
+			for range 5 {
+				time.Sleep(6 * time.Second)
+				enclave.Write([]byte{1})
+			}
+		}()
+		go io.Copy(io.Discard, client)
+		<-done
+		// Last byte at 30 s, then 10 s idle.
+		if d := time.Since(start); d != 40*time.Second {
+			t.Fatalf("splice ended after %v, want 40s", d)
+		}
+	})
+}
+
+// TestSpliceStalledWriterSynctest: a peer that stops reading is cut after
+// the idle timeout even though the other side keeps sending.
+func TestSpliceStalledWriterSynctest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		client, ingressA := net.Pipe()
+		ingressB, enclave := net.Pipe()
+		defer client.Close()
+		defer enclave.Close()
+		start := time.Now()
+		done := make(chan struct{})
+		go func() {
+			Splice(context.Background(), ingressA, ingressB, nil, 5*time.Second)
+			ingressA.Close()
+			ingressB.Close()
+			close(done)
+		}()
+		go func() {
+			for {
+				if _, err := client.Write(make([]byte, 1024)); err != nil {
+					return
+				}
+			}
+		}()
+		// The enclave never reads.
+		<-done
+		if d := time.Since(start); d != 5*time.Second {
+			t.Fatalf("splice ended after %v, want 5s", d)
+		}
+	})
+}
+
+// parseProxyV2 reads a PROXY protocol v2 header (HAProxy spec section 2.2)
+// for the tests; it accepts TCP4, TCP6 and LOCAL.
+func parseProxyV2(r io.Reader) (src, dst netip.AddrPort, err error) {
+	var h [proxyV2HeaderLen]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return src, dst, err
+	}
+	if !bytes.Equal(h[:12], proxyV2Sig[:]) {
+		return src, dst, errors.New("bad signature")
+	}
+	n := int(binary.BigEndian.Uint16(h[14:]))
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return src, dst, err
+	}
+	switch {
+	case h[12] == proxyV2VersionLocal && h[13] == proxyV2Unspec && n == 0:
+		return src, dst, nil
+	case h[12] == proxyV2VersionProxy && h[13] == proxyV2TCP4 && n == 12:
+		s := netip.AddrFrom4([4]byte(body[0:4]))
+		d := netip.AddrFrom4([4]byte(body[4:8]))
+		return netip.AddrPortFrom(s, binary.BigEndian.Uint16(body[8:])), netip.AddrPortFrom(d, binary.BigEndian.Uint16(body[10:])), nil
+	case h[12] == proxyV2VersionProxy && h[13] == proxyV2TCP6 && n == 36:
+		s := netip.AddrFrom16([16]byte(body[0:16]))
+		d := netip.AddrFrom16([16]byte(body[16:32]))
+		return netip.AddrPortFrom(s, binary.BigEndian.Uint16(body[32:])), netip.AddrPortFrom(d, binary.BigEndian.Uint16(body[34:])), nil
+	}
+	return src, dst, fmt.Errorf("unsupported header %x", h[12:16])
+}
+
+func TestProxyHeaderV2(t *testing.T) {
+	tcp := func(s string) net.Addr { return net.TCPAddrFromAddrPort(netip.MustParseAddrPort(s)) }
+	for _, tc := range []struct {
+		name     string
+		src, dst net.Addr
+		want     string // hex after the signature
+	}{
+		{"tcp4", tcp("192.0.2.1:56324"), tcp("198.51.100.7:443"),
+			"2111000c" + "c0000201" + "c6336407" + "dc04" + "01bb"},
+		{"tcp4 mapped", tcp("[::ffff:192.0.2.1]:1"), tcp("198.51.100.7:2"),
+			"2111000c" + "c0000201" + "c6336407" + "0001" + "0002"},
+		{"tcp6", tcp("[2001:db8::1]:1"), tcp("[2001:db8::2]:443"),
+			"21210024" + "20010db8000000000000000000000001" + "20010db8000000000000000000000002" + "0001" + "01bb"},
+		{"mixed", tcp("192.0.2.1:1"), tcp("[2001:db8::2]:2"),
+			"21210024" + "00000000000000000000ffffc0000201" + "20010db8000000000000000000000002" + "0001" + "0002"},
+		{"not tcp", &net.UnixAddr{Name: "/x", Net: "unix"}, tcp("192.0.2.1:1"), "20000000"},
+		{"nil", nil, nil, "20000000"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := AppendProxyHeaderV2(nil, tc.src, tc.dst)
+			if !bytes.Equal(got[:12], proxyV2Sig[:]) {
+				t.Fatalf("signature %x", got[:12])
+			}
+			if h := fmt.Sprintf("%x", got[12:]); h != tc.want {
+				t.Fatalf("header %s, want %s", h, tc.want)
+			}
+			if _, _, err := parseProxyV2(bytes.NewReader(got)); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// FuzzProxyHeaderV2 checks that every address pair encodes to a header
+// that parses back to the same addresses.
+func FuzzProxyHeaderV2(f *testing.F) {
+	f.Add([]byte{192, 0, 2, 1}, uint16(1), []byte{198, 51, 100, 7}, uint16(443))
+	f.Add(bytes.Repeat([]byte{0x20}, 16), uint16(0), bytes.Repeat([]byte{1}, 16), uint16(65535))
+	f.Add([]byte{1, 2, 3}, uint16(5), []byte{}, uint16(6))
+	f.Fuzz(func(t *testing.T, s []byte, sp uint16, d []byte, dp uint16) {
+		sa, sok := netip.AddrFromSlice(s)
+		da, dok := netip.AddrFromSlice(d)
+		var src, dst net.Addr
+		if sok {
+			src = net.TCPAddrFromAddrPort(netip.AddrPortFrom(sa, sp))
+		}
+		if dok {
+			dst = net.TCPAddrFromAddrPort(netip.AddrPortFrom(da, dp))
+		}
+		b := AppendProxyHeaderV2([]byte("prefix"), src, dst)
+		if !bytes.HasPrefix(b, []byte("prefix")) {
+			t.Fatal("prefix lost")
+		}
+		gs, gd, err := parseProxyV2(bytes.NewReader(b[6:]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !sok || !dok {
+			if gs.IsValid() || gd.IsValid() {
+				t.Fatalf("LOCAL header carried %v %v", gs, gd)
+			}
+			return
+		}
+		if gs.Addr().Unmap() != sa.Unmap() || gs.Port() != sp || gd.Addr().Unmap() != da.Unmap() || gd.Port() != dp {
+			t.Fatalf("round trip %v→%v became %v→%v", sa, da, gs, gd)
+		}
+	})
+}
+
+// TestIngressShutdown: ending Serve's context closes the forwarded
+// connections and Serve returns after their goroutines ended.
+func TestIngressShutdown(t *testing.T) {
+	target := backend(t, func(c *net.TCPConn) { io.Copy(c, c) })
+	in, err := NewIngress(IngressConfig{Target: target, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- in.Serve(ctx, ln) }()
+	c := dialTCP(t, ln.Addr().String())
+	io.WriteString(c, "x")
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Serve = %v, want nil after ctx ended", err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || !(errors.Is(err, io.EOF) || isReset(err)) {
+		t.Fatalf("read after shutdown = %d, %v; want the connection closed", n, err)
+	}
+	if st := in.Stats(); st.Open != 0 {
+		t.Fatalf("stats after shutdown %+v", st)
+	}
+}
+
+func isReset(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && !op.Timeout()
+}
+
+// TestSpliceContextSynctest: ending ctx ends a splice with no idle timeout.
+func TestSpliceContextSynctest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		client, ingressA := net.Pipe()
+		ingressB, enclave := net.Pipe()
+		defer client.Close()
+		defer enclave.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+		defer cancel()
+		go io.Copy(io.Discard, enclave) // reads the prefix
+		start := time.Now()
+		Splice(ctx, ingressA, ingressB, []byte("hdr"), -1)
+		if d := time.Since(start); d != time.Hour {
+			t.Fatalf("splice ended after %v, want 1h", d)
+		}
+		ingressA.Close()
+		ingressB.Close()
+	})
+}
