@@ -1,4 +1,4 @@
-package main
+package enclaved
 
 import (
 	"fmt"
@@ -16,9 +16,9 @@ const (
 // newAttester builds the attester behind enclavekit.attest: "device" opens
 // /dev/nsm (inside a Nitro Enclave), "emulated" starts the in-memory NSM
 // emulator of attest/nsmtest, whose documents chain to a root generated at
-// start and trusted by nothing else. It is the only place that chooses.
-// The result may implement io.Closer.
-func newAttester(kind string) (attest.Attester, error) {
+// start and trusted by nothing else (or emu, when the caller supplies one).
+// It is the only place that chooses. The result may implement io.Closer.
+func newAttester(kind string, emu *nsmtest.Emulator) (attest.Attester, error) {
 	switch kind {
 	case nsmDevice:
 		n, err := attest.OpenDefaultNSM()
@@ -27,9 +27,12 @@ func newAttester(kind string) (attest.Attester, error) {
 		}
 		return n, nil
 	case nsmEmulated:
-		emu, err := nsmtest.New(nsmtest.Options{})
-		if err != nil {
-			return nil, fmt.Errorf("--nsm emulated: starting the NSM emulator: %w", err)
+		if emu == nil {
+			var err error
+			emu, err = nsmtest.New(nsmtest.Options{})
+			if err != nil {
+				return nil, fmt.Errorf("--nsm emulated: starting the NSM emulator: %w", err)
+			}
 		}
 		n, err := attest.OpenNSM(emu.Options())
 		if err != nil {

@@ -1,4 +1,4 @@
-package main
+package enclaved
 
 import (
 	"bufio"
@@ -184,10 +184,10 @@ func TestDevServer(t *testing.T) {
 }
 
 func TestNewAttester(t *testing.T) {
-	if _, err := newAttester("tpm"); err == nil || !strings.Contains(err.Error(), "emulated") {
+	if _, err := newAttester("tpm", nil); err == nil || !strings.Contains(err.Error(), "emulated") {
 		t.Fatalf("unknown kind: %v", err)
 	}
-	a, err := newAttester(nsmEmulated)
+	a, err := newAttester(nsmEmulated, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +198,7 @@ func TestNewAttester(t *testing.T) {
 		c.Close()
 	}
 	if _, err := os.Stat("/dev/nsm"); err != nil {
-		if _, err := newAttester(nsmDevice); err == nil || !strings.Contains(err.Error(), "/dev/nsm") {
+		if _, err := newAttester(nsmDevice, nil); err == nil || !strings.Contains(err.Error(), "/dev/nsm") {
 			t.Fatalf("device outside an enclave: %v", err)
 		}
 	}
@@ -224,7 +224,7 @@ var buildBinary = sync.OnceValues(func() (string, error) {
 		return "", err
 	}
 	bin := filepath.Join(dir, "enclaved")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/enclavekit/enclavekit/cmd/enclaved").CombinedOutput()
 	if err != nil {
 		return "", errors.New(string(out))
 	}

@@ -1,0 +1,175 @@
+// Package enclaved is the reference enclave server's program: flags,
+// logging, startup checks, attester and server, shared by cmd/enclaved and
+// the development harness (enclavekit dev) so both run one code path.
+package enclaved
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/enclavekit/enclavekit/attest"
+	"github.com/enclavekit/enclavekit/attest/nsmtest"
+	"github.com/enclavekit/enclavekit/enclave"
+	"github.com/enclavekit/enclavekit/transport"
+)
+
+// Exit codes of Run.
+const (
+	exitOK      = 0
+	exitFailure = 1 // refused to start (startup check, listen, NSM) or failed while serving
+	exitUsage   = 2 // bad flags
+)
+
+// methodEcho returns its request body; for tests and smoke checks.
+const methodEcho = "echo"
+
+// options are the parsed flags.
+type options struct {
+	cfg      enclave.Config
+	nsm      string
+	logSink  string
+	logLevel slog.Level
+}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fl := flag.NewFlagSet("enclaved", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	fl.StringVar(&o.cfg.Addr, "listen", enclave.DefaultAddr, "listen `address`: vsock://any:PORT in an enclave, tcp://HOST:PORT for development")
+	fl.BoolVar(&o.cfg.Dev, "dev", false, "development override: failed startup checks become warnings and health reports dev=true (never in production)")
+	fl.StringVar(&o.nsm, "nsm", nsmDevice, "attester: device (/dev/nsm) or emulated (in-memory NSM emulator; needs --dev)")
+	fl.StringVar(&o.logSink, "log-sink", enclave.DefaultLogSinkAddr, "parent log sink `address`, or none; logs always go to stderr too")
+	fl.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "minimum log `level`: debug, info, warn, error")
+	fl.IntVar(&o.cfg.MaxConns, "max-conns", enclave.DefaultMaxConns, "maximum open connections; more are closed at once")
+	fl.IntVar(&o.cfg.MaxInFlight, "max-in-flight", enclave.DefaultMaxInFlight, "maximum requests in flight per connection")
+	fl.IntVar(&o.cfg.MaxFrameSize, "max-frame-size", 1<<20, "maximum frame payload in `bytes` (up to 64 MiB)")
+	fl.DurationVar(&o.cfg.ReadHeaderTimeout, "read-header-timeout", enclave.DefaultReadHeaderTimeout, "time to receive a whole frame once its first byte arrives")
+	fl.DurationVar(&o.cfg.IdleTimeout, "idle-timeout", enclave.DefaultIdleTimeout, "time to wait for the next request on a connection")
+	fl.DurationVar(&o.cfg.WriteTimeout, "write-timeout", enclave.DefaultWriteTimeout, "time to write one response")
+	fl.DurationVar(&o.cfg.HandlerTimeout, "handler-timeout", enclave.DefaultHandlerTimeout, "time a handler may take")
+	fl.DurationVar(&o.cfg.DrainTimeout, "drain-timeout", enclave.DefaultDrainTimeout, "on SIGTERM, time in-flight requests get to finish")
+	if err := fl.Parse(args); err != nil {
+		return nil, err
+	}
+	if fl.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q: enclaved takes only flags", fl.Args())
+	}
+	if err := o.cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%w (check the matching flag)", err)
+	}
+	if o.nsm != nsmDevice && o.nsm != nsmEmulated {
+		return nil, fmt.Errorf("--nsm %q: want %s or %s", o.nsm, nsmDevice, nsmEmulated)
+	}
+	if o.nsm == nsmEmulated && !o.cfg.Dev {
+		return nil, errors.New("--nsm emulated produces attestation documents no verifier trusts; it needs --dev")
+	}
+	return o, nil
+}
+
+// Env is what Run gets from its surroundings instead of the process.
+type Env struct {
+	// Stdout and Stderr receive the program's output (required).
+	Stdout, Stderr io.Writer
+	// SysFS replaces the real root file system for the startup checks.
+	SysFS fs.FS
+	// Emulator, when set, backs --nsm emulated instead of a fresh emulator,
+	// so that a harness in the same process can verify the documents
+	// against its root and set its PCRs.
+	Emulator *nsmtest.Emulator
+	// Handlers are registered beside echo, e.g. the harness's egress probe.
+	Handlers map[string]enclave.Handler
+	// Ready, when set, is called with the listen address once listening.
+	Ready func(addr string)
+}
+
+// Run is enclaved's main without the process: it parses args, runs until
+// ctx is done (SIGTERM in the binary) and returns the exit code.
+func Run(ctx context.Context, args []string, env Env) int {
+	stdout, stderr, sysfs := env.Stdout, env.Stderr, env.SysFS
+	o, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "enclaved:", err)
+		return exitUsage
+	}
+
+	var handler slog.Handler
+	var logs *enclave.LogHandler
+	if strings.EqualFold(o.logSink, "none") || o.logSink == "" {
+		handler = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel})
+	} else {
+		logs, err = enclave.NewLogHandler(enclave.LogConfig{Addr: o.logSink, Console: stderr, Level: o.logLevel})
+		if err != nil {
+			fmt.Fprintf(stderr, "enclaved: --log-sink: %v\n", err)
+			return exitUsage
+		}
+		defer func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = logs.Close(cctx)
+		}()
+		handler = logs
+	}
+	log := slog.New(handler)
+	o.cfg.Logger = log
+	o.cfg.SysFS = sysfs
+
+	// The startup checks run first, so that outside an enclave the error
+	// names the failed check rather than the missing /dev/nsm.
+	var att lateAttester
+	o.cfg.Attester = &att
+	srv, err := enclave.New(o.cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, "enclaved:", err)
+		return exitFailure
+	}
+	a, err := newAttester(o.nsm, env.Emulator)
+	if err != nil {
+		fmt.Fprintln(stderr, "enclaved:", err)
+		return exitFailure
+	}
+	if c, ok := a.(io.Closer); ok {
+		defer c.Close()
+	}
+	att.a = a
+	if o.nsm == nsmEmulated {
+		log.Warn("DEVELOPMENT MODE: enclavekit.attest is served by the NSM emulator; its documents are not trusted by any verifier")
+	}
+	srv.Handle(methodEcho, func(_ context.Context, body []byte) ([]byte, error) { return body, nil })
+	for m, h := range env.Handlers {
+		srv.Handle(m, h)
+	}
+
+	if err := srv.Listen(ctx); err != nil {
+		fmt.Fprintln(stderr, "enclaved:", err)
+		return exitFailure
+	}
+	addr := transport.AddrOf(srv.Addr())
+	fmt.Fprintf(stdout, "enclaved: listening on %s\n", addr)
+	if env.Ready != nil {
+		env.Ready(addr)
+	}
+	if err := srv.Serve(ctx); err != nil {
+		fmt.Fprintln(stderr, "enclaved:", err)
+		return exitFailure
+	}
+	log.Info("enclaved: stopped")
+	return exitOK
+}
+
+// lateAttester lets the server be created (and its startup checks run)
+// before the NSM is opened. It is set before Serve.
+type lateAttester struct{ a attest.Attester }
+
+func (l *lateAttester) Attest(ctx context.Context, req attest.Request) ([]byte, error) {
+	return l.a.Attest(ctx, req)
+}
