@@ -208,6 +208,7 @@ func (c *conn) handle(req protocol.Envelope) {
 	defer c.handlers.Done()
 	defer func() { <-c.sem }()
 	c.s.requests.Add(1)
+	start := time.Now()
 	body, err := c.call(&req)
 	resp := protocol.Envelope{Version: protocol.Version, ID: req.ID}
 	if err != nil {
@@ -217,6 +218,10 @@ func (c *conn) handle(req protocol.Envelope) {
 		c.s.log.Warn("enclave server: request failed", "remote", c.remote, "method", req.Method, "id", req.ID, "code", int(code), "err", err)
 	} else {
 		resp.Body = body
+		// The access log is at debug level: it names methods and sizes,
+		// never bodies.
+		c.s.log.Debug("enclave server: request served", "remote", c.remote, "method", req.Method, "id", req.ID,
+			"request_bytes", len(req.Body), "response_bytes", len(body), "duration", time.Since(start))
 	}
 	c.writeResponse(&resp)
 }

@@ -83,8 +83,10 @@ type Env struct {
 	// so that a harness in the same process can verify the documents
 	// against its root and set its PCRs.
 	Emulator *nsmtest.Emulator
-	// Handlers are registered beside echo, e.g. the harness's egress probe.
-	Handlers map[string]enclave.Handler
+	// Handlers, when set, returns methods to register beside echo (e.g. the
+	// harness's egress probe); it gets the server's logger, whose records
+	// stream to the parent log sink.
+	Handlers func(log *slog.Logger) map[string]enclave.Handler
 	// Ready, when set, is called with the listen address once listening.
 	Ready func(addr string)
 }
@@ -145,8 +147,10 @@ func Run(ctx context.Context, args []string, env Env) int {
 		log.Warn("DEVELOPMENT MODE: enclavekit.attest is served by the NSM emulator; its documents are not trusted by any verifier")
 	}
 	srv.Handle(methodEcho, func(_ context.Context, body []byte) ([]byte, error) { return body, nil })
-	for m, h := range env.Handlers {
-		srv.Handle(m, h)
+	if env.Handlers != nil {
+		for m, h := range env.Handlers(log) {
+			srv.Handle(m, h)
+		}
 	}
 
 	if err := srv.Listen(ctx); err != nil {
