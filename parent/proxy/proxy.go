@@ -1,0 +1,488 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/enclavekit/enclavekit/transport"
+)
+
+// Dialer connects to a destination; *net.Dialer implements it. The proxy
+// only ever passes an "IP:port" literal, never a name. Tests inject a fake.
+type Dialer interface {
+	DialContext(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+// Options are the proxy's injectable dependencies; every field is optional.
+type Options struct {
+	// Logger receives refusals (Warn), reloads and lifecycle (Info) and
+	// per-connection errors (Debug). Default: slog.Default().
+	Logger *slog.Logger
+	// Registry is where the metrics are registered and what /metrics
+	// serves. Default: a new registry of the proxy's own.
+	Registry *prometheus.Registry
+	// Resolver resolves destination names. Default: net.DefaultResolver.
+	Resolver Resolver
+	// Dialer connects to destination IPs. Default: a net.Dialer (with TCP
+	// keep-alives).
+	Dialer Dialer
+	// Listen opens route and metrics listeners. Default: transport.Listen.
+	Listen func(ctx context.Context, addr string) (net.Listener, error)
+}
+
+// Proxy is a running (or ready) egress proxy. Create it with New, then call
+// Serve; Reload may be called at any time from any goroutine.
+type Proxy struct {
+	cfg    Config
+	log    *slog.Logger
+	reg    *prometheus.Registry
+	m      *metrics
+	res    Resolver
+	dialer Dialer
+	listen func(context.Context, string) (net.Listener, error)
+	allow  atomic.Pointer[Allowlist]
+	routes []*route
+	open   atomic.Int64
+	brPool sync.Pool
+
+	mu        sync.Mutex
+	listening bool
+	served    bool
+	lns       []net.Listener
+	metricsLn net.Listener
+
+	conns     sync.WaitGroup
+	kill      context.Context // cancelled to force-close every connection
+	killFn    context.CancelFunc
+	closed    chan struct{} // closed by Close
+	closeOnce sync.Once
+}
+
+type route struct {
+	Route
+	host      string // fixed destination, when To is set
+	port      int
+	m         routeMetrics
+	up, down  func(int64)
+	refusedBy func(reason string) prometheus.Counter
+	errorsBy  func(kind string) prometheus.Counter
+}
+
+// New checks cfg (see Config.Validate), applies defaults and registers the
+// metrics. It opens nothing; Listen or Serve do.
+func New(cfg Config, opts Options) (*Proxy, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	p := &Proxy{cfg: cfg, log: opts.Logger, reg: opts.Registry, res: opts.Resolver, dialer: opts.Dialer, listen: opts.Listen}
+	if p.log == nil {
+		p.log = slog.Default()
+	}
+	if p.reg == nil {
+		p.reg = prometheus.NewRegistry()
+	}
+	if p.res == nil {
+		p.res = net.DefaultResolver
+	}
+	if p.dialer == nil {
+		p.dialer = &net.Dialer{}
+	}
+	if p.listen == nil {
+		p.listen = transport.Listen
+	}
+	m, err := newMetrics(p.reg)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: registering metrics: %w", err)
+	}
+	p.m = m
+	al, err := NewAllowlist(cfg.Allowlist)
+	if err != nil {
+		return nil, err
+	}
+	p.allow.Store(al)
+	for _, rc := range cfg.Routes {
+		r := &route{Route: rc, m: m.forRoute(rc.Name)}
+		if rc.To != "" {
+			r.host, r.port, _ = SplitHostPort(rc.To) // checked by Validate
+		}
+		r.up = func(n int64) { r.m.upstream.Add(float64(n)) }
+		r.down = func(n int64) { r.m.downstream.Add(float64(n)) }
+		name := rc.Name
+		r.refusedBy = func(reason string) prometheus.Counter { return m.refused.WithLabelValues(name, reason) }
+		r.errorsBy = func(kind string) prometheus.Counter { return m.errors.WithLabelValues(name, kind) }
+		p.routes = append(p.routes, r)
+	}
+	size := min(max(cfg.Limits.MaxHeaderBytes, 16), 64<<10)
+	p.brPool.New = func() any { return bufio.NewReaderSize(nil, size) }
+	p.kill, p.killFn = context.WithCancel(context.Background())
+	p.closed = make(chan struct{})
+	return p, nil
+}
+
+// Registry returns the registry holding the proxy's metrics.
+func (p *Proxy) Registry() *prometheus.Registry { return p.reg }
+
+// Listen opens every route's listener and the metrics listener; Serve
+// calls it if it was not called before. Calling Listen first lets a caller
+// learn the ports picked for "tcp://127.0.0.1:0" (see Addr) before Serve.
+func (p *Proxy) Listen(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.listening {
+		return nil
+	}
+	var lns []net.Listener
+	fail := func(err error) error {
+		for _, ln := range lns {
+			ln.Close()
+		}
+		return err
+	}
+	for _, r := range p.routes {
+		ln, err := p.listen(ctx, r.Listen)
+		if err != nil {
+			return fail(fmt.Errorf("proxy: route %s: %w", r.Name, err))
+		}
+		lns = append(lns, ln)
+	}
+	if p.cfg.Metrics != "" {
+		ln, err := p.listen(ctx, p.cfg.Metrics)
+		if err != nil {
+			return fail(fmt.Errorf("proxy: metrics: %w", err))
+		}
+		p.metricsLn = ln
+	}
+	p.lns = lns
+	p.listening = true
+	return nil
+}
+
+// Addr returns the transport address route i listens on, once listening
+// (after Listen), or "" before.
+func (p *Proxy) Addr(i int) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if i < 0 || i >= len(p.lns) {
+		return ""
+	}
+	return transport.AddrOf(p.lns[i].Addr())
+}
+
+// MetricsAddr returns the transport address of /metrics, or "".
+func (p *Proxy) MetricsAddr() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.metricsLn == nil {
+		return ""
+	}
+	return transport.AddrOf(p.metricsLn.Addr())
+}
+
+// Close closes the listeners and every open connection at once, and makes
+// Serve return without a drain. It is for a Proxy that was Listened but not
+// Served, or to cut a drain short; cancelling Serve's context is the
+// graceful way.
+func (p *Proxy) Close() error {
+	p.closeOnce.Do(func() { close(p.closed) })
+	p.killFn()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, ln := range p.lns {
+		ln.Close()
+	}
+	if p.metricsLn != nil {
+		p.metricsLn.Close()
+	}
+	return nil
+}
+
+// Serve accepts connections on every route until ctx is done, then stops
+// accepting and drains: open connections get Limits.DrainTimeout to finish
+// before they are closed. It returns nil after a drain, or the error that
+// prevented listening.
+func (p *Proxy) Serve(ctx context.Context) error {
+	p.mu.Lock()
+	if p.served {
+		p.mu.Unlock()
+		return errors.New("proxy: Serve called twice")
+	}
+	p.served = true
+	p.mu.Unlock()
+	if err := p.Listen(ctx); err != nil {
+		return err
+	}
+	defer p.killFn()
+
+	var srv *http.Server
+	var srvDone chan struct{}
+	if p.metricsLn != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(p.reg, promhttp.HandlerOpts{}))
+		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelDebug)}
+		srvDone = make(chan struct{})
+		go func() {
+			defer close(srvDone)
+			srv.Serve(p.metricsLn)
+		}()
+	}
+
+	var accepting sync.WaitGroup
+	for i, ln := range p.lns {
+		r := p.routes[i]
+		p.log.Info("proxy: route listening", "route", r.Name, "listen", transport.AddrOf(ln.Addr()), "to", r.To, "connect", r.Connect)
+		accepting.Go(func() { p.acceptLoop(ctx, r, ln) })
+	}
+	select {
+	case <-ctx.Done():
+	case <-p.closed:
+	}
+	for _, ln := range p.lns {
+		ln.Close()
+	}
+	accepting.Wait()
+
+	p.log.Info("proxy: draining", "open", p.open.Load(), "timeout", p.cfg.Limits.DrainTimeout)
+	drained := make(chan struct{})
+	go func() {
+		p.conns.Wait()
+		close(drained)
+	}()
+	t := time.NewTimer(p.cfg.Limits.DrainTimeout)
+	select {
+	case <-drained:
+		t.Stop()
+	case <-t.C:
+		p.log.Warn("proxy: drain timeout, closing connections", "open", p.open.Load())
+		p.killFn()
+		<-drained
+	}
+	if srv != nil {
+		srv.Close()
+		<-srvDone
+	}
+	p.log.Info("proxy: stopped")
+	return nil
+}
+
+func (p *Proxy) acceptLoop(ctx context.Context, r *route, ln net.Listener) {
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
+				return
+			}
+			// Probably out of file descriptors: back off as net/http does.
+			r.errorsBy("accept").Inc()
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			p.log.Error("proxy: accept", "route", r.Name, "err", err, "retry_in", delay)
+			select {
+			case <-time.After(delay):
+			case <-ctx.Done():
+				return
+			case <-p.closed:
+				return
+			}
+			continue
+		}
+		delay = 0
+		if n := p.open.Add(1); n > int64(p.cfg.Limits.MaxConns) {
+			p.open.Add(-1)
+			r.refusedBy(ReasonMaxConns).Inc()
+			p.log.Warn("proxy: connection refused", "route", r.Name, "reason", ReasonMaxConns, "max_conns", p.cfg.Limits.MaxConns, "client", c.RemoteAddr())
+			if r.Connect {
+				// A fresh socket's buffer takes this at once; the short
+				// deadline keeps the accept loop from ever stalling on it.
+				c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+				c.Write(response(http.StatusServiceUnavailable, "too many connections"))
+			}
+			c.Close()
+			continue
+		}
+		r.m.total.Inc()
+		r.m.open.Inc()
+		p.conns.Add(1)
+		go p.handle(r, c)
+	}
+}
+
+// refused logs and counts a refusal and, on a CONNECT route, answers it.
+func (p *Proxy) refused(r *route, c net.Conn, dest, reason, detail string, status int) {
+	r.refusedBy(reason).Inc()
+	p.log.Warn("proxy: connection refused", "route", r.Name, "destination", dest, "reason", reason, "detail", detail, "client", c.RemoteAddr())
+	if r.Connect && status != 0 {
+		c.SetWriteDeadline(time.Now().Add(p.cfg.Limits.HandshakeTimeout))
+		c.Write(response(status, http.StatusText(status)))
+	}
+}
+
+func (p *Proxy) handle(r *route, c net.Conn) {
+	defer func() {
+		p.open.Add(-1)
+		r.m.open.Dec()
+		p.conns.Done()
+	}()
+	stop := context.AfterFunc(p.kill, func() { c.Close() })
+	defer stop()
+	defer c.Close()
+
+	host, port := r.host, r.port
+	var br *bufio.Reader
+	if r.Connect {
+		br = p.brPool.Get().(*bufio.Reader)
+		br.Reset(c)
+		defer func() {
+			if br != nil {
+				br.Reset(nil)
+				p.brPool.Put(br)
+			}
+		}()
+		c.SetReadDeadline(time.Now().Add(p.cfg.Limits.HandshakeTimeout))
+		var err error
+		host, port, err = ReadConnect(br, p.cfg.Limits.MaxHeaderBytes)
+		if err != nil {
+			var ce *ConnectError
+			if errors.As(err, &ce) {
+				p.refused(r, c, "", ce.Reason, ce.Detail, ce.Status)
+			}
+			return
+		}
+		c.SetReadDeadline(time.Time{})
+	}
+	dest := net.JoinHostPort(host, strconv.Itoa(port))
+
+	start := time.Now()
+	dctx, cancel := context.WithTimeout(p.kill, p.cfg.Limits.DialTimeout)
+	ips, err := p.allow.Load().Check(dctx, p.res, p.cfg.Network, host, port)
+	if err != nil {
+		cancel()
+		re := &RefusedError{Reason: ReasonNotAllowlisted, Detail: err.Error()}
+		errors.As(err, &re)
+		status := http.StatusForbidden
+		if re.Reason == ReasonResolve || re.Reason == ReasonNoAddress {
+			status = http.StatusBadGateway
+		}
+		p.refused(r, c, dest, re.Reason, re.Detail, status)
+		return
+	}
+	up, err := p.dialIPs(dctx, ips, port)
+	cancel()
+	if err != nil {
+		r.errorsBy("dial").Inc()
+		p.log.Warn("proxy: dial failed", "route", r.Name, "destination", dest, "err", err)
+		if r.Connect {
+			status := http.StatusBadGateway
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
+				status = http.StatusGatewayTimeout
+			}
+			c.SetWriteDeadline(time.Now().Add(p.cfg.Limits.HandshakeTimeout))
+			c.Write(response(status, http.StatusText(status)))
+		}
+		return
+	}
+	r.m.dial.Observe(time.Since(start).Seconds())
+	stopUp := context.AfterFunc(p.kill, func() { up.Close() })
+	defer stopUp()
+	defer up.Close()
+
+	if r.Connect {
+		c.SetWriteDeadline(time.Now().Add(p.cfg.Limits.HandshakeTimeout))
+		if _, err := c.Write(established); err != nil {
+			return
+		}
+		c.SetWriteDeadline(time.Time{})
+		// Bytes the client sent right after its request (a TLS
+		// ClientHello, typically) are already in br.
+		if n := br.Buffered(); n > 0 {
+			b, _ := br.Peek(n)
+			if _, err := up.Write(b); err != nil {
+				return
+			}
+			r.up(int64(n))
+		}
+		br.Reset(nil)
+		p.brPool.Put(br)
+		br = nil
+	}
+	err = relay(c, up, p.cfg.Limits.IdleTimeout, r.up, r.down)
+	switch {
+	case errors.Is(err, errIdle):
+		r.errorsBy("idle_timeout").Inc()
+		p.log.Debug("proxy: idle timeout", "route", r.Name, "destination", dest)
+	case err != nil && p.kill.Err() == nil:
+		r.errorsBy("relay").Inc()
+		p.log.Debug("proxy: relay", "route", r.Name, "destination", dest, "err", err)
+	}
+}
+
+// dialIPs tries each address in turn within ctx.
+func (p *Proxy) dialIPs(ctx context.Context, ips []netip.Addr, port int) (net.Conn, error) {
+	var first error
+	for _, ip := range ips {
+		c, err := p.dialer.DialContext(ctx, p.cfg.Network, netip.AddrPortFrom(ip, uint16(port)).String())
+		if err == nil {
+			return c, nil
+		}
+		if first == nil {
+			first = err
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if first == nil {
+		first = io.ErrUnexpectedEOF // unreachable: Check returns at least one address
+	}
+	return nil, first
+}
+
+// Reload replaces the allowlist with cfg's, atomically: connections already
+// open are not touched, new ones are checked against the new list. It
+// fails, keeping the old list, if cfg's allowlist is invalid or no longer
+// permits a running route's fixed destination. Changes to routes, limits
+// and metrics need a restart and are only logged.
+func (p *Proxy) Reload(cfg Config) error {
+	al, err := NewAllowlist(cfg.Allowlist)
+	if err != nil {
+		return err
+	}
+	for i, r := range p.routes {
+		if r.To != "" && !al.Permits(r.host, r.port) {
+			return fieldErr(fmt.Sprintf("routes[%d].to", i), "%s would no longer be on the allowlist; keeping the old allowlist", r.To)
+		}
+	}
+	old := p.allow.Swap(al)
+	p.log.Info("proxy: allowlist reloaded", "entries", al.Len(), "previous_entries", old.Len())
+	if len(cfg.Routes) > 0 && !sameRoutes(cfg.withDefaults().Routes, p.cfg.Routes) {
+		p.log.Warn("proxy: route changes take effect after a restart")
+	}
+	return nil
+}
+
+func sameRoutes(a, b []Route) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

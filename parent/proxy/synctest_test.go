@@ -1,0 +1,252 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// These tests run in synctest bubbles: time is fake, conns are net.Pipe,
+// and the proxy's listener and dialer are in-memory.
+
+type memAddr struct{}
+
+func (memAddr) Network() string { return "mem" }
+func (memAddr) String() string  { return "mem" }
+
+type memListener struct {
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newMemListener() *memListener {
+	return &memListener{ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *memListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *memListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *memListener) Addr() net.Addr { return memAddr{} }
+
+func (l *memListener) dial() net.Conn {
+	a, b := net.Pipe()
+	select {
+	case l.ch <- b:
+	case <-l.done:
+		b.Close()
+	}
+	return a
+}
+
+// memDialer connects every dial to a new echo goroutine.
+type memDialer struct{ wg sync.WaitGroup }
+
+func (d *memDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	a, b := net.Pipe()
+	d.wg.Go(func() {
+		defer b.Close()
+		io.Copy(b, b)
+	})
+	return a, nil
+}
+
+// memProxy runs a proxy with one route on an in-memory listener.
+func memProxy(t *testing.T, r Route, limits Limits) (*Proxy, *memListener, context.CancelFunc, chan error) {
+	ln := newMemListener()
+	d := &memDialer{}
+	p, err := New(Config{
+		Routes:    []Route{r},
+		Allowlist: []AllowEntry{{Address: "93.184.216.34", Port: 443}},
+		Limits:    limits,
+	}, Options{
+		Logger: slog.New(slog.DiscardHandler),
+		Dialer: d,
+		Listen: func(context.Context, string) (net.Listener, error) { return ln, nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- p.Serve(ctx)
+		d.wg.Wait()
+	}()
+	return p, ln, cancel, done
+}
+
+func TestIdleTimeout(t *testing.T) {
+	const idle = time.Minute
+	for _, dir := range []string{"downstream busy", "upstream busy", "silent"} {
+		t.Run(dir, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				client, pa := net.Pipe()
+				pb, server := net.Pipe()
+				done := make(chan error, 1)
+				go func() { done <- relay(pa, pb, idle, func(int64) {}, func(int64) {}) }()
+				go io.Copy(io.Discard, client)
+				go io.Copy(io.Discard, server)
+				start := time.Now()
+				if dir != "silent" {
+					// One byte every 40 s for 10 minutes, one way only: never idle.
+					w := server
+					if dir == "upstream busy" {
+						w = client
+					}
+					for range 15 {
+						time.Sleep(40 * time.Second)
+						if _, err := w.Write([]byte{1}); err != nil {
+							t.Fatalf("write after %v: %v", time.Since(start), err)
+						}
+					}
+				}
+				last := time.Now()
+				err := <-done
+				if !errors.Is(err, errIdle) {
+					t.Errorf("relay: %v, want idle timeout", err)
+				}
+				if got := time.Since(last); got < idle || got > idle*5/4 {
+					t.Errorf("closed %v after the last byte, want %v..%v", got, idle, idle*5/4)
+				}
+				client.Close()
+				server.Close()
+			})
+		})
+	}
+}
+
+func TestConnCap(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, ln, cancel, done := memProxy(t, Route{Name: "kms", Listen: "tcp://127.0.0.1:0", To: "93.184.216.34:443"}, Limits{MaxConns: 2})
+		ping := func(c net.Conn) error {
+			if _, err := c.Write([]byte("hi")); err != nil {
+				return err
+			}
+			_, err := io.ReadFull(c, make([]byte, 2))
+			return err
+		}
+		a, b := ln.dial(), ln.dial()
+		if err := ping(a); err != nil {
+			t.Fatal(err)
+		}
+		if err := ping(b); err != nil {
+			t.Fatal(err)
+		}
+		c := ln.dial()
+		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Errorf("third conn: %v, want EOF (refused at once)", err)
+		}
+		c.Close()
+		synctest.Wait()
+		if got := metricValue(p.m.refused.WithLabelValues("kms", ReasonMaxConns)); got != 1 {
+			t.Errorf("refused{max_conns} = %v", got)
+		}
+		a.Close()
+		synctest.Wait()
+		d := ln.dial()
+		if err := ping(d); err != nil {
+			t.Errorf("after a close, a new conn fails: %v", err)
+		}
+		b.Close()
+		d.Close()
+		cancel()
+		<-done
+	})
+}
+
+func TestHandshakeTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, ln, cancel, done := memProxy(t, Route{Name: "c", Listen: "tcp://127.0.0.1:0", Connect: true}, Limits{HandshakeTimeout: 10 * time.Second})
+		c := ln.dial()
+		start := time.Now()
+		c.Write([]byte("CONNECT 93.184.216.34:443 HTTP/1.1\r\n")) // never finished
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusRequestTimeout || time.Since(start) != 10*time.Second {
+			t.Errorf("got %d after %v, want 408 after 10s", resp.StatusCode, time.Since(start))
+		}
+		c.Close()
+		synctest.Wait()
+		if got := metricValue(p.m.refused.WithLabelValues("c", ReasonTimeout)); got != 1 {
+			t.Errorf("refused{handshake_timeout} = %v", got)
+		}
+		cancel()
+		<-done
+	})
+}
+
+func TestDrain(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		closeAt   time.Duration // client closes its conn then; 0 never
+		wantAfter time.Duration // Serve returns after cancel
+	}{
+		{"conn finishes", 5 * time.Second, 5 * time.Second},
+		{"drain timeout", 0, 30 * time.Second},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				_, ln, cancel, done := memProxy(t, Route{Listen: "tcp://127.0.0.1:0", To: "93.184.216.34:443"}, Limits{DrainTimeout: 30 * time.Second})
+				c := ln.dial()
+				c.Write([]byte("x"))
+				c.Read(make([]byte, 1))
+				start := time.Now()
+				cancel()
+				if tt.closeAt > 0 {
+					time.Sleep(tt.closeAt)
+					// Still open during the drain.
+					if _, err := c.Write([]byte("y")); err != nil {
+						t.Errorf("write during drain: %v", err)
+					}
+					c.Read(make([]byte, 1))
+					c.Close()
+				}
+				<-done
+				if got := time.Since(start); got != tt.wantAfter {
+					t.Errorf("Serve returned %v after cancel, want %v", got, tt.wantAfter)
+				}
+				c.Close()
+			})
+		})
+	}
+}
+
+func TestClose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p, ln, cancel, done := memProxy(t, Route{Listen: "tcp://127.0.0.1:0", To: "93.184.216.34:443"}, Limits{DrainTimeout: time.Hour})
+		defer cancel()
+		c := ln.dial()
+		c.Write([]byte("x"))
+		c.Read(make([]byte, 1))
+		p.Close()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Errorf("conn after Close: %v, want EOF", err)
+		}
+		c.Close()
+	})
+}
