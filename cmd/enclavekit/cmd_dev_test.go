@@ -1,0 +1,33 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+func TestDevCommand(t *testing.T) {
+	tests := []struct {
+		args     []string
+		wantCode int
+		wantOut  string
+	}{
+		{[]string{"dev"}, exitOK, "all 5 steps passed"},
+		{[]string{"dev", "--kill", "log-sink", "--step-timeout", "2s"}, exitFailure, "step 5 (logs) failed"},
+		{[]string{"dev", "--kill", "kms"}, exitUsage, `cannot kill "kms"`},
+		{[]string{"dev", "extra"}, exitUsage, "unexpected arguments"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(context.Background(), tt.args, &stdout, &stderr)
+			if code != tt.wantCode {
+				t.Fatalf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tt.wantCode, stdout.String(), stderr.String())
+			}
+			if all := stdout.String() + stderr.String(); !strings.Contains(all, tt.wantOut) {
+				t.Fatalf("output lacks %q:\n%s", tt.wantOut, all)
+			}
+		})
+	}
+}

@@ -1,0 +1,126 @@
+package devharness
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// TestRun is "make dev" as a test: every step passes and says what it
+// proved.
+func TestRun(t *testing.T) {
+	var out bytes.Buffer
+	if err := Run(t.Context(), Options{Out: &out}); err != nil {
+		t.Fatalf("Run: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{
+		"[1/5] health", "dev=true", "overridden by --dev",
+		"[2/5] attestation", "PCR0 ", "PCR1 ", "PCR2 ", "refused as expected",
+		"[3/5] echo", "byte for byte",
+		"[4/5] egress", "200", "TLS 1.3 inside the enclave", `403 from the proxy, reason "not_allowlisted", nothing dialled`,
+		"[5/5] logs", "fresh marker",
+		"all 5 steps passed",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "FAILED") {
+		t.Errorf("a step failed:\n%s", out.String())
+	}
+}
+
+// TestKill stops each component before the step that needs it: Run must
+// fail, naming that step, instead of passing or hanging.
+func TestKill(t *testing.T) {
+	tests := []struct {
+		component string
+		step      int
+		name      string
+	}{
+		{ComponentEnclave, 1, "health"},
+		{ComponentProxy, 4, "egress"},
+		{ComponentHTTPS, 4, "egress"},
+		{ComponentLogSink, 5, "logs"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.component, func(t *testing.T) {
+			var out bytes.Buffer
+			err := Run(t.Context(), Options{Out: &out, Kill: tt.component, StepTimeout: 3 * time.Second})
+			var se *StepError
+			if !errors.As(err, &se) {
+				t.Fatalf("Run = %v, want a *StepError\n%s", err, out.String())
+			}
+			if se.Step != tt.step || se.Name != tt.name {
+				t.Fatalf("failed at step %d (%s), want %d (%s): %v", se.Step, se.Name, tt.step, tt.name, err)
+			}
+			wantLine := fmt.Sprintf("make dev: step %d (%s) failed", tt.step, tt.name)
+			if !strings.Contains(out.String(), wantLine) {
+				t.Fatalf("output lacks %q:\n%s", wantLine, out.String())
+			}
+			for i := 1; i < tt.step; i++ {
+				if !strings.Contains(out.String(), fmt.Sprintf("[%d/5]", i)) {
+					t.Fatalf("step %d did not run before the failure:\n%s", i, out.String())
+				}
+			}
+		})
+	}
+}
+
+func TestKeepStopsOnCancel(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{Out: pw, Keep: true})
+		pw.Close()
+	}()
+	var out bytes.Buffer
+	buf := make([]byte, 4096)
+	for !strings.Contains(out.String(), "until Ctrl-C") {
+		n, err := pr.Read(buf)
+		if err != nil {
+			t.Fatalf("output ended early: %v\n%s", err, out.String())
+		}
+		out.Write(buf[:n])
+	}
+	for _, want := range []string{"health --addr tcp://127.0.0.1:", "attest verify --root ", "--pcr 0=", "curl --proxy http://127.0.0.1:"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("--keep output lacks %q", want)
+		}
+	}
+	cancel()
+	go io.Copy(io.Discard, pr)
+	if err := <-done; err != nil {
+		t.Fatalf("Run after cancel: %v", err)
+	}
+}
+
+func TestOptionsValidate(t *testing.T) {
+	tests := []struct {
+		opts    Options
+		wantErr string
+	}{
+		{Options{Out: io.Discard}, ""},
+		{Options{}, "Out is nil"},
+		{Options{Out: io.Discard, Kill: "kms"}, `cannot kill "kms"`},
+		{Options{Out: io.Discard, StepTimeout: -1}, "negative"},
+	}
+	for _, tt := range tests {
+		err := tt.opts.Validate()
+		if (tt.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
+			t.Errorf("Validate(%+v) = %v, want %q", tt.opts, err, tt.wantErr)
+		}
+	}
+}
