@@ -24,6 +24,21 @@ const NonceSize = 32
 // The attest package's sentinel (attest.ErrPCRMismatch…) is wrapped too.
 var ErrAttestation = errors.New("parent: enclave attestation rejected")
 
+// ErrDebugEnclave reports a document from a debug-mode enclave: its PCR0 is
+// all zeros and the parent can read its memory, so nothing it holds is
+// secret. Set AttestOptions.AllowDebugEnclave to accept one anyway.
+var ErrDebugEnclave = errors.New("parent: the enclave runs in debug mode (PCR0 is all zeros)")
+
+// isZero reports whether b is absent or all zero bytes.
+func isZero(b []byte) bool {
+	for _, x := range b {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // AttestOptions says what Client.Attest accepts.
 type AttestOptions struct {
 	// Roots are the trust anchors of the document's certificate chain. nil
@@ -35,7 +50,12 @@ type AttestOptions struct {
 	PCRs map[int][]byte
 	// AllowAnyPCRs accepts a document whatever its PCRs (the chain,
 	// signature, nonce and freshness are still verified). For development.
+	// Even then a debug-mode enclave (all-zero PCR0, whose memory and
+	// console the parent can read) is refused unless AllowDebugEnclave.
 	AllowAnyPCRs bool
+	// AllowDebugEnclave accepts a document whose PCR0 is all zeros, which
+	// is what an enclave started with nitro-cli --debug-mode reports.
+	AllowDebugEnclave bool
 	// MaxAge bounds the document's age at Now. 0 means DefaultAttestMaxAge;
 	// freshness is always checked.
 	MaxAge time.Duration
@@ -126,6 +146,9 @@ func (c *Client) Attest(ctx context.Context, opts AttestOptions) (*attest.Docume
 	doc, err := attest.Verify(resp.Document, opts.verifyOptions(nonce))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrAttestation, err)
+	}
+	if !opts.AllowDebugEnclave && isZero(doc.PCRs[0]) {
+		return nil, fmt.Errorf("%w: %w", ErrAttestation, ErrDebugEnclave)
 	}
 	return doc, nil
 }

@@ -305,6 +305,21 @@ func newAttestEnclave(t testing.TB, pcrs map[int][]byte) (*realEnclave, *nsmtest
 
 func pcr(b byte) []byte { return bytes.Repeat([]byte{b}, 48) }
 
+// A debug-mode enclave (all-zero PCR0) is refused even with AllowAnyPCRs,
+// unless the caller accepts debug enclaves explicitly.
+func TestEnclaveAttestDebugMode(t *testing.T) {
+	e, emu := newAttestEnclave(t, nil) // the emulator's PCRs start at zero, as in debug mode
+	c := dialT(t, e.addr, Options{})
+	doc, err := c.Attest(context.Background(), AttestOptions{Roots: emu.Roots(), AllowAnyPCRs: true})
+	if doc != nil || !errors.Is(err, ErrDebugEnclave) || !errors.Is(err, ErrAttestation) {
+		t.Fatalf("Attest = %v, %v; want ErrDebugEnclave", doc, err)
+	}
+	doc, err = c.Attest(context.Background(), AttestOptions{Roots: emu.Roots(), AllowAnyPCRs: true, AllowDebugEnclave: true})
+	if err != nil || !bytes.Equal(doc.PCRs[0], make([]byte, 48)) {
+		t.Fatalf("with AllowDebugEnclave: %v, %v", doc, err)
+	}
+}
+
 func TestEnclaveAttest(t *testing.T) {
 	want := map[int][]byte{0: pcr(0xa0), 1: pcr(0xa1), 2: pcr(0xa2)}
 	e, emu := newAttestEnclave(t, want)
