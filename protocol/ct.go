@@ -63,8 +63,10 @@ func Unpad(b []byte, bucket int) ([]byte, error) {
 		valid = subtle.ConstantTimeSelect(found, isMarker, valid)
 		inZeros &= isZero
 	}
+	// Pad adds 1..bucket bytes; more padding than that is not its output.
+	valid &= subtle.ConstantTimeLessOrEq(len(b)-markerAt, bucket)
 	if valid != 1 {
-		return nil, fmt.Errorf("%w: no 0x80 marker before the trailing zeros", ErrBadPadding)
+		return nil, fmt.Errorf("%w: want a 0x80 marker followed by fewer than %d zero bytes", ErrBadPadding, bucket)
 	}
 	return b[:markerAt], nil
 }

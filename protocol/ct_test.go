@@ -73,6 +73,8 @@ func TestUnpadRejects(t *testing.T) {
 		{"all zeros", make([]byte, 16)},
 		{"last byte not marker", append(make([]byte, 15), 1)},
 		{"wrong marker", append([]byte("abc\x81"), make([]byte, 12)...)},
+		{"more than a bucket of padding", append([]byte("abc\x80"), make([]byte, 28)...)},
+		{"marker alone in two buckets", append([]byte{0x80}, make([]byte, 31)...)},
 	}
 	for _, tt := range tests {
 		if _, err := Unpad(tt.in, 16); !errors.Is(err, ErrBadPadding) {
