@@ -1,12 +1,15 @@
 package proxy
 
 import (
+	"context"
 	"io"
 	"net"
 	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/enclavekit/enclavekit/transport"
 )
 
 // sink reads a conn to EOF with a large buffer and reports the byte count.
@@ -22,24 +25,56 @@ func sink(c net.Conn) int64 {
 	}
 }
 
-// benchTargets starts a discarding backend and a proxy route in front of
-// it and returns the two addresses to dial: "direct" and "proxy".
+// benchTargets starts a discarding backend and proxy routes in front of it
+// and returns the addresses to dial: "direct", "proxy" (TCP on both sides)
+// and "proxy-buffered", whose accepted conns are wrapped to hide
+// *net.TCPConn as a vsock conn would (production's vsock↔TCP pair; Go
+// cannot splice it).
 func benchTargets(b testing.TB, handle func(net.Conn)) map[string]string {
 	backend := startBackend(b, handle)
+	routes := 0
 	p := startProxy(b, Config{
-		Routes:    []Route{{Listen: "tcp://127.0.0.1:0", To: backend}},
+		Routes: []Route{
+			{Name: "splice", Listen: "tcp://127.0.0.1:0", To: backend},
+			{Name: "buffered", Listen: "tcp://127.0.0.1:0", To: backend},
+		},
 		Allowlist: []AllowEntry{allowFor(backend)},
-	}, Options{})
-	return map[string]string{"direct": backend, "proxy": hostPortOf(p.Addr(0))}
+	}, Options{Listen: func(ctx context.Context, addr string) (net.Listener, error) {
+		ln, err := transport.Listen(ctx, addr)
+		if routes++; err != nil || routes == 1 { // Listen opens routes in order
+			return ln, err
+		}
+		return hideTCPListener{ln}, nil
+	}})
+	return map[string]string{"direct": backend, "proxy": hostPortOf(p.Addr(0)), "proxy-buffered": hostPortOf(p.Addr(1))}
 }
 
+// hideTCPListener returns conns that are not *net.TCPConn (but can still
+// CloseWrite), like vsock conns.
+type hideTCPListener struct{ net.Listener }
+
+func (l hideTCPListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return hiddenTCPConn{c}, nil
+}
+
+type hiddenTCPConn struct{ net.Conn }
+
+func (c hiddenTCPConn) CloseWrite() error { return c.Conn.(*net.TCPConn).CloseWrite() }
+
 // BenchmarkThroughput streams over one connection, directly to a loopback
-// backend and through the proxy, in the same run. Compare the MB/s of the
-// two sub-benchmarks (the issue asks proxy ≥ 0.7× direct).
+// backend and through the proxy, in the same run: the same 1 MiB writes
+// and the same sink (256 KiB reads) on every path, so only the proxy hop
+// differs. Each proxy sub-benchmark reports its rate over the direct one
+// of the same run as x-direct (the issue asks proxy ≥ 0.7× direct).
 func BenchmarkThroughput(b *testing.B) {
 	done := make(chan int64, 1)
 	targets := benchTargets(b, func(c net.Conn) { done <- sink(c) })
-	for _, name := range []string{"direct", "proxy"} {
+	var direct float64 // MB/s of the last direct run
+	for _, name := range []string{"direct", "proxy", "proxy-buffered"} {
 		b.Run(name, func(b *testing.B) {
 			c, err := net.Dial("tcp", targets[name])
 			if err != nil {
@@ -60,6 +95,12 @@ func BenchmarkThroughput(b *testing.B) {
 			c.Close()
 			if got != int64(b.N)*int64(len(buf)) {
 				b.Fatalf("backend got %d bytes, sent %d", got, int64(b.N)*int64(len(buf)))
+			}
+			rate := float64(got) / 1e6 / b.Elapsed().Seconds()
+			if name == "direct" {
+				direct = rate
+			} else if direct > 0 {
+				b.ReportMetric(rate/direct, "x-direct")
 			}
 		})
 	}

@@ -38,8 +38,9 @@
 //
 // Both directions are copied at once; EOF on one side is passed on with
 // CloseWrite (half close). Between TCP conns on Linux the kernel splices
-// (Go's (*net.TCPConn).ReadFrom); other pairs (vsock↔TCP) use pooled
-// 64 KiB buffers. Limits: a global connection cap refused at once
+// (Go's (*net.TCPConn).ReadFrom). Other pairs (vsock↔TCP in production)
+// copy through pooled 64 KiB buffers, grown to 1 MiB (at most 64 of them
+// at once) while a stream is bulk. Limits: a global connection cap refused at once
 // (no queueing), a dial timeout, a per-connection idle timeout on activity
 // in either direction (a busy one-way stream is never idle; see
 // Limits.IdleTimeout), a handshake timeout for CONNECT, and a graceful
