@@ -38,7 +38,7 @@ func BenchmarkSHA384(b *testing.B) {
 
 func BenchmarkParse(b *testing.B) {
 	k, c, r, _ := benchSections()
-	img, _, err := Build(Spec{Kernel: k, Cmdline: string(c), Ramdisks: r})
+	img, _, err := Build(Spec{Kernel: k, Cmdline: string(c), Ramdisks: r, Metadata: []byte("{}")})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func BenchmarkBuild(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(n))
 	for b.Loop() {
-		if _, _, err := Build(Spec{Kernel: k, Cmdline: string(c), Ramdisks: r}); err != nil {
+		if _, _, err := Build(Spec{Kernel: k, Cmdline: string(c), Ramdisks: r, Metadata: []byte("{}")}); err != nil {
 			b.Fatal(err)
 		}
 	}

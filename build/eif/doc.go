@@ -25,8 +25,15 @@
 //
 // Section types are 1 kernel, 2 cmdline, 3 ramdisk, 4 signature, 5 metadata;
 // nitro-cli writes them in the order kernel, cmdline, metadata, ramdisk...,
-// signature. The cmdline is stored without a terminating NUL. Metadata is
-// JSON (EifIdentityInfo) and is not measured.
+// signature. The cmdline is stored without a terminating NUL (and contains
+// none). Metadata is JSON (EifIdentityInfo), mandatory since version 4, and
+// not measured; the kernel section must not be empty and the signature
+// section holds at most 32768 bytes (the format description in the
+// aws-nitro-enclaves-image-format README).
+//
+// The golden images in testdata were written by an independent encoder
+// (testdata/gen_golden.py: Python struct, zlib.crc32 and hashlib, written
+// from that README) and Build must reproduce them byte for byte.
 //
 // # Measurements
 //

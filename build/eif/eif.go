@@ -1,6 +1,7 @@
 package eif
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -22,6 +23,10 @@ const (
 	MaxSections = 32
 	// FlagARM64 is the header flag set for aarch64 images.
 	FlagARM64 = 0x1
+	// MaxSignatureSize is the largest signature section the format allows
+	// (SIGNATURE_MAX_SIZE in the aws-nitro-enclaves-image-format README,
+	// "EifSectionSignature").
+	MaxSignatureSize = 32768
 
 	// DefaultMemory and DefaultCPUs are what nitro-cli's builder records.
 	DefaultMemory = 1 << 30
@@ -108,7 +113,7 @@ type Image struct {
 	DefaultCPUs   uint64
 	Kernel        []byte
 	Cmdline       []byte // without a terminating NUL
-	Metadata      []byte // JSON (see Metadata); nil if the image has none
+	Metadata      []byte // JSON (see Metadata); mandatory in EIF v4
 	Ramdisks      [][]byte
 	Signature     []byte // raw CBOR signature section; nil if unsigned
 	CRC           uint32 // the CRC stored in the header
@@ -223,20 +228,38 @@ func ParseWithOptions(b []byte, opts ParseOptions) (*Image, error) {
 		data := b[pos : pos+ss : pos+ss]
 		switch {
 		case typ == SectionKernel && stage == stKernel:
+			if ss == 0 {
+				return nil, formatErr(ErrMalformed, int64(pos-8), field+".size", "kernel section is empty")
+			}
 			img.Kernel, stage = data, stCmdline
 		case typ == SectionCmdline && stage == stCmdline:
+			// nitro-cli builds the cmdline with CString::new, which refuses
+			// NUL; the kernel would cut the command line there.
+			if i := bytes.IndexByte(data, 0); i >= 0 {
+				return nil, formatErr(ErrMalformed, int64(pos)+int64(i), field+".data", "NUL byte at index %d of the cmdline", i)
+			}
 			img.Cmdline, stage = data, stMetadata
 		case typ == SectionMetadata && stage == stMetadata:
 			img.Metadata, stage = data, stRamdisk
 		case typ == SectionRamdisk && (stage == stMetadata || stage == stRamdisk):
 			img.Ramdisks, stage = append(img.Ramdisks, data), stRamdisk
 		case typ == SectionSignature && stage == stRamdisk:
+			if ss > MaxSignatureSize {
+				return nil, formatErr(ErrMalformed, int64(pos-8), field+".size", "signature section is %d bytes, limit %d", ss, MaxSignatureSize)
+			}
 			img.Signature, stage = data, stDone
 		default:
 			return nil, formatErr(ErrMalformed, int64(pos-SectionHeaderSize), field+".type",
 				"%s section not allowed here (order: kernel, cmdline, metadata, ramdisk..., signature)", typ)
 		}
 		pos += ss
+	}
+	if img.Metadata == nil {
+		// Mandatory since version 4 (aws-nitro-enclaves-image-format
+		// README, "EIF format version history"): the Nitro stack checks
+		// that it is present.
+		return nil, formatErr(ErrMalformed, offNumSections, "header.num_sections",
+			"%d sections without a metadata section (mandatory in EIF v4)", n)
 	}
 	if len(img.Ramdisks) == 0 {
 		return nil, formatErr(ErrMalformed, offNumSections, "header.num_sections",

@@ -2,6 +2,8 @@ package eif
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -17,7 +19,7 @@ func FuzzReadEIF(f *testing.F) {
 	f.Add(b[:HeaderSize])
 	f.Add(b[:HeaderSize+SectionHeaderSize+3])
 	s := testSpec()
-	s.Metadata = nil
+	s.Metadata = []byte("{}")
 	s.Ramdisks = [][]byte{{1, 2, 3}}
 	s.Signer = fakeSigner{cert: []byte("c")}
 	b2, _, err := Build(s)
@@ -25,6 +27,13 @@ func FuzzReadEIF(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(b2)
+	for _, g := range []string{"golden_v4.eif", "golden_v4_signed_arm64.eif"} {
+		b, err := os.ReadFile(filepath.Join("testdata", g))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		img, err := ParseWithOptions(in, ParseOptions{IgnoreCRC: true})
 		if err != nil {

@@ -31,8 +31,8 @@ type Spec struct {
 	// Ramdisks are the initramfs images in order: bootstrap first, then
 	// the application. At least one is required.
 	Ramdisks [][]byte
-	// Metadata is the JSON metadata section (see Metadata.Marshal). Nil
-	// omits the section. It is not measured.
+	// Metadata is the JSON metadata section (see Metadata.Marshal). It is
+	// required: EIF v4 makes the section mandatory. It is not measured.
 	Metadata []byte
 	// Flags is FlagARM64 for aarch64 images, 0 for x86_64.
 	Flags uint16
@@ -55,6 +55,9 @@ func (s *Spec) Validate() error {
 	}
 	if len(s.Ramdisks) == 0 {
 		errs = append(errs, errors.New("eif: Spec.Ramdisks is empty; need at least the bootstrap ramdisk"))
+	}
+	if s.Metadata == nil {
+		errs = append(errs, errors.New("eif: Spec.Metadata is nil; the metadata section is mandatory in EIF v4"))
 	}
 	// kernel + cmdline + metadata + ramdisks + signature ≤ MaxSections
 	if n := 3 + len(s.Ramdisks) + 1; n > MaxSections {
@@ -93,8 +96,8 @@ func Build(s Spec) ([]byte, Measurements, error) {
 		if err != nil {
 			return nil, Measurements{}, fmt.Errorf("eif: signing PCR0: %w", err)
 		}
-		if len(sig) == 0 {
-			return nil, Measurements{}, errors.New("eif: signer returned an empty signature section")
+		if len(sig) == 0 || len(sig) > MaxSignatureSize {
+			return nil, Measurements{}, fmt.Errorf("eif: signer returned a %d-byte signature section, want 1..%d", len(sig), MaxSignatureSize)
 		}
 		img.Signature = sig
 		p8 := PCR8(s.Signer.CertificateDER())
@@ -141,8 +144,14 @@ func (img *Image) header(secs []section, crc uint32) ([HeaderSize]byte, error) {
 	if len(secs) > MaxSections {
 		return h, fmt.Errorf("eif: %d sections, limit %d", len(secs), MaxSections)
 	}
-	if len(img.Ramdisks) == 0 || len(img.Kernel) == 0 {
-		return h, errors.New("eif: an image needs a kernel and at least one ramdisk")
+	if len(img.Ramdisks) == 0 || len(img.Kernel) == 0 || img.Metadata == nil {
+		return h, errors.New("eif: an image needs a kernel, a metadata section and at least one ramdisk")
+	}
+	if i := bytes.IndexByte(img.Cmdline, 0); i >= 0 {
+		return h, fmt.Errorf("eif: cmdline has a NUL byte at index %d", i)
+	}
+	if len(img.Signature) > MaxSignatureSize {
+		return h, fmt.Errorf("eif: signature section of %d bytes, limit %d", len(img.Signature), MaxSignatureSize)
 	}
 	be := binary.BigEndian
 	copy(h[:], Magic)

@@ -13,11 +13,15 @@
 //
 //	section = [ + { "signing_certificate": [* uint8],   ; the PEM file as given
 //	                "signature":           [* uint8] } ] ; untagged COSE_Sign1
-//	COSE_Sign1 = [ protected: bstr .cbor {1: -35},      ; alg ES384
+//	COSE_Sign1 = [ protected: bstr .cbor {1: alg},      ; -7, -35 or -36
 //	               unprotected: {},
 //	               payload: bstr .cbor { "register_index": 0,
 //	                                     "register_value": [48 * uint8] },  ; PCR0
-//	               signature: bstr ]                     ; r ‖ s, 48 bytes each
+//	               signature: bstr ]                     ; r ‖ s
+//
+// nitro-cli takes the algorithm from the key's curve: ES256 (P-256, SHA-256,
+// r and s 32 bytes each), ES384 (P-384, 48) or ES512 (P-521, 66); Verify
+// accepts all three, Signer produces ES384.
 //
 // nitro-cli currently writes exactly one element, the signature of PCR0.
 // PCR8 = SHA-384(48 zero bytes ‖ SHA-384(certificate DER)).

@@ -2,10 +2,12 @@ package eifsig
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha512"
+	_ "crypto/sha256" // crypto.SHA256 for ES256
+	_ "crypto/sha512" // crypto.SHA384 and SHA512
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -34,8 +36,27 @@ const (
 	MaxSignatures = 32
 )
 
-// COSE algorithm identifier for ECDSA with SHA-384 (RFC 9053).
-const algES384 = -35
+// COSE algorithm identifiers for ECDSA (RFC 9053). nitro-cli signs with
+// whichever of P-256, P-384 and P-521 the key is on, and aws-nitro-enclaves-cose
+// derives the algorithm, digest and r/s size from the curve
+// (src/crypto/mod.rs, ec_curve_to_parameters).
+const (
+	algES256 = -7
+	algES384 = -35
+	algES512 = -36
+)
+
+type coseAlg struct {
+	curve elliptic.Curve
+	hash  crypto.Hash
+	size  int // bytes of r and of s
+}
+
+var coseAlgs = map[int64]coseAlg{
+	algES256: {elliptic.P256(), crypto.SHA256, 32},
+	algES384: {elliptic.P384(), crypto.SHA384, 48},
+	algES512: {elliptic.P521(), crypto.SHA512, 66},
+}
 
 var (
 	decMode cbor.DecMode
@@ -226,7 +247,7 @@ func (s *Signer) SignPCR0(pcr0 eif.PCR) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	digest, err := sigStructureDigest(protected, payload)
+	digest, err := sigStructureDigest(protected, payload, crypto.SHA384)
 	if err != nil {
 		return nil, err
 	}
@@ -251,13 +272,14 @@ func (s *Signer) SignPCR0(pcr0 eif.PCR) ([]byte, error) {
 
 // sigStructureDigest hashes the COSE Sig_structure (RFC 9052 §4.4) for a
 // Signature1 with empty external AAD.
-func sigStructureDigest(protected, payload []byte) ([]byte, error) {
+func sigStructureDigest(protected, payload []byte, h crypto.Hash) ([]byte, error) {
 	tbs, err := encMode.Marshal([]any{"Signature1", protected, []byte{}, payload})
 	if err != nil {
 		return nil, err
 	}
-	d := sha512.Sum384(tbs)
-	return d[:], nil
+	hh := h.New()
+	hh.Write(tbs)
+	return hh.Sum(nil), nil
 }
 
 // Result is what Verify learned from a signature section.
@@ -282,8 +304,9 @@ func Inspect(section []byte) (*x509.Certificate, eif.PCR, error) {
 	return cert, eif.PCR8(cert.Raw), nil
 }
 
-// Verify checks that the section's first signature is a valid ES384
-// COSE_Sign1, by its certificate's key, over register 0 with value pcr0.
+// Verify checks that the section's first signature is a valid ES256, ES384
+// or ES512 COSE_Sign1 (the algorithm matching the curve of the
+// certificate's key, as nitro-cli signs), over register 0 with value pcr0.
 // It does not check the certificate's validity period or chain.
 func Verify(section []byte, pcr0 eif.PCR) (*Result, error) {
 	sigs, err := DecodeSection(section)
@@ -295,8 +318,8 @@ func Verify(section []byte, pcr0 eif.PCR) (*Result, error) {
 		return nil, err
 	}
 	pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
-	if !ok || pub.Curve != elliptic.P384() {
-		return nil, fmt.Errorf("%w: public key is not ECDSA P-384", ErrCertificate)
+	if !ok {
+		return nil, fmt.Errorf("%w: public key is %T, want ECDSA", ErrCertificate, cert.PublicKey)
 	}
 	var msg coseSign1
 	if err := decMode.Unmarshal(sigs[0].Signature, &msg); err != nil {
@@ -306,11 +329,15 @@ func Verify(section []byte, pcr0 eif.PCR) (*Result, error) {
 	if err := decMode.Unmarshal(msg.Protected, &hdr); err != nil {
 		return nil, fmt.Errorf("%w: protected header: %v", ErrMalformed, err)
 	}
-	if alg, ok := hdr[1]; !ok || alg != algES384 {
-		return nil, fmt.Errorf("%w: protected header alg %d, want %d (ES384)", ErrMalformed, hdr[1], algES384)
+	alg, ok := coseAlgs[hdr[1]]
+	if _, present := hdr[1]; !present || !ok {
+		return nil, fmt.Errorf("%w: protected header alg %d, want %d, %d or %d (ES256, ES384, ES512)", ErrMalformed, hdr[1], algES256, algES384, algES512)
 	}
-	if len(msg.Signature) != 96 {
-		return nil, fmt.Errorf("%w: signature is %d bytes, want 96", ErrMalformed, len(msg.Signature))
+	if alg.curve != pub.Curve {
+		return nil, fmt.Errorf("%w: protected header alg %d does not match the certificate's curve %s", ErrMalformed, hdr[1], pub.Curve.Params().Name)
+	}
+	if len(msg.Signature) != 2*alg.size {
+		return nil, fmt.Errorf("%w: signature is %d bytes, want %d", ErrMalformed, len(msg.Signature), 2*alg.size)
 	}
 	var info pcrInfoWire
 	if err := decMode.Unmarshal(msg.Payload, &info); err != nil {
@@ -320,12 +347,12 @@ func Verify(section []byte, pcr0 eif.PCR) (*Result, error) {
 		return nil, fmt.Errorf("%w: payload signs register %d with %d bytes, want register 0 with %d",
 			ErrMalformed, info.RegisterIndex, len(info.RegisterValue), eif.PCRSize)
 	}
-	digest, err := sigStructureDigest(msg.Protected, msg.Payload)
+	digest, err := sigStructureDigest(msg.Protected, msg.Payload, alg.hash)
 	if err != nil {
 		return nil, err
 	}
-	r := new(big.Int).SetBytes(msg.Signature[:48])
-	s := new(big.Int).SetBytes(msg.Signature[48:])
+	r := new(big.Int).SetBytes(msg.Signature[:alg.size])
+	s := new(big.Int).SetBytes(msg.Signature[alg.size:])
 	if !ecdsa.Verify(pub, digest, r, s) {
 		return nil, ErrSignature
 	}

@@ -236,7 +236,7 @@ func TestSignedEIF(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	spec := eif.Spec{Kernel: []byte("k"), Cmdline: "c", Ramdisks: [][]byte{[]byte("r0"), []byte("r1")}, Signer: s}
+	spec := eif.Spec{Kernel: []byte("k"), Cmdline: "c", Metadata: []byte("{}"), Ramdisks: [][]byte{[]byte("r0"), []byte("r1")}, Signer: s}
 	b1, m1, err := eif.Build(spec)
 	if err != nil {
 		t.Fatal(err)
@@ -269,8 +269,14 @@ func TestSignedEIF(t *testing.T) {
 	if _, err := Verify(img1.Signature, m.PCR0); err != nil {
 		t.Fatal(err)
 	}
-	unsigned, _, _ := eif.Build(eif.Spec{Kernel: []byte("k"), Cmdline: "c", Ramdisks: [][]byte{[]byte("r0"), []byte("r1")}})
-	u, _ := eif.Parse(unsigned)
+	unsigned, _, err := eif.Build(eif.Spec{Kernel: []byte("k"), Cmdline: "c", Metadata: []byte("{}"), Ramdisks: [][]byte{[]byte("r0"), []byte("r1")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := eif.Parse(unsigned)
+	if err != nil {
+		t.Fatal(err)
+	}
 	mu, err := Measure(u)
 	if err != nil || mu.PCR8 != nil || mu.PCR0 != m.PCR0 {
 		t.Fatalf("unsigned: %v", err)

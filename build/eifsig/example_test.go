@@ -33,6 +33,7 @@ func Example() {
 	file, m, err := eif.Build(eif.Spec{
 		Kernel: []byte("kernel"), Cmdline: "console=ttyS0",
 		Ramdisks: [][]byte{[]byte("bootstrap"), []byte("app")},
+		Metadata: []byte(`{"ImageName":"signed"}`),
 		Signer:   signer,
 	})
 	if err != nil {
