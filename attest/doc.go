@@ -10,9 +10,11 @@
 //
 // Verify checks a document completely: strict CBOR (duplicate keys, unknown
 // payload keys, wrong types and oversized fields rejected), a COSE_Sign1
-// (untagged or tag 18) whose protected header is exactly ES384, the
-// certificate chain from the cabundle to a pinned root (the AWS Nitro
-// Enclaves root by default) at the document's timestamp, a P-384 signing
+// (untagged or tag 18) whose protected header is exactly ES384 and whose
+// unprotected header is empty, the certificate chain root → cabundle[1] →
+// … → certificate, in that order and using every cabundle certificate once,
+// to a pinned root (the AWS Nitro Enclaves root by default) at the
+// document's timestamp, a P-384 signing
 // key, the ES384 signature over the payload bytes as received, and then the
 // caller's freshness and expected values (nonce, PCRs, user data, public
 // key). It returns a *Document or an error wrapping one sentinel per check

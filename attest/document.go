@@ -168,8 +168,11 @@ func parse(doc []byte) (*parsed, error) {
 	if err := checkProtected(msg.Protected); err != nil {
 		return nil, err
 	}
-	if len(msg.Unprotected) == 0 || msg.Unprotected[0]>>5 != 5 {
-		return nil, malformed("COSE_Sign1: unprotected header is not a map")
+	// The NSM sends an empty unprotected header. Anything in it would be
+	// unauthenticated (a kid, an x5chain, a second alg) and could steer a
+	// less careful consumer of the same bytes, so it must be exactly {}.
+	if !bytes.Equal(msg.Unprotected, []byte{0xa0}) {
+		return nil, malformed("COSE_Sign1: unprotected header must be an empty map")
 	}
 	if len(msg.Payload) == 0 {
 		return nil, malformed("COSE_Sign1: payload is empty or nil")
@@ -292,6 +295,11 @@ func parsePayload(payload []byte) (*Document, error) {
 	} {
 		if f.raw == nil || isNull(f.raw) {
 			continue
+		}
+		// Only a byte string or null: the decoder would also turn
+		// undefined (0xf7) into an empty byte string.
+		if f.raw[0]>>5 != 2 {
+			return nil, malformed("%s is not a byte string or null", f.name)
 		}
 		var b []byte
 		if payloadMode.Unmarshal(f.raw, &b) != nil {

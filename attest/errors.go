@@ -37,7 +37,9 @@ var (
 	// ErrNonceMismatch: the document's nonce differs from VerifyOptions.Nonce.
 	ErrNonceMismatch = errors.New("attest: nonce mismatch")
 
-	// ErrPCRMismatch: a PCR differs from (or is missing for) VerifyOptions.PCRs.
+	// ErrPCRMismatch: a PCR differs from (or is missing for) VerifyOptions.PCRs,
+	// or the document's PCRs are of the other kind (NitroTPM versus Nitro
+	// Enclave, see VerifyOptions.NitroTPM).
 	ErrPCRMismatch = errors.New("attest: PCR mismatch")
 
 	// ErrUserDataMismatch: user_data differs from VerifyOptions.UserData.

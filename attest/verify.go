@@ -49,6 +49,12 @@ type VerifyOptions struct {
 	// must be present and equal in the document.
 	PCRs map[int][]byte
 
+	// NitroTPM says that PCRs are expected NitroTPM values (an EC2
+	// NitroTPM document's nitrotpm_pcrs) rather than Nitro Enclave PCRs.
+	// When PCRs is non-empty, a document of the other kind fails with
+	// ErrPCRMismatch.
+	NitroTPM bool
+
 	// UserData and PublicKey, when non-nil, must equal the document's fields.
 	UserData  []byte
 	PublicKey []byte
@@ -151,7 +157,7 @@ func verifyChain(d *Document, opts *VerifyOptions) error {
 		roots = awsRootPool
 		// The default trust anchor is pinned by its exact DER bytes.
 		if !awsRoot.Equal(d.CABundle[0]) {
-			return fmt.Errorf("%w: cabundle[0] (%s) is not the AWS Nitro root", ErrRootNotPinned, d.CABundle[0].Subject)
+			return fmt.Errorf("%w: cabundle[0] (%q) is not the AWS Nitro root", ErrRootNotPinned, d.CABundle[0].Subject.String())
 		}
 	}
 	cache := opts.ChainCache
@@ -182,11 +188,15 @@ func verifyChain(d *Document, opts *VerifyOptions) error {
 	if err != nil {
 		var ua x509.UnknownAuthorityError
 		if errors.As(err, &ua) && !inPool(roots, d.CABundle[0], d.Timestamp) {
-			return fmt.Errorf("%w: cabundle[0] (%s) is not among the trusted roots", ErrRootNotPinned, d.CABundle[0].Subject)
+			return fmt.Errorf("%w: cabundle[0] (%q) is not among the trusted roots", ErrRootNotPinned, d.CABundle[0].Subject.String())
 		}
 		return fmt.Errorf("%w: at %s: %v", ErrChain, d.Timestamp.Format(time.RFC3339), err)
 	}
-	// The chain must be anchored at the document's own root, cabundle[0].
+	// The chain must be anchored at the document's own root, cabundle[0],
+	// and be exactly root → cabundle[1] → … → cabundle[n-1] → certificate:
+	// the NSM sends its chain in order, and a cabundle with certificates
+	// out of order, repeated or unused is not what it signs. (x509.Verify
+	// alone treats cabundle[1:] as an unordered pool and would accept it.)
 	anchored, linear := false, false
 	for _, ch := range chains {
 		if ch[len(ch)-1].Equal(d.CABundle[0]) {
@@ -195,12 +205,15 @@ func verifyChain(d *Document, opts *VerifyOptions) error {
 		}
 	}
 	if !anchored {
-		return fmt.Errorf("%w: chain does not end at cabundle[0] (%s)", ErrRootNotPinned, d.CABundle[0].Subject)
+		return fmt.Errorf("%w: chain does not end at cabundle[0] (%q)", ErrRootNotPinned, d.CABundle[0].Subject.String())
 	}
-	// Cache only a chain that uses the whole cabundle in order, so that a
-	// later leaf checked against the last cabundle certificate alone is
-	// checked against a certificate that was itself verified.
-	if cache != nil && linear && cacheable(d.CABundle) {
+	if !linear {
+		return fmt.Errorf("%w: cabundle is not the chain root → intermediates → certificate in order, each used once", ErrChain)
+	}
+	// The whole cabundle was verified in order, so a later leaf checked
+	// against the last cabundle certificate alone is checked against a
+	// certificate that was itself verified.
+	if cache != nil && cacheable(d.CABundle) {
 		cache.put(key, newCacheEntry(roots, d.CABundle))
 	}
 	return nil
@@ -315,6 +328,15 @@ func checkFreshness(d *Document, opts *VerifyOptions) error {
 func checkExpected(d *Document, opts *VerifyOptions) error {
 	if opts.Nonce != nil && !protocol.Equal(opts.Nonce, d.Nonce) {
 		return ErrNonceMismatch
+	}
+	// An EC2 NitroTPM document is signed under the same AWS root, and its
+	// resettable PCRs (16, 23) can be set by the instance's OS: enclave
+	// PCR expectations must never be met by nitrotpm_pcrs, nor the reverse.
+	if len(opts.PCRs) > 0 && d.NitroTPM != opts.NitroTPM {
+		if d.NitroTPM {
+			return fmt.Errorf("%w: document carries NitroTPM PCRs (nitrotpm_pcrs), not Nitro Enclave PCRs", ErrPCRMismatch)
+		}
+		return fmt.Errorf("%w: document carries Nitro Enclave PCRs, NitroTPM PCRs expected", ErrPCRMismatch)
 	}
 	for i, want := range opts.PCRs {
 		got, ok := d.PCRs[i]

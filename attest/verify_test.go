@@ -287,6 +287,10 @@ func TestVerifyPayloadFields(t *testing.T) {
 		{"nonce 1025", set(base, "nonce", make([]byte, 1025)), false, attest.ErrMalformed, nil},
 		{"public_key 1025", set(base, "public_key", make([]byte, 1025)), false, attest.ErrMalformed, nil},
 		{"nonce text", set(base, "nonce", "abc"), false, attest.ErrMalformed, nil},
+		{"nonce undefined", set(base, "nonce", cbor.RawMessage{0xf7}), false, attest.ErrMalformed, nil},
+		{"user_data undefined", set(base, "user_data", cbor.RawMessage{0xf7}), false, attest.ErrMalformed, nil},
+		{"public_key undefined", set(base, "public_key", cbor.RawMessage{0xf7}), false, attest.ErrMalformed, nil},
+		{"nonce indefinite bstr", set(base, "nonce", cbor.RawMessage{0x5f, 0x41, 0x61, 0x41, 0x62, 0xff}), true, nil, func(d *attest.Document) bool { return string(d.Nonce) == "ab" }},
 		{"unknown key", append(base, kv{"extra", 1}), false, attest.ErrMalformed, nil},
 		{"key case", append(without(base, "digest"), kv{"Digest", "SHA384"}), false, attest.ErrMalformed, nil},
 		{"duplicate key", append(base, kv{"nonce", []byte("x")}), false, attest.ErrMalformed, nil},
@@ -453,8 +457,9 @@ func TestVerifyKeyTypes(t *testing.T) {
 	}
 }
 
-// A cabundle with an extra, unused CA appended verifies (x509 finds the real
-// path) but must not be cached in a way that trusts the extra CA later.
+// A cabundle with an extra, unused CA appended is rejected (the chain must
+// use the cabundle in order), and must not be cached in a way that trusts
+// the extra CA later.
 func TestChainCacheNotPoisoned(t *testing.T) {
 	emu, err := nsmtest.New(nsmtest.Options{})
 	if err != nil {
@@ -471,8 +476,11 @@ func TestChainCacheNotPoisoned(t *testing.T) {
 	}
 	cache := attest.NewChainCache(4)
 	opts := attest.VerifyOptions{Roots: emu.Roots(), ChainCache: cache}
-	if _, err := verify(t, doc, opts); err != nil {
-		t.Fatal(err)
+	if _, err := verify(t, doc, opts); !errors.Is(err, attest.ErrChain) {
+		t.Fatalf("cabundle with an unused CA: %v, want ErrChain", err)
+	}
+	if cache.Len() != 0 {
+		t.Fatalf("rejected chain cached: len %d", cache.Len())
 	}
 	forgedKey, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	forgedLeaf := issue(t, evilCA, forgedKey.Public(), forgedKey, false, "forged")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha512"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -150,6 +151,31 @@ func TestDocumentShape(t *testing.T) {
 		}
 		if len(m) != 9 || m["user_data"] != nil || m["public_key"] != nil || m["timestamp"] != uint64(now.UnixMilli()) {
 			t.Fatalf("payload %v", m)
+		}
+		// Key order and encodings, as the NSM writes them: the nine keys in
+		// AttestationDoc order, null (0xf6) for absent optionals.
+		if payload[0] != 0xa9 && payload[0] != 0xbf {
+			t.Fatalf("payload head %#x", payload[0])
+		}
+		dec := cbor.NewDecoder(bytes.NewReader(payload[1:]))
+		var order []string
+		raw := map[string]cbor.RawMessage{}
+		for range 9 {
+			var k string
+			var v cbor.RawMessage
+			if err := dec.Decode(&k); err != nil {
+				t.Fatal(err)
+			}
+			if err := dec.Decode(&v); err != nil {
+				t.Fatal(err)
+			}
+			order, raw[k] = append(order, k), v
+		}
+		if got := strings.Join(order, ","); got != "module_id,digest,timestamp,pcrs,certificate,cabundle,public_key,user_data,nonce" {
+			t.Fatalf("key order %s", got)
+		}
+		if !bytes.Equal(raw["user_data"], []byte{0xf6}) || !bytes.Equal(raw["public_key"], []byte{0xf6}) || !bytes.Equal(raw["nonce"], []byte{0x41, 'n'}) {
+			t.Fatalf("optionals % x / % x / % x", raw["user_data"], raw["public_key"], raw["nonce"])
 		}
 		if pcrs := m["pcrs"].(map[any]any); len(pcrs) != 24 {
 			t.Fatalf("%d PCRs", len(pcrs))

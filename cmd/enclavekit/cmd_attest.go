@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/enclavekit/enclavekit/attest"
 )
@@ -219,7 +220,17 @@ func attestCheckName(err error) string {
 	return "unknown"
 }
 
-func attestOneLine(err error) string { return strings.Join(strings.Fields(err.Error()), " ") }
+// attestOneLine flattens err to one printable line. Messages can quote
+// names from the untrusted document's certificates, so every character
+// that is not printable (terminal escapes, bidi overrides, DEL) becomes '?'.
+func attestOneLine(err error) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsPrint(r) {
+			return r
+		}
+		return '?'
+	}, strings.Join(strings.Fields(err.Error()), " "))
+}
 
 func attestLoadRoots(path string) (*x509.CertPool, error) {
 	data, err := os.ReadFile(path)

@@ -3,16 +3,25 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+	"unicode"
 
 	"github.com/enclavekit/enclavekit/attest"
 	"github.com/enclavekit/enclavekit/attest/nsmtest"
+	"github.com/fxamacker/cbor/v2"
 )
 
 const attestCorpusDir = "../../attest/testdata"
@@ -108,5 +117,56 @@ func TestAttestCLI(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Error messages can quote certificate names from the (untrusted)
+// document: the one-line report must not pass control characters (terminal
+// escapes, newlines, bidi overrides) through to the terminal.
+func TestAttestCLIFailureLineIsPrintable(t *testing.T) {
+	emu, err := nsmtest.New(nsmtest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "aws\x1b]0;pwned\x07\x1b[2J\nFAKE OK\u202eevil\x7f"},
+		NotBefore:    time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		BasicConstraintsValid: true, IsCA: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	evilRoot, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := emu.Certificates()
+	payload, err := cbor.Marshal(map[string]any{
+		"module_id": "i-x", "digest": "SHA384", "timestamp": uint64(time.Now().UnixMilli()),
+		"pcrs": map[int][]byte{0: make([]byte, 48)}, "certificate": leaf, "cabundle": [][]byte{evilRoot},
+		"public_key": nil, "user_data": nil, "nonce": nil,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := emu.Sign(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "evil.cbor")
+	if err := os.WriteFile(file, doc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := runAttestCLI("attest", "verify", file)
+	if code != 1 || !strings.Contains(stderr, "FAILED root pin check") {
+		t.Fatalf("code %d, stderr %q", code, stderr)
+	}
+	line := strings.TrimSuffix(stderr, "\n")
+	for _, r := range line {
+		if !unicode.IsPrint(r) {
+			t.Fatalf("report contains %U: %q", r, stderr)
+		}
 	}
 }
