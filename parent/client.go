@@ -112,6 +112,10 @@ type Client struct {
 	opts Options
 	next atomic.Uint64 // round-robin cursor
 
+	// life ends when Close is called; it cancels dials in progress.
+	life     context.Context
+	shutdown context.CancelFunc
+
 	mu     sync.Mutex
 	closed bool
 	slots  []slot
@@ -135,9 +139,11 @@ func Dial(ctx context.Context, addr string, opts Options) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{addr: addr, opts: opts.withDefaults()}
+	c.life, c.shutdown = context.WithCancel(context.Background())
 	c.slots = make([]slot, c.opts.PoolSize)
 	cc, err := c.dial(ctx)
 	if err != nil {
+		c.shutdown()
 		return nil, err
 	}
 	c.mu.Lock()
@@ -159,6 +165,7 @@ func (c *Client) Close() error {
 		return nil
 	}
 	c.closed = true
+	c.shutdown() // ends dials in progress
 	var conns []*clientConn
 	for i := range c.slots {
 		if cc := c.slots[i].conn; cc != nil {
@@ -253,6 +260,8 @@ func (c *Client) conn(ctx context.Context) (*clientConn, error) {
 			select {
 			case <-ch:
 				continue
+			case <-c.life.Done():
+				return nil, ErrClientClosed
 			case <-ctx.Done():
 				return nil, fmt.Errorf("parent: waiting for a connection to %s: %w", c.addr, ctx.Err())
 			}
@@ -271,9 +280,11 @@ func (c *Client) conn(ctx context.Context) (*clientConn, error) {
 		c.mu.Lock()
 		s.dialing = nil
 		close(ch)
-		if err == nil && c.closed {
+		if c.closed {
 			c.mu.Unlock()
-			cc.nc.Close()
+			if err == nil {
+				cc.nc.Close()
+			}
 			return nil, ErrClientClosed
 		}
 		if err == nil {
@@ -291,6 +302,7 @@ func (c *Client) conn(ctx context.Context) (*clientConn, error) {
 func (c *Client) dial(ctx context.Context) (*clientConn, error) {
 	dctx, cancel := context.WithTimeout(ctx, c.opts.DialTimeout)
 	defer cancel()
+	defer context.AfterFunc(c.life, cancel)()
 	nc, err := c.opts.Dialer(dctx, c.addr)
 	if err != nil {
 		return nil, fmt.Errorf("parent: dialing enclave: %w", err)
@@ -450,6 +462,19 @@ func (cc *clientConn) write(ctx context.Context, id uint64, payload []byte) erro
 		cc.forget(id, false)
 		return fmt.Errorf("parent: waiting to send request: %w", ctx.Err())
 	}
+	// The semaphore may have been free at the same time as one of the other
+	// cases was ready: nothing is written for a call that already ended,
+	// nor on a connection that broke while this call waited (the writer
+	// before it fails the connection before giving the semaphore back).
+	if cc.broken() {
+		<-cc.wsem
+		return errNotSent{cc.lostErr()}
+	}
+	if err := ctx.Err(); err != nil {
+		<-cc.wsem
+		cc.forget(id, false)
+		return fmt.Errorf("parent: waiting to send request: %w", err)
+	}
 	var fired chan struct{}
 	var stop func() bool
 	if ctx.Done() != nil {
@@ -469,7 +494,10 @@ func (cc *clientConn) write(ctx context.Context, id uint64, payload []byte) erro
 			cc.nc.SetWriteDeadline(time.Time{})
 		}
 	}
-	<-cc.wsem
+	// On failure the connection is failed before the semaphore is given
+	// back, so that the next writer sees it broken and knows its request
+	// was not sent.
+	defer func() { <-cc.wsem }()
 	switch {
 	case err == nil:
 		return nil

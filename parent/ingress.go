@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -136,82 +135,28 @@ func (in *Ingress) ListenAndServe(ctx context.Context) error {
 	if in.cfg.Listen == "" {
 		return errors.New("parent: IngressConfig.Listen is required by ListenAndServe")
 	}
-	ln, err := transport.Listen(ctx, in.cfg.Listen)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return err
-	}
-	return in.Serve(ctx, ln)
+	return listenAndServe(ctx, in.cfg.Listen, in.Serve)
 }
 
 // Serve accepts connections on ln and forwards them until ctx ends or ln
 // fails. It closes ln, and when it returns every forwarded connection is
 // closed and its goroutines have ended. It returns nil when ctx ended.
 func (in *Ingress) Serve(ctx context.Context, ln net.Listener) error {
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
-	defer stop()
-	defer ln.Close()
-
-	var backoff time.Duration
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				in.cfg.Logger.Warn("enclavekit ingress: accept failed; retrying", "err", err, "in", backoff)
-				t := time.NewTimer(backoff)
-				select {
-				case <-t.C:
-				case <-ctx.Done():
-					t.Stop()
-					return nil
-				}
-				continue
-			}
-			return fmt.Errorf("parent: ingress accept: %w", err)
-		}
-		backoff = 0
-		select {
-		case in.sem <- struct{}{}:
-		default:
+	l := acceptLoop{
+		what: "ingress",
+		log:  in.cfg.Logger,
+		sem:  in.sem,
+		reject: func(c net.Conn) {
 			n := in.rejected.Add(1)
 			if in.rejectLog.allow() {
 				in.cfg.Logger.Warn("enclavekit ingress: connection cap reached; closing new connections", "client", c.RemoteAddr().String(), "max_conns", in.cfg.MaxConns, "rejected_total", n)
 			}
-			c.Close()
-			continue
-		}
-		in.open.Add(1)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-in.sem; in.open.Add(-1) }()
-			in.handle(ctx, c)
-		}()
+		},
+		admitted: func() { in.open.Add(1) },
+		released: func() { in.open.Add(-1) },
+		serve:    in.handle,
 	}
-}
-
-// isTemporary reports accept errors worth retrying: running out of file
-// descriptors or memory, and connections aborted before accept.
-func isTemporary(err error) bool {
-	var se *os.SyscallError
-	if errors.As(err, &se) {
-		type temporary interface{ Temporary() bool }
-		if t, ok := se.Err.(temporary); ok && t.Temporary() {
-			return true
-		}
-	}
-	return false
+	return l.run(ctx, ln)
 }
 
 func (in *Ingress) handle(ctx context.Context, client net.Conn) {

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 	"unicode"
@@ -20,20 +19,19 @@ import (
 
 // Defaults and limits of LogSinkConfig.
 const (
-	DefaultLogSinkListen   = "vsock://any:5001"
-	DefaultLogMaxFrame     = 64 << 10
-	DefaultLogMaxAttrs     = 32
-	DefaultLogMaxMessage   = 4 << 10
-	DefaultLogMaxValue     = 1 << 10
-	DefaultLogMaxConns     = 8
-	maxLogKey              = 128
-	minLogLevel            = slog.LevelDebug - 4
-	maxLogLevel            = slog.LevelError + 4
-	logAttrGroup           = "attrs"
-	logEnclaveKey          = "enclave"
-	logDroppedKey          = "enclave_dropped"
-	logTruncatedAttrsKey   = "enclave_attrs_truncated"
-	logSinkAcceptBackoffUp = time.Second
+	DefaultLogSinkListen = "vsock://any:5001"
+	DefaultLogMaxFrame   = 64 << 10
+	DefaultLogMaxAttrs   = 32
+	DefaultLogMaxMessage = 4 << 10
+	DefaultLogMaxValue   = 1 << 10
+	DefaultLogMaxConns   = 8
+	maxLogKey            = 128
+	minLogLevel          = slog.LevelDebug - 4
+	maxLogLevel          = slog.LevelError + 4
+	logAttrGroup         = "attrs"
+	logEnclaveKey        = "enclave"
+	logDroppedKey        = "enclave_dropped"
+	logTruncatedAttrsKey = "enclave_attrs_truncated"
 )
 
 // ErrBadLogRecord is wrapped by DecodeLogRecord's errors.
@@ -138,14 +136,7 @@ func (s *LogSink) Stats() LogSinkStats {
 // ListenAndServe listens on cfg.Listen and serves until ctx ends; it
 // returns nil when ctx ended.
 func (s *LogSink) ListenAndServe(ctx context.Context) error {
-	ln, err := transport.Listen(ctx, s.cfg.Listen)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return err
-	}
-	return s.Serve(ctx, ln)
+	return listenAndServe(ctx, s.cfg.Listen, s.Serve)
 }
 
 // Serve accepts enclave connections on ln until ctx ends or ln fails; each
@@ -153,49 +144,13 @@ func (s *LogSink) ListenAndServe(ctx context.Context) error {
 // connects again. Serve closes ln and returns after every connection's
 // goroutine ended; it returns nil when ctx ended.
 func (s *LogSink) Serve(ctx context.Context, ln net.Listener) error {
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
-	defer stop()
-	defer ln.Close()
-	var backoff time.Duration
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
-				backoff = min(max(2*backoff, 5*time.Millisecond), logSinkAcceptBackoffUp)
-				t := time.NewTimer(backoff)
-				select {
-				case <-t.C:
-				case <-ctx.Done():
-					t.Stop()
-					return nil
-				}
-				continue
-			}
-			return fmt.Errorf("parent: log sink accept: %w", err)
-		}
-		backoff = 0
-		select {
-		case s.sem <- struct{}{}:
-		default:
-			c.Close()
-			continue
-		}
-		s.conn.Add(1)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-s.sem }()
-			s.ServeConn(ctx, c)
-		}()
+	l := acceptLoop{
+		what:     "log sink",
+		sem:      s.sem,
+		admitted: func() { s.conn.Add(1) },
+		serve:    s.ServeConn,
 	}
+	return l.run(ctx, ln)
 }
 
 // ServeConn reads one enclave's log stream from c until it ends, ctx ends
@@ -299,15 +254,16 @@ func (s *LogSink) record(rec protocol.LogRecord, self slog.Attr) slog.Record {
 }
 
 // Sanitize returns s with control characters (C0, DEL, C1), Unicode format
-// characters (bidirectional overrides, zero-width characters) and invalid
-// UTF-8 removed, cut to at most max bytes at a rune boundary; a cut string
-// ends in "…" (counted in max). Text from an enclave passes through it
+// characters (bidirectional overrides, zero-width characters), line and
+// paragraph separators (U+2028, U+2029) and invalid UTF-8 removed, cut to
+// at most max bytes at a rune boundary; a cut string ends in "…" (counted
+// in max). Text from an enclave passes through it
 // before it reaches a log, so it cannot forge lines or hide text in a
 // terminal.
 func Sanitize(s string, max int) string {
 	clean := true
 	for _, r := range s {
-		if r == utf8.RuneError || unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
+		if dropRune(r) {
 			clean = false
 			break
 		}
@@ -319,7 +275,7 @@ func Sanitize(s string, max int) string {
 	var b strings.Builder
 	b.Grow(min(len(s), max))
 	for _, r := range s {
-		if r == utf8.RuneError || unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
+		if dropRune(r) {
 			continue
 		}
 		if b.Len()+utf8.RuneLen(r) > max {
@@ -328,6 +284,14 @@ func Sanitize(s string, max int) string {
 		b.WriteRune(r)
 	}
 	return b.String()
+}
+
+// dropRune reports the runes Sanitize removes: invalid UTF-8, controls,
+// format characters, and the Unicode line and paragraph separators
+// (U+2028, U+2029), which some viewers and JavaScript treat as line breaks.
+func dropRune(r rune) bool {
+	return r == utf8.RuneError || unicode.IsControl(r) ||
+		unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp)
 }
 
 // cut shortens s so that s+suffix fits in max bytes, at a rune boundary.

@@ -217,6 +217,7 @@ func TestSanitize(t *testing.T) {
 		{"del\x7f c1\u0085", 20, "del c1"},
 		{"bidi\u202eevil\u2066", 20, "bidievil"},
 		{"zero\u200bwidth", 20, "zerowidth"},
+		{"line\u2028sep\u2029para", 20, "lineseppara"},
 		{"bad\xffutf8", 20, "badutf8"},
 		{"0123456789", 5, "01…"},
 		{"ééééé", 6, "é…"},

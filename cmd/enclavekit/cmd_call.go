@@ -17,8 +17,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fxamacker/cbor/v2"
+
 	"github.com/enclavekit/enclavekit/parent"
 	"github.com/enclavekit/enclavekit/protocol"
+	"github.com/enclavekit/enclavekit/transport"
 )
 
 func init() {
@@ -88,8 +91,13 @@ func runCall(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// callOnce dials addr, makes one call and reports failures on stderr.
+// callOnce dials addr, makes one call and reports failures on stderr. A
+// malformed address is a usage error; one that cannot be reached is not.
 func callOnce(ctx context.Context, stderr io.Writer, cmd, addr string, timeout time.Duration, method string, body []byte) ([]byte, int) {
+	if _, err := transport.ParseAddr(addr); err != nil {
+		fmt.Fprintf(stderr, "enclavekit %s: --addr: %v\n", cmd, err)
+		return nil, exitUsage
+	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	c, err := parent.Dial(ctx, addr, parent.Options{PoolSize: 1, Logger: slog.New(slog.DiscardHandler)})
@@ -187,6 +195,15 @@ func callFromJSON(v any) (any, error) {
 		if u, err := strconv.ParseUint(s, 10, 64); err == nil {
 			return u, nil
 		}
+		if !strings.ContainsAny(s, ".eE") {
+			// An integer literal is sent as a CBOR integer or refused,
+			// never rounded to a float.
+			n, ok := new(big.Int).SetString(s, 10)
+			if !ok || n.Sign() >= 0 || n.Cmp(callMinCBORInt) < 0 {
+				return nil, fmt.Errorf("integer %s out of range: CBOR integers are -2^64..2^64-1", s)
+			}
+			return n, nil // below -2^63: CBOR major type 1
+		}
 		f, err := strconv.ParseFloat(s, 64)
 		if err != nil {
 			return nil, fmt.Errorf("number %s out of range", s)
@@ -246,6 +263,9 @@ func callFromJSON(v any) (any, error) {
 	return v, nil // string, bool, nil
 }
 
+// callMinCBORInt is -2^64, the smallest CBOR integer.
+var callMinCBORInt = new(big.Int).Neg(new(big.Int).Lsh(big.NewInt(1), 64))
+
 // callUintKey parses a canonical unsigned decimal ("0", "17"; not "01", "+1").
 func callUintKey(k string) (uint64, bool) {
 	if k == "" || (len(k) > 1 && k[0] == '0') {
@@ -266,54 +286,77 @@ func callCBORToJSON(body []byte) (any, error) {
 	if err := protocol.Unmarshal(body, &v); err != nil {
 		return nil, err
 	}
-	return callToJSON(v), nil
+	return callToJSON(v)
 }
 
-func callToJSON(v any) any {
+// callToJSON converts a decoded CBOR value. Two map keys that print as the
+// same JSON key (1 and "1", 1 and 1.0) are an error rather than one value
+// silently dropped.
+func callToJSON(v any) (any, error) {
 	switch v := v.(type) {
 	case []byte:
-		return base64.StdEncoding.EncodeToString(v)
+		return base64.StdEncoding.EncodeToString(v), nil
 	case []any:
 		out := make([]any, len(v))
 		for i, e := range v {
-			out[i] = callToJSON(e)
+			c, err := callToJSON(e)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = c
 		}
-		return out
+		return out, nil
 	case map[any]any:
 		out := make(map[string]any, len(v))
 		for k, e := range v {
-			out[callJSONKey(k)] = callToJSON(e)
+			c, err := callToJSON(e)
+			if err != nil {
+				return nil, err
+			}
+			jk := callJSONKey(k)
+			if _, dup := out[jk]; dup {
+				return nil, fmt.Errorf("two map keys print as the JSON key %q", jk)
+			}
+			out[jk] = c
 		}
-		return out
+		return out, nil
 	case map[string]any:
 		out := make(map[string]any, len(v))
 		for k, e := range v {
-			out[k] = callToJSON(e)
+			c, err := callToJSON(e)
+			if err != nil {
+				return nil, err
+			}
+			out[k] = c
 		}
-		return out
+		return out, nil
 	case float32:
 		return callToJSON(float64(v))
 	case float64:
 		if math.IsNaN(v) || math.IsInf(v, 0) {
-			return nil
+			return nil, nil
 		}
-		return v
+		return v, nil
 	case *big.Int:
-		return json.Number(v.String())
+		return json.Number(v.String()), nil
 	case big.Int:
-		return json.Number(v.String())
+		return json.Number(v.String()), nil
 	case string, bool, nil, int64, uint64, int, uint:
-		return v
+		return v, nil
 	}
-	return fmt.Sprint(v)
+	return fmt.Sprint(v), nil
 }
 
+// callJSONKey prints a map key: text as is, byte strings (which the
+// decoder gives as cbor.ByteString when they are map keys) as base64.
 func callJSONKey(k any) string {
 	switch k := k.(type) {
 	case string:
 		return k
 	case []byte:
 		return base64.StdEncoding.EncodeToString(k)
+	case cbor.ByteString:
+		return base64.StdEncoding.EncodeToString([]byte(k))
 	}
 	return fmt.Sprint(k)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -103,7 +104,12 @@ func TestCallCLI(t *testing.T) {
 		{"trailing json", []string{"call", "--addr", addr, "echo", "1 2"}, exitUsage, "", "trailing"},
 		{"missing file", []string{"call", "--addr", addr, "echo", "@/does/not/exist"}, exitUsage, "", "no such file"},
 		{"bad flag", []string{"call", "--nope"}, exitUsage, "", "flag provided but not defined"},
-		{"bad addr", []string{"call", "--addr", "ftp://x", "echo"}, exitFailure, "", "bad address"},
+		// A malformed address is a usage error (2); an unreachable one is not.
+		{"bad addr", []string{"call", "--addr", "ftp://x", "echo"}, exitUsage, "", "bad address"},
+		{"unreachable addr", []string{"call", "--timeout", "5s", "--addr", "tcp://127.0.0.1:1", "echo"}, exitFailure, "", "dial"},
+		{"health bad addr", []string{"health", "--addr", "tcp://nope"}, exitUsage, "", "--addr"},
+		{"ingress bad listen", []string{"ingress", "--listen", "ftp://x", "--to", "tcp://127.0.0.1:1"}, exitUsage, "", "Listen"},
+		{"logs bad listen", []string{"logs", "--listen", "tcp:/x"}, exitUsage, "", "Listen"},
 		{"help", []string{"call", "-h"}, exitOK, "", "usage"},
 		{"health usage", []string{"health"}, exitUsage, "", "usage"},
 		{"ingress usage", []string{"ingress", "--listen", "tcp://127.0.0.1:0"}, exitUsage, "", "usage"},
@@ -166,6 +172,15 @@ func TestCallJSONToCBOR(t *testing.T) {
 		{in: `{"$bytes": 1}`, fail: true},
 		{in: `{"$bytes": "!"}`, fail: true},
 		{in: `1e400`, fail: true},
+		// Integers beyond int64 stay integers (CBOR goes down to -2^64),
+		// and are refused beyond CBOR's range rather than rounded.
+		{in: `-9223372036854775809`, want: "3b8000000000000000"},
+		{in: `-18446744073709551616`, want: "3bffffffffffffffff"},
+		{in: `-18446744073709551617`, fail: true},
+		{in: `18446744073709551616`, fail: true},
+		{in: `[99999999999999999999999]`, fail: true},
+		{in: `1.0`, want: "f93c00"},
+		{in: `1E2`, want: "f95640"},
 		{in: ``, fail: true},
 	} {
 		got, err := callJSONToCBOR([]byte(tc.in))
@@ -303,5 +318,44 @@ func TestLogsCLI(t *testing.T) {
 	}
 	if rec["enclave"] != "dev-enclave" || rec["level"] != "INFO" || rec["attrs"].(map[string]any)["k"] != "v" {
 		t.Fatalf("record %v", rec)
+	}
+}
+
+// TestCallCBORToJSONEdges: response values JSON cannot hold without loss
+// are printed exactly or refused, never silently altered.
+func TestCallCBORToJSONEdges(t *testing.T) {
+	for _, tc := range []struct {
+		name, hex string
+		want      string // compact JSON; "" means an error
+	}{
+		{"big negative", "3bffffffffffffffff", `-18446744073709551616`},
+		{"max uint", "1bffffffffffffffff", `18446744073709551615`},
+		{"NaN", "f97e00", `null`},
+		{"byte string key", "a141016161", `{"AQ==":"a"}`},
+		{"int and text keys collide", "a2016161613161" + "62", ""},
+		{"int and float keys collide", "a201616af93c006162", ""},
+		{"byte and text keys collide", "a2410161616441513d3d6162", ""},
+		{"nested collision", "81a2016161613161" + "62", ""},
+		{"distinct keys", "a2016161613261" + "62", `{"1":"a","2":"b"}`},
+	} {
+		body := make([]byte, len(tc.hex)/2)
+		for i := range body {
+			fmt.Sscanf(tc.hex[2*i:2*i+2], "%02x", &body[i])
+		}
+		js, err := callResponseJSON("m", body)
+		if tc.want == "" {
+			if err == nil {
+				t.Errorf("%s: printed %s, want an error", tc.name, js)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		var compact bytes.Buffer
+		if err := json.Compact(&compact, js); err != nil || compact.String() != tc.want {
+			t.Errorf("%s: printed %s, want %s", tc.name, compact.String(), tc.want)
+		}
 	}
 }

@@ -47,6 +47,7 @@ func runIngress(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	in, err := parent.NewIngress(parent.IngressConfig{
+		Listen:        *listen, // validated here: a malformed address is a usage error
 		Target:        *to,
 		MaxConns:      *maxConns,
 		IdleTimeout:   *idle,

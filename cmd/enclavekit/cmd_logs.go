@@ -46,7 +46,7 @@ func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *asJSON {
 		h = slog.NewJSONHandler(stdout, opts)
 	}
-	sink, err := parent.NewLogSink(parent.LogSinkConfig{Handler: h, Enclave: *name})
+	sink, err := parent.NewLogSink(parent.LogSinkConfig{Listen: *listen, Handler: h, Enclave: *name})
 	if err != nil {
 		fmt.Fprintf(stderr, "enclavekit logs: %v\n", err)
 		return exitUsage
