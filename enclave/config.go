@@ -22,6 +22,10 @@ const (
 	DefaultWriteTimeout      = 10 * time.Second
 	DefaultHandlerTimeout    = 30 * time.Second
 	DefaultDrainTimeout      = 10 * time.Second
+	// DefaultMaxInFlightBytes bounds the bytes of requests in flight across
+	// the whole server (see Config.MaxInFlightBytes): 64 MiB, which is also
+	// the largest MaxFrameSize, so every frame size fits.
+	DefaultMaxInFlightBytes = 64 << 20
 )
 
 // ErrConfig is wrapped by every error returned by Config.Validate.
@@ -61,6 +65,25 @@ type Config struct {
 	// (default protocol.DefaultMaxFrame, 1 MiB; at most protocol.MaxFrameLimit).
 	// A larger declared length closes the connection before any allocation.
 	MaxFrameSize int
+
+	// MaxInFlightBytes bounds, across all connections, the bytes held by
+	// requests being handled (default 64 MiB; at least MaxFrameSize). A
+	// request is charged its frame's payload size from when its frame has
+	// been read until its response has been written; the response frame is
+	// charged too while it is written. When a request does not fit, the
+	// server stops reading that connection until enough bytes are released
+	// (the wait is counted in Stats.BudgetWaits); requests are admitted in
+	// arrival order.
+	//
+	// Without it the worst case would be MaxConns × MaxInFlight ×
+	// MaxFrameSize (8 GiB with the defaults), far more than an enclave has.
+	// With it, request memory is at most MaxInFlightBytes plus, per open
+	// connection, the one frame being received or waiting for admission:
+	// about MaxInFlightBytes + MaxConns × MaxFrameSize (64 MiB + 256 MiB
+	// with the defaults; frame buffers grow with the bytes that actually
+	// arrive, never with a declared length). Lower MaxConns or MaxFrameSize
+	// for an enclave with little memory.
+	MaxInFlightBytes int64
 
 	// HandlerTimeout bounds each handler call through its context
 	// (default 30s). Handlers must return when their context is done.
@@ -119,6 +142,9 @@ func (c Config) withDefaults() Config {
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = DefaultDrainTimeout
 	}
+	if c.MaxInFlightBytes == 0 {
+		c.MaxInFlightBytes = DefaultMaxInFlightBytes
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -143,6 +169,15 @@ func (c Config) Validate() error {
 		return bad("MaxInFlight", c.MaxInFlight, "a positive count, or 0 for the default of 32")
 	case c.MaxFrameSize < 0 || c.MaxFrameSize > protocol.MaxFrameLimit:
 		return bad("MaxFrameSize", c.MaxFrameSize, fmt.Sprintf("1..%d bytes (64 MiB), or 0 for the default of 1 MiB", protocol.MaxFrameLimit))
+	case c.MaxInFlightBytes < 0:
+		return bad("MaxInFlightBytes", c.MaxInFlightBytes, "a positive byte count, or 0 for the default of 64 MiB")
+	}
+	frame := int64(c.MaxFrameSize)
+	if frame == 0 {
+		frame = protocol.DefaultMaxFrame
+	}
+	if c.MaxInFlightBytes != 0 && c.MaxInFlightBytes < frame {
+		return bad("MaxInFlightBytes", c.MaxInFlightBytes, fmt.Sprintf("at least MaxFrameSize (%d bytes), so that a largest request fits, or 0 for the default of 64 MiB", frame))
 	}
 	for _, d := range []struct {
 		name string

@@ -148,6 +148,7 @@ func (c *conn) readLoop() closeReason {
 		if err != nil {
 			return c.readFailed(err, "frame not received within ReadHeaderTimeout (slow or stalled peer)", true)
 		}
+		size := int64(len(payload))
 		env, err := protocol.UnmarshalEnvelope(payload)
 		if cap(payload) > retainFrameBuf {
 			// Do not keep a large buffer for the life of an idle
@@ -172,8 +173,14 @@ func (c *conn) readLoop() closeReason {
 		case <-c.ctx.Done():
 			return closeReason{msg: "connection aborted", err: context.Cause(c.ctx), level: slog.LevelDebug}
 		}
+		// The server-wide memory bound: stop reading this connection until
+		// the request fits in MaxInFlightBytes.
+		if err := c.s.budget.acquire(c.ctx, size); err != nil {
+			<-c.sem
+			return closeReason{msg: "connection aborted", err: err, level: slog.LevelDebug}
+		}
 		c.handlers.Add(1)
-		go c.handle(env)
+		go c.handle(env, size)
 	}
 }
 
@@ -203,10 +210,12 @@ func (c *conn) readFailed(err error, timeoutMsg string, hostileTimeout bool) clo
 	return closeReason{msg: "read failed", err: err, hostile: true, level: slog.LevelInfo}
 }
 
-// handle runs one request and writes its response.
-func (c *conn) handle(req protocol.Envelope) {
+// handle runs one request and writes its response, then releases the
+// request's in-flight slot and its charged bytes.
+func (c *conn) handle(req protocol.Envelope, charged int64) {
 	defer c.handlers.Done()
 	defer func() { <-c.sem }()
+	defer c.s.budget.release(charged)
 	c.s.requests.Add(1)
 	start := time.Now()
 	body, err := c.call(&req)
@@ -252,16 +261,25 @@ func (c *conn) call(req *protocol.Envelope) (body []byte, err error) {
 // too large for MaxFrameSize is replaced by a "too large" error. A write
 // failure aborts the connection.
 func (c *conn) writeResponse(resp *protocol.Envelope) {
-	b, err := protocol.MarshalEnvelope(resp)
-	if err == nil && len(b) > c.s.cfg.MaxFrameSize {
+	var b []byte
+	var err error
+	// A body that cannot fit is refused before it is copied into a frame:
+	// encoding a handler's oversized result would allocate its size again.
+	if len(resp.Body) <= c.s.cfg.MaxFrameSize {
+		b, err = protocol.MarshalEnvelope(resp)
+	}
+	if err == nil && (b == nil || len(b) > c.s.cfg.MaxFrameSize) {
 		c.s.failures.Add(1)
-		c.s.log.Warn("enclave server: response exceeds MaxFrameSize; sending a too-large error instead", "remote", c.remote, "id", resp.ID, "size", len(b), "max_frame_size", c.s.cfg.MaxFrameSize)
+		c.s.log.Warn("enclave server: response exceeds MaxFrameSize; sending a too-large error instead", "remote", c.remote, "id", resp.ID, "body_size", len(resp.Body), "max_frame_size", c.s.cfg.MaxFrameSize)
 		b, err = protocol.MarshalEnvelope(&protocol.Envelope{ID: resp.ID, Code: protocol.CodeTooLarge, Message: protocol.CodeTooLarge.Message()})
 	}
 	if err != nil {
 		c.s.log.Error("enclave server: encoding response", "id", resp.ID, "err", err)
 		b, _ = protocol.MarshalEnvelope(&protocol.Envelope{ID: resp.ID, Code: protocol.CodeInternal, Message: protocol.CodeInternal.Message()})
 	}
+	// The response counts against MaxInFlightBytes until it is written.
+	c.s.budget.charge(int64(len(b)))
+	defer c.s.budget.release(int64(len(b)))
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.werr != nil {

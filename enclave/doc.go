@@ -17,6 +17,10 @@
 //   - caps open connections (MaxConns; extra ones are closed at once and
 //     counted, never queued) and in-flight requests per connection
 //     (MaxInFlight; the server then stops reading that connection);
+//   - bounds the memory of requests in flight across the whole server
+//     (MaxInFlightBytes, 64 MiB by default): without it MaxConns ×
+//     MaxInFlight × MaxFrameSize would be 8 GiB with the defaults; a
+//     connection whose request does not fit waits, in arrival order;
 //   - retries reads and writes interrupted by EINTR, treats a zero-length
 //     read as "no progress" (retried a bounded number of times, then the
 //     connection is closed with a logged reason, never taken for EOF), and

@@ -22,9 +22,11 @@ import (
 // code's fixed message; its text is logged inside the enclave. Return or
 // wrap a protocol sentinel (protocol.ErrBadRequest…) to choose the code.
 //
-// ctx is canceled when the handler timeout expires, when the connection is
-// closed, and when a graceful shutdown runs out of time; handlers must return
-// promptly once it is done. A panicking handler is recovered: the caller gets
+// ctx is canceled when the handler timeout expires, when the server closes
+// the connection (a protocol violation, a reset, a failed write), and when a
+// graceful shutdown runs out of time; handlers must return promptly once it
+// is done. A peer that merely stops sending (EOF, which may be a half-close)
+// still gets its responses, so in-flight handlers are not canceled then. A panicking handler is recovered: the caller gets
 // code 7 (internal) and the stack is logged.
 type Handler func(ctx context.Context, body []byte) ([]byte, error)
 
@@ -47,6 +49,7 @@ type Server struct {
 	conns   map[*conn]struct{}
 
 	connWG sync.WaitGroup // one per connection goroutine
+	budget *byteBudget    // Config.MaxInFlightBytes
 
 	open     atomic.Int64
 	total    atomic.Uint64
@@ -75,6 +78,13 @@ type Stats struct {
 	// DroppedConns counts connections closed by the server for a protocol
 	// violation or a timeout (bad frame, slowloris, no progress, write timeout).
 	DroppedConns uint64
+	// InFlightBytes is the number of bytes charged against
+	// Config.MaxInFlightBytes now: requests being handled and responses
+	// being written.
+	InFlightBytes uint64
+	// BudgetWaits counts requests whose connection stopped reading to wait
+	// for room in MaxInFlightBytes (counted when the wait starts).
+	BudgetWaits uint64
 }
 
 // New validates cfg, runs the startup checks (StartupChecks, read from
@@ -103,6 +113,7 @@ func New(cfg Config) (*Server, error) {
 		checks:  checks,
 		started: time.Now(),
 		conns:   make(map[*conn]struct{}),
+		budget:  newByteBudget(cfg.MaxInFlightBytes),
 	}
 	s.handlers.Store(&map[string]Handler{})
 	s.Handle(protocol.MethodHealth, s.handleHealth)
@@ -156,6 +167,8 @@ func (s *Server) Stats() Stats {
 		Errors:        s.failures.Load(),
 		Panics:        s.panics.Load(),
 		DroppedConns:  s.dropped.Load(),
+		InFlightBytes: uint64(max(s.budget.inUse(), 0)),
+		BudgetWaits:   s.budget.waits.Load(),
 	}
 }
 
@@ -222,7 +235,7 @@ func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 	s.mu.Unlock()
 
 	s.log.Info("enclave server listening", "addr", transport.AddrOf(ln.Addr()), "dev", s.cfg.Dev,
-		"max_conns", s.cfg.MaxConns, "max_in_flight", s.cfg.MaxInFlight)
+		"max_conns", s.cfg.MaxConns, "max_in_flight", s.cfg.MaxInFlight, "max_in_flight_bytes", s.cfg.MaxInFlightBytes)
 
 	// hard is canceled when draining is over: it is the parent of every
 	// connection's and handler's context.

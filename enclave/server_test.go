@@ -39,6 +39,10 @@ func TestConfigValidate(t *testing.T) {
 		{"negative write", Config{WriteTimeout: -1}, "WriteTimeout"},
 		{"negative handler", Config{HandlerTimeout: -1}, "HandlerTimeout"},
 		{"negative drain", Config{DrainTimeout: -1}, "DrainTimeout"},
+		{"negative in-flight bytes", Config{MaxInFlightBytes: -1}, "MaxInFlightBytes is -1"},
+		{"in-flight bytes below the default frame", Config{MaxInFlightBytes: protocol.DefaultMaxFrame - 1}, "at least MaxFrameSize"},
+		{"in-flight bytes below the frame", Config{MaxFrameSize: 4096, MaxInFlightBytes: 4095}, "at least MaxFrameSize"},
+		{"in-flight bytes equal to the frame", Config{MaxFrameSize: 4096, MaxInFlightBytes: 4096}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -55,7 +59,8 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 	d := Config{}.withDefaults()
-	if d.Addr != DefaultAddr || d.MaxFrameSize != protocol.DefaultMaxFrame || d.MaxConns != DefaultMaxConns || d.Logger == nil {
+	if d.Addr != DefaultAddr || d.MaxFrameSize != protocol.DefaultMaxFrame || d.MaxConns != DefaultMaxConns || d.Logger == nil ||
+		d.MaxInFlightBytes != DefaultMaxInFlightBytes || d.MaxInFlightBytes < protocol.MaxFrameLimit {
 		t.Fatalf("defaults not applied: %+v", d)
 	}
 }

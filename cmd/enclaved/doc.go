@@ -11,7 +11,7 @@
 //	--nsm device|emulated     attester: /dev/nsm, or the NSM emulator (needs --dev)
 //	--log-sink ADDR|none      parent log sink (vsock://3:5001); logs also go to stderr
 //	--log-level LEVEL         debug, info, warn or error (info)
-//	--max-conns N, --max-in-flight N, --max-frame-size BYTES
+//	--max-conns N, --max-in-flight N, --max-in-flight-bytes BYTES, --max-frame-size BYTES
 //	--read-header-timeout D, --idle-timeout D, --write-timeout D,
 //	--handler-timeout D, --drain-timeout D
 //

@@ -62,6 +62,7 @@ func TestFlags(t *testing.T) {
 		{"bad listen", []string{"--listen", "http://x"}, exitUsage, "Addr"},
 		{"bad max conns", []string{"--max-conns", "-1"}, exitUsage, "MaxConns"},
 		{"frame too large", []string{"--max-frame-size", "100000000"}, exitUsage, "MaxFrameSize"},
+		{"in-flight bytes below the frame size", []string{"--max-frame-size", "4096", "--max-in-flight-bytes", "4000"}, exitUsage, "MaxInFlightBytes"},
 		{"bad log level", []string{"--log-level", "loud"}, exitUsage, "log-level"},
 		{"bad log sink", []string{"--log-sink", "udp://x:1", "--dev"}, exitUsage, "--log-sink"},
 		{"arguments", []string{"serve"}, exitUsage, "only flags"},
