@@ -157,3 +157,40 @@ func TestLogSinkMaxConns(t *testing.T) {
 	}
 	t.Fatal("no connection served after the first one ended")
 }
+
+// A log stream whose enclave vanished without a reset must not lock a
+// restarted enclave out: at the cap, the oldest connection is closed and the
+// enclave's next attempt is served.
+func TestLogSinkEvictsOldestAtCap(t *testing.T) {
+	h := newCapture()
+	s, addr := startSink(t, LogSinkConfig{Handler: h, MaxConns: 1})
+	stale := dialTCP(t, addr[len("tcp://"):])
+	sendLog(t, stale, protocol.MethodLog, protocol.LogRecord{Message: "before the restart"})
+	h.waitFor(t, 1)
+
+	// The restarted enclave's first attempt is refused, and the stale
+	// connection is closed by the sink.
+	first := dialTCP(t, addr[len("tcp://"):])
+	io.Copy(io.Discard, first)
+	stale.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := stale.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("stale connection read %d, %v; want it closed by the sink", n, err)
+	}
+	// Its next attempt is served (the slot frees once the stale
+	// connection's goroutine has ended).
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		c := dialTCP(t, addr[len("tcp://"):])
+		sendLog(t, c, protocol.MethodLog, protocol.LogRecord{Message: "after the restart"})
+		c.CloseWrite()
+		io.Copy(io.Discard, c)
+		if recs := h.records(); recs[len(recs)-1].Message == "after the restart" {
+			if st := s.Stats(); st.Evicted < 1 {
+				t.Fatalf("stats %+v: no eviction counted", st)
+			}
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatal("the restarted enclave was never served")
+}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode"
@@ -62,7 +63,9 @@ type LogSinkConfig struct {
 	// with "…". 0 means DefaultLogMaxMessage and DefaultLogMaxValue.
 	MaxMessage, MaxValue int
 	// MaxConns caps the enclave connections served at once. 0 means
-	// DefaultLogMaxConns.
+	// DefaultLogMaxConns. A connection arriving at the cap is closed, and so
+	// is the oldest one being served, so that an enclave that restarted
+	// while its old connection was never reset gets in on its next attempt.
 	MaxConns int
 }
 
@@ -89,7 +92,12 @@ type LogSink struct {
 	cfg                LogSinkConfig
 	sem                chan struct{}
 	records, bad, conn atomic.Int64
+	evicted            atomic.Int64
 	warnLog            logLimiter
+
+	mu   sync.Mutex
+	live map[net.Conn]uint64 // connections being served, with their arrival order
+	seq  uint64
 }
 
 // NewLogSink validates cfg and returns a LogSink.
@@ -126,11 +134,12 @@ type LogSinkStats struct {
 	Records int64 // records re-emitted
 	Bad     int64 // frames dropped because they did not decode
 	Conns   int64 // connections accepted
+	Evicted int64 // connections closed to make room at the cap
 }
 
 // Stats returns the sink's counters.
 func (s *LogSink) Stats() LogSinkStats {
-	return LogSinkStats{Records: s.records.Load(), Bad: s.bad.Load(), Conns: s.conn.Load()}
+	return LogSinkStats{Records: s.records.Load(), Bad: s.bad.Load(), Conns: s.conn.Load(), Evicted: s.evicted.Load()}
 }
 
 // ListenAndServe listens on cfg.Listen and serves until ctx ends; it
@@ -148,9 +157,50 @@ func (s *LogSink) Serve(ctx context.Context, ln net.Listener) error {
 		what:     "log sink",
 		sem:      s.sem,
 		admitted: func() { s.conn.Add(1) },
+		reject:   func(net.Conn) { s.evictOldest(ctx) },
 		serve:    s.ServeConn,
 	}
 	return l.run(ctx, ln)
+}
+
+// evictOldest closes the longest-served connection when the cap is reached.
+// A new connection is most likely a restarted enclave, while the oldest is
+// most likely one whose enclave died without the connection being reset; a
+// refusal alone would leave the live enclave locked out for good. The
+// rejected connection is closed; the enclave's next attempt takes the freed
+// slot.
+func (s *LogSink) evictOldest(ctx context.Context) {
+	s.mu.Lock()
+	var oldest net.Conn
+	var at uint64
+	for c, seq := range s.live {
+		if oldest == nil || seq < at {
+			oldest, at = c, seq
+		}
+	}
+	s.mu.Unlock()
+	if oldest == nil {
+		return
+	}
+	oldest.Close()
+	s.evicted.Add(1)
+	s.emitSelf(ctx, slog.String(logEnclaveKey, s.cfg.Enclave), "enclavekit log sink: connection cap reached; closed the oldest connection so a restarted enclave can reconnect",
+		slog.Int("max_conns", s.cfg.MaxConns))
+}
+
+func (s *LogSink) track(c net.Conn) (untrack func()) {
+	s.mu.Lock()
+	if s.live == nil {
+		s.live = make(map[net.Conn]uint64)
+	}
+	s.seq++
+	s.live[c] = s.seq
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		delete(s.live, c)
+		s.mu.Unlock()
+	}
 }
 
 // ServeConn reads one enclave's log stream from c until it ends, ctx ends
@@ -158,6 +208,7 @@ func (s *LogSink) Serve(ctx context.Context, ln net.Listener) error {
 // that do not decode are dropped and counted.
 func (s *LogSink) ServeConn(ctx context.Context, c net.Conn) {
 	defer c.Close()
+	defer s.track(c)()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 	name := s.cfg.Enclave
