@@ -39,6 +39,11 @@ const (
 	maxRemoteMessage = 256
 )
 
+// silentProbeTimeout bounds the health probe sent on a connection after a
+// call timed out on it with nothing at all received since the call was
+// sent. A variable for tests.
+var silentProbeTimeout = 5 * time.Second
+
 // maxAbandoned is how many requests a connection remembers after their
 // callers gave up, so that their late responses are recognised and dropped.
 // Past it the connection is recycled. A variable for tests.
@@ -119,7 +124,7 @@ type Client struct {
 	mu     sync.Mutex
 	closed bool
 	slots  []slot
-	wg     sync.WaitGroup // reader goroutines
+	wg     sync.WaitGroup // reader and probe goroutines
 }
 
 type slot struct {
@@ -312,7 +317,24 @@ func (c *Client) dial(ctx context.Context) (*clientConn, error) {
 		nc.Close()
 		return nil, err
 	}
+	cc.spawn = c.spawn
 	return cc, nil
+}
+
+// spawn runs f in a goroutine that Close waits for; it reports false, and
+// runs nothing, once the Client is closed.
+func (c *Client) spawn(f func()) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		f()
+	}()
+	return true
 }
 
 // startReader starts cc's reader goroutine. c.mu must be held and c not
@@ -345,6 +367,13 @@ type clientConn struct {
 	pending   map[uint64]chan result // nil value: abandoned by its caller
 	abandoned int
 	cause     error // set once, before done is closed
+
+	// lastFrame is when the last frame arrived (UnixNano), probing whether
+	// a silent-connection probe runs; spawn starts it under the Client's
+	// WaitGroup (false once the Client is closed).
+	lastFrame atomic.Int64
+	probing   atomic.Bool
+	spawn     func(func()) bool
 }
 
 func newClientConn(nc net.Conn, maxFrame int) (*clientConn, error) {
@@ -427,6 +456,7 @@ func (cc *clientConn) call(ctx context.Context, method string, body []byte) ([]b
 	if err := cc.write(ctx, id, payload); err != nil {
 		return nil, err
 	}
+	sent := time.Now().UnixNano()
 
 	select {
 	case r := <-ch:
@@ -447,8 +477,40 @@ func (cc *clientConn) call(ctx context.Context, method string, body []byte) ([]b
 		return nil, cc.lostErr()
 	case <-ctx.Done():
 		cc.forget(id, true)
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) && cc.lastFrame.Load() < sent {
+			cc.suspect()
+		}
 		return nil, fmt.Errorf("parent: call %s: %w", method, ctx.Err())
 	}
+}
+
+// suspect starts a probe of a connection on which a call timed out with
+// nothing at all received since it was sent: the enclave may be hung with
+// the connection still open, and then every call routed to it would time
+// out. A slow handler is not a hung enclave, so the connection is not
+// retired on the timeout alone.
+func (cc *clientConn) suspect() {
+	if cc.spawn == nil || !cc.probing.CompareAndSwap(false, true) {
+		return
+	}
+	if !cc.spawn(cc.probe) {
+		cc.probing.Store(false)
+	}
+}
+
+// probe sends enclavekit.health and retires the connection if nothing at
+// all (not the answer, not any other frame) arrives within
+// silentProbeTimeout. Any frame, even an error response, shows the enclave
+// is reading and answering.
+func (cc *clientConn) probe() {
+	defer cc.probing.Store(false)
+	start := time.Now().UnixNano()
+	ctx, cancel := context.WithTimeout(context.Background(), silentProbeTimeout)
+	defer cancel()
+	if _, err := cc.call(ctx, protocol.MethodHealth, nil); err == nil || cc.lastFrame.Load() >= start || cc.broken() {
+		return
+	}
+	cc.fail(fmt.Errorf("%w: the enclave sent nothing, not even an answer to a health probe within %v, after a call timed out", ErrConnLost, silentProbeTimeout))
 }
 
 // write sends one request frame. A write cut short by ctx may leave half a
@@ -551,6 +613,7 @@ func (cc *clientConn) readLoop() {
 			cc.fail(fmt.Errorf("%w: %w", ErrConnLost, err))
 			return
 		}
+		cc.lastFrame.Store(time.Now().UnixNano())
 		env, err := protocol.UnmarshalEnvelope(frame)
 		if err != nil {
 			cc.fail(fmt.Errorf("%w: %w: %w", ErrConnLost, ErrProtocol, err))

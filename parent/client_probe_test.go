@@ -1,0 +1,130 @@
+package parent
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/enclavekit/enclavekit/protocol"
+)
+
+// serveSlow answers enclavekit.health at once and every other method after
+// delay: a slow handler, not a hung enclave.
+func serveSlow(c net.Conn, delay time.Duration) {
+	fr, _ := protocol.NewFrameReader(c, 0)
+	fw, _ := protocol.NewFrameWriter(c, 0)
+	var mu sync.Mutex
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return
+		}
+		env, err := protocol.UnmarshalEnvelope(f)
+		if err != nil {
+			return
+		}
+		go func() {
+			if env.Method != protocol.MethodHealth {
+				time.Sleep(delay)
+			}
+			out, _ := protocol.MarshalEnvelope(&protocol.Envelope{ID: env.ID, Body: env.Body})
+			mu.Lock()
+			defer mu.Unlock()
+			fw.WriteFrame(out)
+		}()
+	}
+}
+
+// A connection whose enclave hangs without closing it is retired after a
+// call times out and a health probe gets nothing back; the next call runs
+// on a fresh connection instead of timing out too.
+func TestSilentConnectionRetired(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		dials := 0
+		hang := make(chan struct{})
+		dialer := pipeDialer(func(c net.Conn) {
+			mu.Lock()
+			dials++
+			n := dials
+			mu.Unlock()
+			defer c.Close()
+			if n == 1 { // reads everything, answers nothing
+				go func() { <-hang; c.Close() }()
+				buf := make([]byte, 4096)
+				for {
+					if _, err := c.Read(buf); err != nil {
+						return
+					}
+				}
+			}
+			serveEcho(c)
+		})
+		defer close(hang)
+		c, err := Dial(context.Background(), "tcp://enclave:5000", Options{Dialer: dialer, Logger: quiet, PoolSize: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err = c.CallRaw(ctx, "echo", []byte("x"))
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("call to the hung enclave: %v, want DeadlineExceeded", err)
+		}
+		time.Sleep(silentProbeTimeout + time.Second)
+		synctest.Wait()
+		got, err := c.CallRaw(context.Background(), "echo", []byte("after"))
+		if err != nil || string(got) != "after" {
+			t.Fatalf("call after the probe: %q, %v", got, err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if dials != 2 {
+			t.Fatalf("%d dials, want 2 (the silent connection replaced once)", dials)
+		}
+	})
+}
+
+// A slow handler is not a hung enclave: the call times out, the probe is
+// answered, and the connection (with the slow call's late answer) stays.
+func TestSlowHandlerKeepsConnection(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		dials := 0
+		dialer := pipeDialer(func(c net.Conn) {
+			mu.Lock()
+			dials++
+			mu.Unlock()
+			defer c.Close()
+			serveSlow(c, 10*time.Second)
+		})
+		c, err := Dial(context.Background(), "tcp://enclave:5000", Options{Dialer: dialer, Logger: quiet, PoolSize: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err = c.CallRaw(ctx, "echo", []byte("slow"))
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("slow call: %v, want DeadlineExceeded", err)
+		}
+		time.Sleep(silentProbeTimeout + time.Second)
+		synctest.Wait()
+		ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if got, err := c.CallRaw(ctx, "echo", []byte("next")); err != nil || string(got) != "next" {
+			t.Fatalf("next call: %q, %v", got, err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if dials != 1 {
+			t.Fatalf("%d dials, want 1: a slow but answering enclave must keep its connection", dials)
+		}
+	})
+}
