@@ -1,6 +1,3 @@
-// Command enclavekit is the parent-side tool of enclavekit: the egress proxy,
-// calls to an enclave, attestation verification, EIF tooling and the
-// development harness. Run "enclavekit help" for the commands.
 package main
 
 import (
