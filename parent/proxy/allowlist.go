@@ -172,7 +172,8 @@ var (
 // unspecified, multicast, private (RFC 1918 10/8, 172.16/12, 192.168/16,
 // ULA fc00::/7 — including IMDS's fd00:ec2::254), 0.0.0.0/8, shared address
 // space 100.64/10, broadcast, and IPv6 addresses embedding a denied IPv4
-// address (IPv4-mapped, NAT64 64:ff9b::/96, 6to4 2002::/16).
+// address (IPv4-mapped, NAT64 64:ff9b::/96, 6to4 2002::/16), and all of
+// the local-use NAT64 prefix 64:ff9b:1::/48.
 func Denied(ip netip.Addr) (string, bool) {
 	ip = ip.Unmap().WithZone("")
 	switch {
@@ -194,12 +195,16 @@ func Denied(ip netip.Addr) (string, bool) {
 		return "shared-address-space", true
 	case ip == broadcast:
 		return "broadcast", true
+	case nat64Local.Contains(ip):
+		// RFC 8215 local-use NAT64: the IPv4 address may sit at any of
+		// RFC 6052's positions, so the whole prefix is refused.
+		return "local-use NAT64", true
 	}
 	if ip.Is6() {
 		b := ip.As16()
 		var v4 netip.Addr
 		switch {
-		case nat64.Contains(ip) || nat64Local.Contains(ip):
+		case nat64.Contains(ip):
 			v4 = netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]})
 		case sixToFour.Contains(ip):
 			v4 = netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]})

@@ -32,8 +32,10 @@ func TestDenied(t *testing.T) {
 		{"100.64.0.1", true},
 		{"255.255.255.255", true},
 		{"::ffff:169.254.169.254", true},
-		{"64:ff9b::a9fe:a9fe", true}, // NAT64 of 169.254.169.254
-		{"2002:a9fe:a9fe::1", true},  // 6to4 of 169.254.169.254
+		{"64:ff9b::a9fe:a9fe", true},       // NAT64 of 169.254.169.254
+		{"64:ff9b:1:a9fe:a9:fe00::", true}, // local-use NAT64 (/48 form) of 169.254.169.254
+		{"64:ff9b:1::5db8:d822", true},     // local-use NAT64, whatever it embeds
+		{"2002:a9fe:a9fe::1", true},        // 6to4 of 169.254.169.254
 		{"93.184.216.34", false},
 		{"52.94.133.131", false},
 		{"172.32.0.1", false},
