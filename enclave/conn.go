@@ -85,7 +85,7 @@ func (c *conn) serve() {
 		c.s.dropped.Add(1)
 		c.abort()
 	}
-	c.s.log.Log(context.Background(), r.level, "enclave server: closing connection: "+r.msg, "remote", c.remote, "err", r.err)
+	c.s.peerLog(r.level, "enclave server: closing connection: "+r.msg, "remote", c.remote, "err", r.err)
 	c.handlers.Wait()
 	c.abort()
 }
@@ -164,7 +164,7 @@ func (c *conn) readLoop() closeReason {
 				return closeReason{msg: "undecodable envelope without a recoverable request id", err: err, hostile: true, level: slog.LevelWarn}
 			}
 			c.s.failures.Add(1)
-			c.s.log.Warn("enclave server: bad request envelope", "remote", c.remote, "id", id, "err", err)
+			c.s.peerLog(slog.LevelWarn, "enclave server: bad request envelope", "remote", c.remote, "id", id, "err", err)
 			c.writeResponse(&protocol.Envelope{ID: id, Code: protocol.CodeBadRequest, Message: protocol.CodeBadRequest.Message()})
 			continue
 		}
@@ -224,7 +224,7 @@ func (c *conn) handle(req protocol.Envelope, charged int64) {
 		code := protocol.CodeOf(err)
 		resp.Code, resp.Message = code, code.Message()
 		c.s.failures.Add(1)
-		c.s.log.Warn("enclave server: request failed", "remote", c.remote, "method", req.Method, "id", req.ID, "code", int(code), "err", err)
+		c.s.peerLog(slog.LevelWarn, "enclave server: request failed", "remote", c.remote, "method", req.Method, "id", req.ID, "code", int(code), "err", err)
 	} else {
 		resp.Body = body
 		// The access log is at debug level: it names methods and sizes,
@@ -293,7 +293,7 @@ func (c *conn) writeResponse(resp *protocol.Envelope) {
 			lvl = slog.LevelWarn
 			c.s.dropped.Add(1)
 		}
-		c.s.log.Log(context.Background(), lvl, "enclave server: writing response failed (peer not reading within WriteTimeout, or gone); closing connection",
+		c.s.peerLog(lvl, "enclave server: writing response failed (peer not reading within WriteTimeout, or gone); closing connection",
 			"remote", c.remote, "id", resp.ID, "err", err)
 		c.abort()
 	}

@@ -51,6 +51,9 @@ type Server struct {
 	connWG sync.WaitGroup // one per connection goroutine
 	budget *byteBudget    // Config.MaxInFlightBytes
 
+	peerLogs       peerLimiter // bounds the records peers can cause
+	suppressedLogs atomic.Uint64
+
 	open     atomic.Int64
 	total    atomic.Uint64
 	rejected atomic.Uint64
@@ -85,6 +88,9 @@ type Stats struct {
 	// BudgetWaits counts requests whose connection stopped reading to wait
 	// for room in MaxInFlightBytes (counted when the wait starts).
 	BudgetWaits uint64
+	// SuppressedLogs counts log records caused by peers (bad or failed
+	// requests, dropped connections) that the rate limit left out.
+	SuppressedLogs uint64
 }
 
 // New validates cfg, runs the startup checks (StartupChecks, read from
@@ -169,6 +175,8 @@ func (s *Server) Stats() Stats {
 		DroppedConns:  s.dropped.Load(),
 		InFlightBytes: uint64(max(s.budget.inUse(), 0)),
 		BudgetWaits:   s.budget.waits.Load(),
+
+		SuppressedLogs: s.suppressedLogs.Load(),
 	}
 }
 
