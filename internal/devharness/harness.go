@@ -19,6 +19,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -77,7 +78,7 @@ func (o Options) Validate() error {
 	if o.StepTimeout < 0 {
 		return fmt.Errorf("devharness: Options.StepTimeout %v is negative", o.StepTimeout)
 	}
-	if o.Kill != "" && !contains(Components, o.Kill) {
+	if o.Kill != "" && !slices.Contains(Components, o.Kill) {
 		return fmt.Errorf("devharness: cannot kill %q: want one of %s", o.Kill, strings.Join(Components, ", "))
 	}
 	return nil
@@ -164,7 +165,7 @@ func Run(ctx context.Context, opts Options) error {
 		{"logs", []string{ComponentLogSink}, e.stepLogs},
 	}
 	for i, s := range steps {
-		if contains(s.kill, opts.Kill) {
+		if slices.Contains(s.kill, opts.Kill) {
 			fmt.Fprintf(e.out, "  (stopping the %s before step %d, as asked)\n", opts.Kill, i+1)
 			e.kill(opts.Kill)
 		}
@@ -554,7 +555,6 @@ func (e *env) kill(component string) {
 		e.proxyStop = nil
 	case ComponentHTTPS:
 		e.https.Close()
-		e.https.Config.SetKeepAlivesEnabled(false)
 	case ComponentLogSink:
 		e.sinkStop()
 		<-e.sinkDone
@@ -677,15 +677,6 @@ func (e *env) verboseWriter(prefix string) io.Writer {
 		return nil
 	}
 	return &prefixWriter{w: e.out, prefix: "  | " + prefix + ": "}
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // syncBuffer is a bytes.Buffer safe for concurrent writers.
