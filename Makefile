@@ -3,9 +3,10 @@ GO        ?= go
 FUZZTIME  ?= 30s
 BENCHTIME ?= 1s
 BENCH     ?= .
+SOAKTIME  ?= 60s
 PKGS      ?= ./...
 
-.PHONY: all dev test vet fmt-check fuzz bench tidy clean
+.PHONY: all dev test vet fmt-check fuzz bench soak tidy clean
 
 all: test
 
@@ -35,6 +36,10 @@ fuzz:
 ## bench: run the benchmarks (BENCH=regexp, BENCHTIME=1s); compare runs with benchstat.
 bench:
 	$(GO) test -run='^$$' -bench='$(BENCH)' -benchmem -benchtime=$(BENCHTIME) $(PKGS)
+
+## soak: load the system on loopback for SOAKTIME (default 60s) and check it holds; see docs/soak.md.
+soak:
+	$(GO) run ./cmd/enclavekit soak --duration $(SOAKTIME)
 
 tidy:
 	$(GO) mod tidy
