@@ -16,7 +16,10 @@ ENCLAVED_PKG  ?= ./cmd/enclaved
 EIF_OUT       ?= enclave.eif
 EIF_IMAGE     ?= enclavekit-enclaved:latest
 BLOBS         ?= /usr/share/nitro_enclaves/blobs
-REPRO_FLAGS   := -trimpath -buildvcs=false -ldflags='-s -w -buildid='
+# ENCLAVE_VERSION is what enclavekit.health reports; it is part of the
+# binary, so it is taken from the commit (never from uncommitted changes).
+ENCLAVE_VERSION ?= $(shell git describe --tags --always 2>/dev/null || echo unknown)
+REPRO_FLAGS   := -trimpath -buildvcs=false -ldflags='-s -w -buildid= -X github.com/enclavekit/enclavekit/enclave.Version=$(ENCLAVE_VERSION)'
 REPRO_ENV     := CGO_ENABLED=0 GOFLAGS= GOOS=linux GOARCH=$(ENCLAVE_ARCH)
 
 -include build/base-image.env
@@ -64,7 +67,7 @@ eif: eif-tools
 	docker build -f build/Dockerfile \
 	  --build-arg GOLANG_IMAGE=$(GOLANG_IMAGE) --build-arg GOLANG_DIGEST=$(GOLANG_DIGEST) \
 	  --build-arg SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) --build-arg PACKAGE=$(ENCLAVED_PKG) \
-	  --build-arg TARGETARCH=$(ENCLAVE_ARCH) -t $(EIF_IMAGE) .
+	  --build-arg TARGETARCH=$(ENCLAVE_ARCH) --build-arg ENCLAVE_VERSION=$(ENCLAVE_VERSION) -t $(EIF_IMAGE) .
 	nitro-cli build-enclave --docker-uri $(EIF_IMAGE) --output-file $(EIF_OUT)
 	$(GO) run ./cmd/enclavekit eif pcrs $(EIF_OUT)
 
