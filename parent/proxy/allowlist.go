@@ -163,7 +163,11 @@ var (
 	nat64       = netip.MustParsePrefix("64:ff9b::/96")
 	nat64Local  = netip.MustParsePrefix("64:ff9b:1::/48")
 	sixToFour   = netip.MustParsePrefix("2002::/16")
-	broadcast   = netip.MustParseAddr("255.255.255.255")
+	teredo      = netip.MustParsePrefix("2001::/32")
+	v4Compat    = netip.MustParsePrefix("::/96")
+	siit        = netip.MustParsePrefix("::ffff:0:0:0/96")
+	siteLocal   = netip.MustParsePrefix("fec0::/10")
+	reserved4   = netip.MustParsePrefix("240.0.0.0/4")
 )
 
 // Denied reports whether ip is in a range the proxy never dials unless
@@ -171,9 +175,11 @@ var (
 // (169.254/16 — including IMDS 169.254.169.254 — and fe80::/10),
 // unspecified, multicast, private (RFC 1918 10/8, 172.16/12, 192.168/16,
 // ULA fc00::/7 — including IMDS's fd00:ec2::254), 0.0.0.0/8, shared address
-// space 100.64/10, broadcast, and IPv6 addresses embedding a denied IPv4
-// address (IPv4-mapped, NAT64 64:ff9b::/96, 6to4 2002::/16), and all of
-// the local-use NAT64 prefix 64:ff9b:1::/48.
+// space 100.64/10, reserved 240/4 (broadcast included), deprecated IPv6
+// site-local fec0::/10, IPv6 addresses embedding a denied IPv4 address
+// (IPv4-mapped, NAT64 64:ff9b::/96, 6to4 2002::/16, Teredo 2001::/32 —
+// server or client), and all of the IPv4-compatible ::/96, SIIT
+// ::ffff:0:0:0/96 and local-use NAT64 64:ff9b:1::/48 prefixes.
 func Denied(ip netip.Addr) (string, bool) {
 	ip = ip.Unmap().WithZone("")
 	switch {
@@ -193,8 +199,16 @@ func Denied(ip netip.Addr) (string, bool) {
 		return "this-network", true
 	case sharedCGNAT.Contains(ip):
 		return "shared-address-space", true
-	case ip == broadcast:
-		return "broadcast", true
+	case reserved4.Contains(ip):
+		return "reserved", true
+	case siteLocal.Contains(ip):
+		return "site-local", true
+	case v4Compat.Contains(ip), siit.Contains(ip):
+		// Deprecated IPv4-compatible (::a.b.c.d, RFC 4291) and SIIT
+		// IPv4-translated (::ffff:0:a.b.c.d, RFC 2765) forms: a kernel
+		// may still tunnel or translate them to the embedded IPv4
+		// address, and no public destination uses them.
+		return "IPv4-compatible", true
 	case nat64Local.Contains(ip):
 		// RFC 8215 local-use NAT64: the IPv4 address may sit at any of
 		// RFC 6052's positions, so the whole prefix is refused.
@@ -208,6 +222,14 @@ func Denied(ip netip.Addr) (string, bool) {
 			v4 = netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]})
 		case sixToFour.Contains(ip):
 			v4 = netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]})
+		case teredo.Contains(ip):
+			// RFC 4380: the Teredo server's IPv4 address in clear, the
+			// client's (the one packets go to) with every bit inverted.
+			server := netip.AddrFrom4([4]byte{b[4], b[5], b[6], b[7]})
+			if why, bad := Denied(server); bad {
+				return "embeds " + server.String() + " (" + why + ")", true
+			}
+			v4 = netip.AddrFrom4([4]byte{^b[12], ^b[13], ^b[14], ^b[15]})
 		}
 		if v4.IsValid() {
 			if why, bad := Denied(v4); bad {

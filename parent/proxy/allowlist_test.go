@@ -32,10 +32,19 @@ func TestDenied(t *testing.T) {
 		{"100.64.0.1", true},
 		{"255.255.255.255", true},
 		{"::ffff:169.254.169.254", true},
-		{"64:ff9b::a9fe:a9fe", true},       // NAT64 of 169.254.169.254
-		{"64:ff9b:1:a9fe:a9:fe00::", true}, // local-use NAT64 (/48 form) of 169.254.169.254
-		{"64:ff9b:1::5db8:d822", true},     // local-use NAT64, whatever it embeds
-		{"2002:a9fe:a9fe::1", true},        // 6to4 of 169.254.169.254
+		{"64:ff9b::a9fe:a9fe", true},                    // NAT64 of 169.254.169.254
+		{"64:ff9b:1:a9fe:a9:fe00::", true},              // local-use NAT64 (/48 form) of 169.254.169.254
+		{"64:ff9b:1::5db8:d822", true},                  // local-use NAT64, whatever it embeds
+		{"2002:a9fe:a9fe::1", true},                     // 6to4 of 169.254.169.254
+		{"::a9fe:a9fe", true},                           // IPv4-compatible 169.254.169.254
+		{"::7f00:1", true},                              // IPv4-compatible 127.0.0.1
+		{"::5db8:d822", true},                           // IPv4-compatible, whatever it embeds
+		{"::ffff:0:a9fe:a9fe", true},                    // SIIT IPv4-translated 169.254.169.254
+		{"2001:0:a9fe:a9fe:8000:63bf:3fff:fdd2", true},  // Teredo, server 169.254.169.254
+		{"2001:0:4136:e378:8000:63bf:5601:5601", true},  // Teredo, client ^169.254.169.254
+		{"fec0::1", true},                               // deprecated site-local
+		{"240.0.0.1", true},                             // reserved
+		{"2001:0:4136:e378:8000:63bf:3fff:fdd2", false}, // Teredo between public addresses
 		{"93.184.216.34", false},
 		{"52.94.133.131", false},
 		{"172.32.0.1", false},
@@ -135,10 +144,48 @@ func TestSplitHostPort(t *testing.T) {
 		{"a..b:1", "", 0, false},
 		{"-a.b:1", "", 0, false},
 		{"a b:1", "", 0, false},
+		// Numeric forms an inet_aton-style resolver reads as 127.0.0.1.
+		{"2130706433:80", "", 0, false},
+		{"127.1:80", "", 0, false},
+		{"0x7f.1:80", "", 0, false},
+		{"0x7f000001:80", "", 0, false},
+		{"0177.0.0.1:80", "", 0, false},
+		{"127.0.0.1.example:80", "127.0.0.1.example", 80, true},
+		{"0xabc.example:80", "0xabc.example", 80, true},
+		// A trailing dot does not turn an IP address into a name.
+		{"169.254.169.254.:80", "169.254.169.254", 80, true},
+		// U+212A KELVIN SIGN lower-cases to ASCII 'k'.
+		{"\u212Ams.example:443", "", 0, false},
+		{"[fe80::1%25eth0]:443", "", 0, false},
+		{"a.example:443 ", "", 0, false},
+		{"a.example: 443", "", 0, false},
+		{"a.example:0443", "a.example", 443, true},
 	} {
 		host, port, err := SplitHostPort(tt.in)
 		if (err == nil) != tt.ok || host != tt.host || port != tt.port {
 			t.Errorf("SplitHostPort(%q) = %q %d %v", tt.in, host, port, err)
 		}
+	}
+}
+
+// TestAllowlistEntryForms: an allowlist entry means what the same text
+// means as a CONNECT target, and numeric "names" are refused.
+func TestAllowlistEntryForms(t *testing.T) {
+	for _, addr := range []string{"2130706433", "127.1", "0x7f.1", "0177.0.0.1", "\u212Ams.example"} {
+		if _, err := NewAllowlist([]AllowEntry{{Address: addr, Port: 443}}); err == nil {
+			t.Errorf("NewAllowlist accepted address %q", addr)
+		}
+	}
+	al, err := NewAllowlist([]AllowEntry{{Address: "10.0.0.5.", Port: 443}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, port, err := SplitHostPort("10.0.0.5.:443")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ips, err := al.Check(context.Background(), fakeResolver{}, "tcp", host, port)
+	if err != nil || len(ips) != 1 || ips[0] != netip.MustParseAddr("10.0.0.5") {
+		t.Errorf("Check(%s) = %v, %v; want [10.0.0.5]", host, ips, err)
 	}
 }

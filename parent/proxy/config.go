@@ -310,7 +310,12 @@ func parsePort(s string) (int, error) {
 var hostnameRE = regexp.MustCompile(`^[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$`)
 
 // normalizeHost lower-cases a DNS name and strips one trailing dot, or
-// canonicalizes an IP address. Zones, CIDRs and odd characters are errors.
+// canonicalizes an IP address. Zones, CIDRs and odd characters are errors,
+// and so is a name whose last label is a number ("2130706433", "127.1",
+// "0x7f.1", "0177.0.0.1"): no such top-level domain exists, while
+// inet_aton-style resolvers (glibc's getaddrinfo, used by cgo builds) read
+// those as IPv4 literals, so such a "name" could never be matched to the
+// IP it stands for.
 func normalizeHost(h string) (string, error) {
 	if h == "" {
 		return "", errors.New("empty host")
@@ -324,12 +329,29 @@ func normalizeHost(h string) (string, error) {
 	if strings.Contains(h, "/") {
 		return "", fmt.Errorf("host %q: CIDR ranges are not supported; list each IP", h)
 	}
+	for i := 0; i < len(h); i++ {
+		// Checked before lower-casing: strings.ToLower maps some
+		// non-ASCII letters (U+212A KELVIN SIGN) to ASCII ones.
+		if h[i] >= 0x80 {
+			return "", fmt.Errorf("host %q is not an ASCII DNS name (use the xn-- form) or an IP address", h)
+		}
+	}
 	n := strings.TrimSuffix(strings.ToLower(h), ".")
+	if ip, err := netip.ParseAddr(n); err == nil && ip.Is4() {
+		return ip.String(), nil // "169.254.169.254." is that IP, not a name
+	}
 	if len(n) > 253 || !hostnameRE.MatchString(n) {
 		return "", fmt.Errorf("host %q is not a DNS name or an IP address", h)
 	}
+	if numericLabelRE.MatchString(n[strings.LastIndexByte(n, '.')+1:]) {
+		return "", fmt.Errorf("host %q: a numeric last label is an IPv4 address in a form this proxy does not accept; use dotted decimal", h)
+	}
 	return n, nil
 }
+
+// numericLabelRE is a label that an inet_aton-style parser reads as a
+// number (decimal, octal or hex).
+var numericLabelRE = regexp.MustCompile(`^(?:[0-9]+|0x[0-9a-f]*)$`)
 
 // LoadConfig reads and checks a YAML configuration file (ours, or AWS
 // vsock-proxy's allowlist file as is). Unknown keys, bad addresses and a

@@ -25,7 +25,11 @@
 // against a denylist — loopback, link-local (169.254.169.254 included),
 // unspecified, multicast and, beyond what AWS checks, the private ranges
 // of RFC 1918 and IPv6 ULA (fd00:ec2::254, IMDS over IPv6, is one),
-// 0.0.0.0/8, 100.64.0.0/10 and IPv6 forms embedding a denied IPv4 address.
+// 0.0.0.0/8, 100.64.0.0/10, 240.0.0.0/4, IPv6 site-local fec0::/10, the
+// IPv4-compatible ::/96 and SIIT ::ffff:0:0:0/96 prefixes, and IPv6 forms
+// embedding a denied IPv4 address (mapped, NAT64, 6to4, Teredo). Names
+// whose last label is numeric ("2130706433", "0x7f.1") are refused as
+// malformed: some resolvers read them as IPv4 literals.
 // A denied address is allowed only when that exact IP and port are
 // themselves listed. If any resolved address is denied, the destination is
 // refused; the addresses checked are the ones dialed, so a DNS answer that

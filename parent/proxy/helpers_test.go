@@ -67,7 +67,9 @@ func (d *guardDialer) DialContext(ctx context.Context, network, addr string) (ne
 	}
 	ap, err := netip.ParseAddrPort(real)
 	if err != nil || !ap.Addr().IsLoopback() {
-		d.t.Fatalf("guardDialer: %q is not a loopback address", real)
+		// Errorf, not Fatalf: this runs on the proxy's goroutine.
+		d.t.Errorf("guardDialer: %q is not a loopback address", real)
+		return nil, errors.New("guardDialer: not a loopback address")
 	}
 	var nd net.Dialer
 	return nd.DialContext(ctx, "tcp", real)

@@ -11,7 +11,7 @@ import (
 //	connections_refused_total{route,reason} counter, reason one of the Reason* constants
 //	bytes_total{route,direction}         counter, direction "upstream" (enclave→destination) or "downstream"
 //	dial_duration_seconds{route}         histogram of resolution+connect time, successful dials
-//	errors_total{route,kind}             counter, kind "accept", "dial", "relay", "idle_timeout"
+//	errors_total{route,kind}             counter, kind "accept", "dial", "relay", "idle_timeout", "panic"
 type metrics struct {
 	open    *prometheus.GaugeVec
 	total   *prometheus.CounterVec
@@ -36,7 +36,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "dial_duration_seconds", Help: "Time to resolve and connect to a destination, by route.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, []string{"route"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "errors_total", Help: "Errors, by route and kind (accept, dial, relay, idle_timeout)."}, []string{"route", "kind"}),
+			Name: "errors_total", Help: "Errors, by route and kind (accept, dial, relay, idle_timeout, panic)."}, []string{"route", "kind"}),
 	}
 	for _, c := range []prometheus.Collector{m.open, m.total, m.refused, m.bytes, m.dial, m.errors} {
 		if err := reg.Register(c); err != nil {

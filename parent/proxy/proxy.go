@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -333,6 +334,15 @@ func (p *Proxy) refused(r *route, c net.Conn, dest, reason, detail string, statu
 
 func (p *Proxy) handle(r *route, c net.Conn) {
 	defer func() {
+		// A panic (in an injected Resolver or Dialer, say) ends this
+		// connection, not the process, and still gives its slot back:
+		// otherwise every panic would leak one MaxConns slot and a Serve
+		// drain would wait forever. c and the destination conn are closed
+		// by the defers below, which have run by now.
+		if v := recover(); v != nil {
+			r.errorsBy("panic").Inc()
+			p.log.Error("proxy: panic serving connection", "route", r.Name, "panic", v, "stack", string(debug.Stack()))
+		}
 		p.open.Add(-1)
 		r.m.open.Dec()
 		p.conns.Done()
@@ -409,11 +419,18 @@ func (p *Proxy) handle(r *route, c net.Conn) {
 		c.SetWriteDeadline(time.Time{})
 		// Bytes the client sent right after its request (a TLS
 		// ClientHello, typically) are already in br.
+		// relay's idle watchdog is not running yet, so bound this
+		// write: a destination that never reads must not hold the
+		// connection (and its MaxConns slot) forever.
 		if n := br.Buffered(); n > 0 {
 			b, _ := br.Peek(n)
+			up.SetWriteDeadline(time.Now().Add(p.cfg.Limits.IdleTimeout))
 			if _, err := up.Write(b); err != nil {
+				r.errorsBy("relay").Inc()
+				p.log.Debug("proxy: relay", "route", r.Name, "destination", dest, "err", err)
 				return
 			}
+			up.SetWriteDeadline(time.Time{})
 			r.up(int64(n))
 		}
 		br.Reset(nil)

@@ -238,6 +238,9 @@ func TestConnectRefusals(t *testing.T) {
 		"mixed.example":  {netip.MustParseAddr("93.184.216.34"), netip.MustParseAddr("127.0.0.1")},
 		"local.example":  {netip.MustParseAddr("127.0.0.1")},
 		"ula.example":    {netip.MustParseAddr("fd00:ec2::254")},
+		"compat.example": {netip.MustParseAddr("::a9fe:a9fe")},
+		"siit.example":   {netip.MustParseAddr("::ffff:0:7f00:1")},
+		"teredo.example": {netip.MustParseAddr("2001:0:4136:e378:8000:63bf:5601:5601")},
 	}
 	reg := prometheus.NewRegistry()
 	p := startProxy(t, Config{
@@ -249,6 +252,9 @@ func TestConnectRefusals(t *testing.T) {
 			{Address: "local.example", Port: 8443},
 			{Address: "127.0.0.1", Port: 8443},
 			{Address: "ula.example", Port: 443},
+			{Address: "compat.example", Port: 443},
+			{Address: "siit.example", Port: 443},
+			{Address: "teredo.example", Port: 443},
 		},
 		Limits: Limits{MaxHeaderBytes: 1024},
 	}, Options{Resolver: res, Dialer: guard, Registry: reg})
@@ -269,6 +275,14 @@ func TestConnectRefusals(t *testing.T) {
 		{"rebinding to IMDS", "CONNECT rebind.example:443 HTTP/1.1\r\n\r\n", 403, ReasonDeniedIP},
 		{"one of several IPs loopback", "CONNECT mixed.example:443 HTTP/1.1\r\n\r\n", 403, ReasonDeniedIP},
 		{"IPv6 IMDS (ULA)", "CONNECT ula.example:443 HTTP/1.1\r\n\r\n", 403, ReasonDeniedIP},
+		{"IPv4-compatible IMDS", "CONNECT compat.example:443 HTTP/1.1\r\n\r\n", 403, ReasonDeniedIP},
+		{"SIIT loopback", "CONNECT siit.example:443 HTTP/1.1\r\n\r\n", 403, ReasonDeniedIP},
+		{"Teredo to IMDS", "CONNECT teredo.example:443 HTTP/1.1\r\n\r\n", 403, ReasonDeniedIP},
+		{"decimal IPv4", "CONNECT 2130706433:8443 HTTP/1.1\r\n\r\n", 400, ReasonBadRequest},
+		{"hex IPv4", "CONNECT 0x7f.1:8443 HTTP/1.1\r\n\r\n", 400, ReasonBadRequest},
+		{"short IPv4", "CONNECT 127.1:8443 HTTP/1.1\r\n\r\n", 400, ReasonBadRequest},
+		{"IMDS with trailing dot", "CONNECT 169.254.169.254.:80 HTTP/1.1\r\n\r\n", 403, ReasonNotAllowlisted},
+		{"zone", "CONNECT [fe80::1%25eth0]:443 HTTP/1.1\r\n\r\n", 400, ReasonBadRequest},
 		{"GET", "GET http://good.example/ HTTP/1.1\r\n\r\n", 405, ReasonMethod},
 		{"POST", "POST / HTTP/1.1\r\n\r\n", 405, ReasonMethod},
 		{"malformed", "CONNECT\r\n\r\n", 400, ReasonBadRequest},
@@ -512,4 +526,167 @@ func TestIdleSplicePath(t *testing.T) {
 		t.Errorf("closed %v after the last byte, before the %v idle timeout", d, idle)
 	}
 	waitFor(t, func() bool { return metricValue(p.m.errors.WithLabelValues(p.routes[0].Name, "idle_timeout")) == 1 })
+}
+
+// panicDialer panics on its first dial and dials loopback after.
+type panicDialer struct {
+	mu     sync.Mutex
+	calls  int
+	target string
+}
+
+func (d *panicDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	d.mu.Lock()
+	d.calls++
+	first := d.calls == 1
+	d.mu.Unlock()
+	if first {
+		panic("panicDialer: boom")
+	}
+	var nd net.Dialer
+	return nd.DialContext(ctx, "tcp", d.target)
+}
+
+// TestPanicReleasesSlot: a panic while serving one connection closes that
+// connection, is counted, and gives its MaxConns slot back; the process
+// (here, the test binary) keeps running.
+func TestPanicReleasesSlot(t *testing.T) {
+	backend := startBackend(t, echo)
+	p := startProxy(t, Config{
+		Routes:    []Route{{Name: "fixed", Listen: "tcp://127.0.0.1:0", To: backend}},
+		Allowlist: []AllowEntry{allowFor(backend)},
+		Limits:    Limits{MaxConns: 1},
+	}, Options{Dialer: &panicDialer{target: backend}})
+	c, err := net.Dial("tcp", hostPortOf(p.Addr(0)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("read %d, %v; want EOF", n, err)
+	}
+	c.Close()
+	waitFor(t, func() bool { return p.open.Load() == 0 })
+	if got := metricValue(p.m.errors.WithLabelValues("fixed", "panic")); got != 1 {
+		t.Errorf("errors{panic} = %v, want 1", got)
+	}
+	if got := metricValue(p.m.open.WithLabelValues("fixed")); got != 0 {
+		t.Errorf("connections_open = %v, want 0", got)
+	}
+	// The only slot is free again.
+	c, err = net.Dial("tcp", hostPortOf(p.Addr(0)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "ping")
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
+		t.Errorf("after the panic: %q %v", buf, err)
+	}
+}
+
+// TestTransferByteExactBuffered is TestTransferByteExact on the buffered
+// copy path (production's vsock↔TCP pair, where Go cannot splice): the
+// accepted conns are wrapped so they are not *net.TCPConn. It also checks
+// that every big-buffer token is given back.
+func TestTransferByteExactBuffered(t *testing.T) {
+	size, back := int64(256<<20), int64(32<<20)
+	if testing.Short() {
+		size = 32 << 20
+	}
+	type result struct {
+		sum []byte
+		n   int64
+		err error
+	}
+	var serverGot, serverSent result
+	serverDone := make(chan struct{})
+	backend := startBackend(t, func(c net.Conn) {
+		defer close(serverDone)
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			serverSent.sum, serverSent.err = streamSend(c, 4, back)
+			c.(*net.TCPConn).CloseWrite()
+		})
+		serverGot.sum, serverGot.n, serverGot.err = streamRecv(c)
+		wg.Wait()
+	})
+	p := startProxy(t, Config{
+		Routes:    []Route{{Listen: "tcp://127.0.0.1:0", To: backend}},
+		Allowlist: []AllowEntry{allowFor(backend)},
+	}, Options{Listen: func(ctx context.Context, addr string) (net.Listener, error) {
+		ln, err := net.Listen("tcp", hostPortOf(addr))
+		if err != nil {
+			return nil, err
+		}
+		return hideTCPListener{ln}, nil
+	}})
+	c, err := net.Dial("tcp", hostPortOf(p.Addr(0)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var clientSent result
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		clientSent.sum, clientSent.err = streamSend(c, 3, size)
+		c.(*net.TCPConn).CloseWrite()
+	})
+	gotSum, gotN, err := streamRecv(c)
+	wg.Wait()
+	if err != nil || clientSent.err != nil {
+		t.Fatalf("client: recv %v, send %v", err, clientSent.err)
+	}
+	<-serverDone
+	waitFor(t, func() bool { return metricValue(p.m.open.WithLabelValues(p.routes[0].Name)) == 0 })
+	if serverGot.err != nil || serverSent.err != nil {
+		t.Fatalf("server: recv %v, send %v", serverGot.err, serverSent.err)
+	}
+	if gotN != back || serverGot.n != size {
+		t.Fatalf("sizes: client got %d (want %d), server got %d (want %d)", gotN, back, serverGot.n, size)
+	}
+	if !bytes.Equal(clientSent.sum, serverGot.sum) || !bytes.Equal(serverSent.sum, gotSum) {
+		t.Errorf("SHA-256 mismatch: up %x/%x down %x/%x", clientSent.sum, serverGot.sum, serverSent.sum, gotSum)
+	}
+	up := metricValue(p.m.bytes.WithLabelValues(p.routes[0].Name, "upstream"))
+	down := metricValue(p.m.bytes.WithLabelValues(p.routes[0].Name, "downstream"))
+	if int64(up) != size || int64(down) != back {
+		t.Errorf("bytes metrics: up %v down %v, want %d and %d", up, down, size, back)
+	}
+	if n := len(bigBufs); n != 0 {
+		t.Errorf("%d big-buffer tokens still taken after every connection closed", n)
+	}
+}
+
+// TestConnectEarlyData: bytes sent in the same write as the CONNECT
+// request (before the 200) reach the destination once, after the check,
+// and are counted.
+func TestConnectEarlyData(t *testing.T) {
+	backend := startBackend(t, echo)
+	guard := newGuard(t)
+	guard.permit("93.184.216.34:443", backend)
+	p := startProxy(t, Config{
+		Routes:    []Route{{Name: "c", Listen: "tcp://127.0.0.1:0", Connect: true}},
+		Allowlist: []AllowEntry{{Address: "93.184.216.34", Port: 443}},
+	}, Options{Dialer: guard})
+	c, err := net.Dial("tcp", hostPortOf(p.Addr(0)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "CONNECT 93.184.216.34:443 HTTP/1.1\r\n\r\nearly")
+	c.(*net.TCPConn).CloseWrite()
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("CONNECT: %v %v", resp, err)
+	}
+	got, err := io.ReadAll(br)
+	if err != nil || string(got) != "early" {
+		t.Errorf("echo: %q %v", got, err)
+	}
+	waitFor(t, func() bool { return metricValue(p.m.open.WithLabelValues("c")) == 0 })
+	if up := metricValue(p.m.bytes.WithLabelValues("c", "upstream")); up != 5 {
+		t.Errorf("upstream bytes = %v, want 5", up)
+	}
 }

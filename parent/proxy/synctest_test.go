@@ -250,3 +250,100 @@ func TestClose(t *testing.T) {
 		c.Close()
 	})
 }
+
+// stuckDialer connects every dial to a peer that never reads.
+type stuckDialer struct {
+	mu    sync.Mutex
+	peers []net.Conn
+}
+
+func (d *stuckDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	a, b := net.Pipe()
+	d.mu.Lock()
+	d.peers = append(d.peers, b)
+	d.mu.Unlock()
+	return a, nil
+}
+
+func (d *stuckDialer) close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, c := range d.peers {
+		c.Close()
+	}
+}
+
+// TestEarlyDataStuckDestination: bytes sent right after a CONNECT request
+// are written to the destination before relay's idle watchdog runs; a
+// destination that never reads must not hold the connection forever.
+func TestEarlyDataStuckDestination(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const idle = time.Minute
+		ln := newMemListener()
+		d := &stuckDialer{}
+		defer d.close()
+		p, err := New(Config{
+			Routes:    []Route{{Name: "c", Listen: "tcp://127.0.0.1:0", Connect: true}},
+			Allowlist: []AllowEntry{{Address: "93.184.216.34", Port: 443}},
+			Limits:    Limits{IdleTimeout: idle},
+		}, Options{
+			Logger: slog.New(slog.DiscardHandler),
+			Dialer: d,
+			Listen: func(context.Context, string) (net.Listener, error) { return ln, nil },
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- p.Serve(ctx) }()
+
+		c := ln.dial()
+		c.Write([]byte("CONNECT 93.184.216.34:443 HTTP/1.1\r\n\r\n\x16\x03\x01early"))
+		start := time.Now()
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("CONNECT: %v %v", resp, err)
+		}
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Errorf("read: %v, want EOF", err)
+		}
+		if got := time.Since(start); got != idle {
+			t.Errorf("closed after %v, want %v", got, idle)
+		}
+		c.Close()
+		synctest.Wait()
+		if n := p.open.Load(); n != 0 {
+			t.Errorf("%d connections still open", n)
+		}
+		cancel()
+		<-done
+	})
+}
+
+// TestConnectOutlivesHandshakeTimeout: the handshake deadline is lifted
+// once the CONNECT request is read, so a tunnel lives past it (on the
+// buffered copy path, which sets no read deadlines of its own).
+func TestConnectOutlivesHandshakeTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, ln, cancel, done := memProxy(t, Route{Name: "c", Listen: "tcp://127.0.0.1:0", Connect: true},
+			Limits{HandshakeTimeout: 10 * time.Second, IdleTimeout: time.Hour})
+		c := ln.dial()
+		c.Write([]byte("CONNECT 93.184.216.34:443 HTTP/1.1\r\n\r\n"))
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("CONNECT: %v %v", resp, err)
+		}
+		time.Sleep(time.Minute)
+		c.Write([]byte("ping"))
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "ping" {
+			t.Errorf("after a minute: %q %v", buf, err)
+		}
+		c.Close()
+		cancel()
+		<-done
+	})
+}
