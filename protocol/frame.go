@@ -123,20 +123,31 @@ func readFrame(r io.Reader, hdr *[HeaderSize]byte, buf []byte, limit int) ([]byt
 		}
 		return buf, nil
 	}
-	// Grow with the data: the declared length is untrusted.
-	buf = buf[:0]
-	for len(buf) < size {
-		next := min(size, max(len(buf)*2, len(buf)+growStep))
-		if cap(buf) < next {
-			nb := make([]byte, len(buf), next)
-			copy(nb, buf)
-			buf = nb
+	if size <= growStep {
+		buf = make([]byte, size)
+		if got, err := io.ReadFull(r, buf); err != nil {
+			return nil, truncated(err, got, size)
 		}
-		start := len(buf)
-		buf = buf[:next]
-		if got, err := io.ReadFull(r, buf[start:]); err != nil {
-			return nil, truncated(err, start+got, size)
+		return buf, nil
+	}
+	// The declared length is untrusted: read it in chunks of growStep, each
+	// allocated only once the previous one is full, so that memory is never
+	// more than growStep ahead of the bytes that have arrived. (Doubling a
+	// single buffer would run up to the received size ahead: 32 MiB sent
+	// would cost 64 MiB.) The payload is assembled once it is complete.
+	var chunks [][]byte
+	got := 0
+	for got < size {
+		c := make([]byte, min(growStep, size-got))
+		if m, err := io.ReadFull(r, c); err != nil {
+			return nil, truncated(err, got+m, size)
 		}
+		chunks = append(chunks, c)
+		got += len(c)
+	}
+	buf = make([]byte, 0, size)
+	for _, c := range chunks {
+		buf = append(buf, c...)
 	}
 	return buf, nil
 }
@@ -156,6 +167,9 @@ type FrameWriter struct {
 	w   io.Writer
 	max int
 	buf []byte
+	// hdr holds the length prefix of a frame written with two calls; a
+	// local array would escape to the heap through the io.Writer call.
+	hdr [HeaderSize]byte
 }
 
 // coalesceLimit is the largest payload copied next to its header for a single
@@ -184,9 +198,8 @@ func (fw *FrameWriter) WriteFrame(payload []byte) error {
 		fw.buf = append(fw.buf, payload...)
 		return writeAll(fw.w, fw.buf)
 	}
-	var hdr [HeaderSize]byte
-	binary.BigEndian.PutUint32(hdr[:], uint32(len(payload)))
-	if err := writeAll(fw.w, hdr[:]); err != nil {
+	binary.BigEndian.PutUint32(fw.hdr[:], uint32(len(payload)))
+	if err := writeAll(fw.w, fw.hdr[:]); err != nil {
 		return err
 	}
 	return writeAll(fw.w, payload)

@@ -286,3 +286,66 @@ func TestWriteFrameReportsShortWrite(t *testing.T) {
 		}
 	}
 }
+
+// TestStalledFrameCostsWhatArrived: a peer that declares a large frame and
+// stops after sending part of it must cost no more than what it sent plus
+// one growStep, as documented (docs/architecture.md, ReadFrame), however
+// much it sent. A buffer that doubles would run up to the received size
+// ahead of the data.
+func TestStalledFrameCostsWhatArrived(t *testing.T) {
+	for _, sent := range []int{growStep + 1, 1<<20 + 1, 3<<20 + 17} {
+		in := append(binary.BigEndian.AppendUint32(nil, MaxFrameLimit), make([]byte, sent)...)
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		const reads = 4
+		for range reads {
+			if _, err := ReadFrame(bytes.NewReader(in), nil, MaxFrameLimit); !errors.Is(err, ErrFrameTruncated) {
+				t.Fatalf("err = %v, want ErrFrameTruncated", err)
+			}
+		}
+		runtime.ReadMemStats(&after)
+		// The chunk list itself costs a little too: allow one more step.
+		limit := uint64(sent + 2*growStep)
+		if per := (after.TotalAlloc - before.TotalAlloc) / reads; per > limit {
+			t.Errorf("%d bytes of a declared 64 MiB frame allocated %d bytes per read, want at most %d", sent, per, limit)
+		}
+	}
+}
+
+// TestFrameLargeSteadyStateAllocs covers the paths the 4 KiB test does not:
+// frames above coalesceLimit (written with two calls) and frames larger
+// than growStep (read in chunks the first time).
+func TestFrameLargeSteadyStateAllocs(t *testing.T) {
+	payload := bytes.Repeat([]byte{2}, coalesceLimit+growStep+5)
+	var sink bytes.Buffer
+	sink.Grow(4 * len(payload))
+	fw, _ := NewFrameWriter(&sink, 0)
+	if err := fw.WriteFrame(payload); err != nil {
+		t.Fatal(err)
+	}
+	allocs := testing.AllocsPerRun(20, func() {
+		sink.Reset()
+		if err := fw.WriteFrame(payload); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("steady-state WriteFrame of %d bytes allocates %.1f times per frame, want 0", len(payload), allocs)
+	}
+	r := bytes.NewReader(nil)
+	fr, _ := NewFrameReader(r, 0)
+	stream := frameBytes(payload)
+	r.Reset(stream)
+	if got, err := fr.ReadFrame(); err != nil || !bytes.Equal(got, payload) {
+		t.Fatalf("first ReadFrame: %d bytes, %v", len(got), err)
+	}
+	allocs = testing.AllocsPerRun(20, func() {
+		r.Reset(stream)
+		if _, err := fr.ReadFrame(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("steady-state ReadFrame of %d bytes allocates %.1f times per frame, want 0", len(payload), allocs)
+	}
+}
