@@ -41,6 +41,8 @@ func TestUnmarshalEnvelope(t *testing.T) {
 		{name: "request", in: "a4 0001 0107 02 64 6563686f 03 42 0102", want: Envelope{Version: 1, ID: 7, Method: "echo", Body: []byte{1, 2}}},
 		{name: "error response", in: "a4 0001 0107 04 02 05 6e 756e6b6e6f776e206d6574686f64", want: Envelope{Version: 1, ID: 7, Code: CodeUnknownMethod, Message: "unknown method"}},
 		{name: "ok response without body", in: "a2 0001 0100", want: Envelope{Version: 1}},
+		{name: "ok response with code 0", in: "a3 0001 0101 04 00", want: Envelope{Version: 1, ID: 1}},
+		{name: "empty body", in: "a4 0001 0107 02 61 61 03 40", want: Envelope{Version: 1, ID: 7, Method: "a", Body: []byte{}}},
 		{name: "missing id", in: "a2 0001 02 61 61", wantErr: "missing request id"},
 		{name: "duplicate key", in: "a3 0001 0107 0108", wantErr: "duplicate map key"},
 		{name: "unknown key", in: "a3 0001 0107 0900", wantErr: "unknown field"},
@@ -58,6 +60,30 @@ func TestUnmarshalEnvelope(t *testing.T) {
 		{name: "message without code", in: "a3 0001 0107 05 61 78", wantErr: "without an error code"},
 		{name: "invalid utf-8 method", in: "a3 0001 0107 02 61 ff", wantErr: "UTF-8"},
 		{name: "not a map", in: "83 01 02 03", wantErr: "cannot unmarshal"},
+		// Values the CBOR library would convert: protocol v1 gives each key
+		// one type, and absent differs from empty.
+		{name: "empty method", in: "a3 0001 0107 02 60", wantErr: "empty method"},
+		{name: "empty method with a code", in: "a4 0001 0107 02 60 04 01", wantErr: "empty method"},
+		{name: "null body", in: "a3 0001 0107 03 f6", wantErr: "key 3 holds a float or simple value"},
+		{name: "undefined body", in: "a3 0001 0107 03 f7", wantErr: "key 3 holds a float or simple value"},
+		{name: "null method", in: "a3 0001 0107 02 f6", wantErr: "key 2 holds a float or simple value"},
+		{name: "null code", in: "a3 0001 0107 04 f6", wantErr: "key 4 holds a float or simple value"},
+		{name: "null message", in: "a3 0001 0107 05 f6", wantErr: "key 5 holds a float or simple value"},
+		{name: "simple value 5 as code", in: "a3 0001 0107 04 e5", wantErr: "key 4 holds a float or simple value"},
+		{name: "simple value 0 as code", in: "a3 0001 0107 04 e0", wantErr: "key 4 holds a float or simple value"},
+		{name: "simple value 7 as id", in: "a2 0001 01 e7", wantErr: "key 1 holds a float or simple value"},
+		{name: "array as body", in: "a3 0001 0107 03 82 01 02", wantErr: "key 3 holds an array"},
+		{name: "empty array as body", in: "a3 0001 0107 03 80", wantErr: "key 3 holds an array"},
+		{name: "empty message without code", in: "a3 0001 0107 05 60", wantErr: "without an error code"},
+		{name: "empty message with code 0", in: "a4 0001 0107 04 00 05 60", wantErr: "without an error code"},
+		{name: "request with code 0", in: "a4 0001 0107 02 61 61 04 00", wantErr: "must not carry"},
+		{name: "request with empty message", in: "a4 0001 0107 02 61 61 05 60", wantErr: "must not carry"},
+		{name: "float version", in: "a2 00 f9 3c00 0107", wantErr: "cannot unmarshal"},
+		{name: "float key", in: "a2 0001 f9 3c00 07", wantErr: "unknown field"},
+		{name: "negative key", in: "a3 0001 0107 20 00", wantErr: "unknown field"},
+		{name: "code 256", in: "a3 0001 0107 04 19 0100", wantErr: "overflows"},
+		{name: "method as byte string", in: "a3 0001 0107 02 41 61", wantErr: "cannot unmarshal"},
+		{name: "empty map", in: "a0", wantErr: "version 0"},
 		{name: "empty input", in: "", wantErr: "EOF"},
 		{name: "truncated", in: "a2 0001 01", wantErr: "EOF"},
 	}
@@ -99,6 +125,38 @@ func TestMethodLengthLimit(t *testing.T) {
 	raw, _ := cbor.Marshal(map[int]any{0: 1, 1: 1, 2: strings.Repeat("m", MaxMethodLen+1)})
 	if _, err := UnmarshalEnvelope(raw); !errors.Is(err, ErrBadEnvelope) {
 		t.Fatalf("decoder accepted a long method: %v", err)
+	}
+}
+
+func TestMarshalEnvelopeRefusesInvalidUTF8(t *testing.T) {
+	// The encoder does not check UTF-8: without this, the peer's strict
+	// decoder would be the first to notice.
+	for _, e := range []Envelope{{ID: 1, Method: "m\xff"}, {ID: 1, Code: CodeInternal, Message: "\xc0\x80"}} {
+		if b, err := MarshalEnvelope(&e); !errors.Is(err, ErrBadEnvelope) || !strings.Contains(err.Error(), "UTF-8") {
+			t.Errorf("MarshalEnvelope(%+q) = %x, %v; want a UTF-8 error", e.Method+e.Message, b, err)
+		}
+	}
+}
+
+func TestUnmarshalEnvelopeAllocs(t *testing.T) {
+	// The type check copies each present key's raw value (the library does
+	// all the parsing), then the typed decode copies the method and body.
+	for _, tt := range []struct {
+		in  string
+		max float64
+	}{
+		{"a4 0001 0107 02 64 6563686f 03 42 0102", 8},
+		{"a2 0001 0100", 4},
+	} {
+		raw := mustHex(tt.in)
+		allocs := testing.AllocsPerRun(100, func() {
+			if _, err := UnmarshalEnvelope(raw); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if allocs > tt.max {
+			t.Errorf("UnmarshalEnvelope(%s) allocates %.0f times, want at most %.0f", tt.in, allocs, tt.max)
+		}
 	}
 }
 
@@ -255,4 +313,19 @@ func FuzzRecoverID(f *testing.F) {
 			t.Fatalf("valid envelope with id %d: RecoverID = %d, %v", e.ID, id, ok)
 		}
 	})
+}
+
+// TestCheckEnvelopeTypesDefensive: the type check runs only on input the
+// CBOR decoder accepted, but must not trust it: every prefix of an envelope
+// (strings cut short, heads cut short) is refused without a panic.
+func TestCheckEnvelopeTypesDefensive(t *testing.T) {
+	full := mustHex("a5 0001 01 1b 0102030405060708 02 64 6563686f 03 42 0102 04 00")
+	if present, err := checkEnvelopeTypes(full); err != nil || present != 0b11111 {
+		t.Fatalf("checkEnvelopeTypes(full) = %b, %v", present, err)
+	}
+	for i := range full {
+		if _, err := checkEnvelopeTypes(full[:i]); !errors.Is(err, ErrBadEnvelope) {
+			t.Errorf("checkEnvelopeTypes(%x) = %v, want ErrBadEnvelope", full[:i], err)
+		}
+	}
 }
