@@ -2,12 +2,15 @@ package protocol
 
 import (
 	"bytes"
+	"encoding/gob"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
+	"text/template"
 
 	"github.com/fxamacker/cbor/v2"
 )
@@ -167,4 +170,54 @@ func TestSecretCompareAndWipe(t *testing.T) {
 	if !bytes.Equal(b.Bytes(), []byte{0, 0}) {
 		t.Fatalf("Wipe did not clear a copy: %x", b.Bytes())
 	}
+}
+
+// TestSecretRedactsInUnexportedFields: fmt cannot call a Secret's methods
+// when it sits in an unexported field (of a config struct, say) and prints
+// it by reflection instead, which must not reach the bytes. Other printers
+// and encoders that the Secret's methods steer are checked too.
+func TestSecretRedactsInUnexportedFields(t *testing.T) {
+	const raw = "hunter2-very-secret"
+	s := NewSecret([]byte(raw))
+	type inner struct{ key Secret }
+	type config struct {
+		name  string
+		key   Secret
+		ptr   *Secret
+		list  []Secret
+		byKey map[string]Secret
+		in    inner
+	}
+	c := config{name: "n", key: s, ptr: &s, list: []Secret{s}, byKey: map[string]Secret{"k": s}, in: inner{s}}
+	outputs := map[string]string{"ptr": fmt.Sprintf("%+v", &c)}
+	for _, verb := range []string{"%v", "%+v", "%#v", "%x", "%s", "%d", "%q"} {
+		outputs[verb] = fmt.Sprintf(verb, c)
+	}
+	var logBuf bytes.Buffer
+	for _, h := range []slog.Handler{slog.NewTextHandler(&logBuf, nil), slog.NewJSONHandler(&logBuf, nil)} {
+		slog.New(h).Info("config", "cfg", c, "list", []Secret{s}, "map", map[string]Secret{"k": s})
+	}
+	outputs["slog"] = logBuf.String()
+	var tmpl bytes.Buffer
+	if err := template.Must(template.New("").Parse("{{.}} {{.K}}")).Execute(&tmpl, struct{ K Secret }{s}); err != nil {
+		t.Fatal(err)
+	}
+	outputs["text/template"] = tmpl.String()
+	dec := strings.Trim(fmt.Sprint([]byte(raw)), "[]")                     // "104 117 110 …" (%v)
+	goSyntax := strings.Trim(fmt.Sprintf("%#v", []byte(raw)), "[]uint8{}") // "0x68, 0x75, …" (%#v)
+	for name, out := range outputs {
+		for _, form := range []string{raw, fmt.Sprintf("%x", raw), dec, goSyntax} {
+			if strings.Contains(out, form) {
+				t.Errorf("%s leaks the secret (as %q): %s", name, form, out)
+			}
+		}
+	}
+	if err := gob.NewEncoder(io.Discard).Encode(struct{ K Secret }{s}); !errors.Is(err, ErrSecretEncode) {
+		t.Errorf("gob encoding of a Secret: err = %v, want ErrSecretEncode", err)
+	}
+	var zero Secret
+	if zero.Bytes() != nil || zero.Len() != 0 || !zero.IsZero() || !zero.Equal(Secret{}) || fmt.Sprint(zero) != Redacted {
+		t.Error("the zero Secret is not an empty, redacted secret")
+	}
+	zero.Wipe()
 }

@@ -19,35 +19,49 @@ var ErrSecretEncode = errors.New("protocol: a Secret cannot be encoded; call Byt
 // encoded as CBOR or text, and its bytes come out only through Bytes.
 // Compare secrets with Equal, which runs in constant time.
 type Secret struct {
-	_ [0]func() // makes Secret incomparable
-	b []byte
+	// get returns the bytes. Holding them in a closure rather than a field
+	// keeps them out of reach of reflection: fmt cannot call Format on a
+	// Secret that sits in an unexported struct field and prints it field by
+	// field instead, and a slice, or a pointer to one, would come out in
+	// full there (with %!s(…=&{…}) for a pointer under a wrong verb); a func
+	// prints as an address under every verb and at every depth. A func field
+	// also makes Secret incomparable.
+	get func() []byte
 }
 
 // NewSecret returns a Secret holding a copy of b. Wipe b with Zero when the
 // caller no longer needs it.
 func NewSecret(b []byte) Secret {
-	return Secret{b: append([]byte(nil), b...)}
+	c := append([]byte(nil), b...)
+	return Secret{get: func() []byte { return c }}
+}
+
+func (s Secret) bytes() []byte {
+	if s.get == nil {
+		return nil
+	}
+	return s.get()
 }
 
 // Bytes returns the secret bytes themselves (not a copy). Treat the result as
 // sensitive: never log it, never send it to the parent in plaintext.
-func (s Secret) Bytes() []byte { return s.b }
+func (s Secret) Bytes() []byte { return s.bytes() }
 
 // Len returns the length of the secret in bytes. The length is not secret.
-func (s Secret) Len() int { return len(s.b) }
+func (s Secret) Len() int { return len(s.bytes()) }
 
 // IsZero reports whether the secret is empty.
-func (s Secret) IsZero() bool { return len(s.b) == 0 }
+func (s Secret) IsZero() bool { return len(s.bytes()) == 0 }
 
 // Equal reports in constant time whether s and t hold the same bytes.
-func (s Secret) Equal(t Secret) bool { return Equal(s.b, t.b) }
+func (s Secret) Equal(t Secret) bool { return Equal(s.bytes(), t.bytes()) }
 
 // EqualBytes reports in constant time whether s holds exactly b.
-func (s Secret) EqualBytes(b []byte) bool { return Equal(s.b, b) }
+func (s Secret) EqualBytes(b []byte) bool { return Equal(s.bytes(), b) }
 
 // Wipe overwrites the secret's bytes with zeros. Copies of the Secret value
 // share the bytes, so they are wiped too.
-func (s Secret) Wipe() { Zero(s.b) }
+func (s Secret) Wipe() { Zero(s.bytes()) }
 
 // String returns Redacted.
 func (s Secret) String() string { return Redacted }
