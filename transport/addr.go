@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Well-known vsock context IDs (see vsock(7)).
@@ -25,6 +27,10 @@ const (
 
 // ErrBadAddr is wrapped by every address parsing error.
 var ErrBadAddr = errors.New("transport: bad address")
+
+// ErrVsockUnsupported is returned for vsock addresses on systems other than
+// Linux. It is defined everywhere so that portable code can test for it.
+var ErrVsockUnsupported = errors.New("transport: vsock is only available on Linux; use a tcp:// address for local development")
 
 // Addr is a parsed transport address.
 type Addr struct {
@@ -65,8 +71,10 @@ const forms = `want vsock://CID:PORT (CID a number or any, parent, host, local) 
 // ParseAddr parses "vsock://CID:PORT" or "tcp://HOST:PORT". For vsock, CID is
 // a decimal number or one of any (VMADDR_CID_ANY), parent (3), host (2) and
 // local (1); PORT is a decimal uint32. For TCP, HOST is a name, an IPv4
-// address, a bracketed IPv6 address or empty (all interfaces, when
-// listening); PORT is 0..65535, 0 meaning "pick a free port" when listening.
+// address, a bracketed IPv6 address (with a zone if link-local:
+// [fe80::1%eth0]) or empty (all interfaces, when listening); PORT is
+// 0..65535, 0 meaning "pick a free port" when listening. Control characters
+// and invalid UTF-8 are refused anywhere.
 func ParseAddr(s string) (Addr, error) {
 	bad := func(why string) (Addr, error) {
 		return Addr{}, fmt.Errorf("%w %q: %s; %s", ErrBadAddr, s, why, forms)
@@ -77,6 +85,9 @@ func ParseAddr(s string) (Addr, error) {
 	}
 	if strings.ContainsAny(rest, "/?#@ \t\r\n") {
 		return bad("unexpected path, query, user or space after the scheme")
+	}
+	if i := strings.IndexFunc(rest, func(r rune) bool { return r < 0x20 || r == 0x7f || r == utf8.RuneError }); i >= 0 {
+		return bad(fmt.Sprintf("control character or invalid UTF-8 at byte %d", len(scheme)+3+i))
 	}
 	switch strings.ToLower(scheme) {
 	case NetworkVsock:
@@ -108,8 +119,15 @@ func ParseAddr(s string) (Addr, error) {
 		if _, err := strconv.ParseUint(portStr, 10, 16); err != nil {
 			return bad(fmt.Sprintf("port %q is not a number in 0..65535", portStr))
 		}
-		if strings.Contains(host, ":") && net.ParseIP(host) == nil {
-			return bad(fmt.Sprintf("host %q is not a valid IPv6 address", host))
+		if strings.HasPrefix(rest, "[") || strings.Contains(host, ":") {
+			// Brackets hold an IPv6 address, with a zone for a link-local
+			// one (fe80::1%eth0), and nothing else.
+			ip, err := netip.ParseAddr(host)
+			if err != nil || !ip.Is6() {
+				return bad(fmt.Sprintf("host %q is not a valid IPv6 address (only IPv6 goes in brackets)", host))
+			}
+		} else if strings.Contains(host, "%") {
+			return bad(fmt.Sprintf("host %q: a zone (%%) is only valid on a bracketed IPv6 address", host))
 		}
 		return Addr{Network: NetworkTCP, HostPort: net.JoinHostPort(host, portStr)}, nil
 	}

@@ -3,14 +3,16 @@ package transport
 import (
 	"context"
 	"net"
+	"strings"
 )
 
 // Listen opens a listener on addr ("vsock://any:5000", "tcp://127.0.0.1:0").
 // The context bounds only the set-up, not the listener's life.
+// Errors are *net.OpError; a malformed address also matches ErrBadAddr.
 func Listen(ctx context.Context, addr string) (net.Listener, error) {
 	a, err := ParseAddr(addr)
 	if err != nil {
-		return nil, err
+		return nil, &net.OpError{Op: "listen", Net: networkOf(addr), Err: err}
 	}
 	return ListenAddr(ctx, a)
 }
@@ -32,11 +34,11 @@ func ListenAddr(ctx context.Context, a Addr) (net.Listener, error) {
 
 // Dial connects to addr. The context's deadline and cancellation bound the
 // connection set-up; once connected, the context no longer matters.
-// Errors are *net.OpError.
+// Errors are *net.OpError; a malformed address also matches ErrBadAddr.
 func Dial(ctx context.Context, addr string) (net.Conn, error) {
 	a, err := ParseAddr(addr)
 	if err != nil {
-		return nil, err
+		return nil, &net.OpError{Op: "dial", Net: networkOf(addr), Err: err}
 	}
 	return DialAddr(ctx, a)
 }
@@ -64,4 +66,15 @@ func AddrOf(na net.Addr) string {
 		return vsockAddrString(na)
 	}
 	return na.Network() + "://" + na.String()
+}
+
+// networkOf names the network of a (possibly malformed) address for an
+// error: its scheme when it is one of ours, else "".
+func networkOf(addr string) string {
+	scheme, _, _ := strings.Cut(addr, "://")
+	switch n := strings.ToLower(scheme); n {
+	case NetworkVsock, NetworkTCP:
+		return n
+	}
+	return ""
 }

@@ -4,12 +4,8 @@ package transport
 
 import (
 	"context"
-	"errors"
 	"net"
 )
-
-// ErrVsockUnsupported is returned for vsock addresses on systems other than Linux.
-var ErrVsockUnsupported = errors.New("transport: vsock is only available on Linux; use a tcp:// address for local development")
 
 func listenVsock(cid, port uint32) (net.Listener, error) {
 	return nil, &net.OpError{Op: "listen", Net: NetworkVsock, Err: ErrVsockUnsupported}
