@@ -6,6 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -100,11 +104,33 @@ func TestKeepStopsOnCancel(t *testing.T) {
 			t.Errorf("--keep output lacks %q", want)
 		}
 	}
+	// The files the commands refer to exist while the system runs and are
+	// removed when it stops.
+	m := regexp.MustCompile(`\(The files in (.+) are removed on exit\.\)`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("--keep output does not name its temporary directory:\n%s", out.String())
+	}
+	dir := m[1]
+	for _, f := range []string{"emulator-root.pem", "attestation.cbor", "https-server.pem"} {
+		if fi, err := os.Stat(filepath.Join(dir, f)); err != nil || fi.Size() == 0 {
+			t.Errorf("%s while running: %v (size %d)", f, err, sizeOf(fi))
+		}
+	}
 	cancel()
 	go io.Copy(io.Discard, pr)
 	if err := <-done; err != nil {
 		t.Fatalf("Run after cancel: %v", err)
 	}
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("temporary directory %s left behind after Run returned: %v", dir, err)
+	}
+}
+
+func sizeOf(fi fs.FileInfo) int64 {
+	if fi == nil {
+		return -1
+	}
+	return fi.Size()
 }
 
 func TestOptionsValidate(t *testing.T) {
