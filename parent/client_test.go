@@ -233,21 +233,26 @@ func TestFakeServerCrashMidCall(t *testing.T) {
 func TestFakeConcurrent(t *testing.T) {
 	s := newFakeServer(t, echoReply)
 	c := dialT(t, s.Addr(), Options{PoolSize: 3})
+	concurrentEcho(t, c, 64, 50)
+}
+
+// concurrentEcho runs calls echo calls from each of goroutines goroutines
+// on c, each with a distinct body, and checks every answer byte for byte.
+func concurrentEcho(t *testing.T, c *Client, goroutines, calls int) {
+	t.Helper()
 	var wg sync.WaitGroup
-	errc := make(chan error, 64)
-	for g := range 64 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range 50 {
-				want := fmt.Appendf(nil, "%d/%d", g, i)
+	errc := make(chan error, goroutines)
+	for g := range goroutines {
+		wg.Go(func() {
+			for i := range calls {
+				want := fmt.Appendf(nil, "goroutine %d call %d", g, i)
 				got, err := c.CallRaw(context.Background(), "echo", want)
 				if err != nil || !bytes.Equal(got, want) {
 					errc <- fmt.Errorf("got %q, %v; want %q", got, err, want)
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	close(errc)

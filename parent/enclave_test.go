@@ -145,27 +145,7 @@ func TestEnclaveTypedErrors(t *testing.T) {
 func TestEnclaveConcurrent(t *testing.T) {
 	e := startEnclave(t, enclaveConfig("tcp://127.0.0.1:0"))
 	c := dialT(t, e.addr, Options{PoolSize: 4})
-	var wg sync.WaitGroup
-	errc := make(chan error, 64)
-	for g := range 64 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range 100 {
-				want := fmt.Appendf(nil, "goroutine %d call %d", g, i)
-				got, err := c.CallRaw(context.Background(), "echo", want)
-				if err != nil || !bytes.Equal(got, want) {
-					errc <- fmt.Errorf("got %q, %v; want %q", got, err, want)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errc)
-	for err := range errc {
-		t.Fatal(err)
-	}
+	concurrentEcho(t, c, 64, 100)
 	if st := e.srv.Stats(); st.TotalConns != 4 || st.Requests != 6400 {
 		t.Fatalf("server stats %+v; want the 4 pooled connections and 6400 requests", st)
 	}

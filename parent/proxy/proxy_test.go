@@ -73,6 +73,14 @@ func TestTransferByteExact(t *testing.T) {
 	if testing.Short() {
 		size = 64 << 20
 	}
+	transferByteExact(t, size, back, Options{})
+}
+
+// transferByteExact sends size bytes up and back bytes down at once
+// through a fixed route to a backend, and checks both with SHA-256 at each
+// end, the sizes, and the byte metrics.
+func transferByteExact(t *testing.T, size, back int64, opts Options) {
+	t.Helper()
 	type result struct {
 		sum []byte
 		n   int64
@@ -93,7 +101,7 @@ func TestTransferByteExact(t *testing.T) {
 	p := startProxy(t, Config{
 		Routes:    []Route{{Listen: "tcp://127.0.0.1:0", To: backend}},
 		Allowlist: []AllowEntry{allowFor(backend)},
-	}, Options{})
+	}, opts)
 
 	start := time.Now()
 	c, err := net.Dial("tcp", hostPortOf(p.Addr(0)))
@@ -594,65 +602,13 @@ func TestTransferByteExactBuffered(t *testing.T) {
 	if testing.Short() {
 		size = 32 << 20
 	}
-	type result struct {
-		sum []byte
-		n   int64
-		err error
-	}
-	var serverGot, serverSent result
-	serverDone := make(chan struct{})
-	backend := startBackend(t, func(c net.Conn) {
-		defer close(serverDone)
-		var wg sync.WaitGroup
-		wg.Go(func() {
-			serverSent.sum, serverSent.err = streamSend(c, 4, back)
-			c.(*net.TCPConn).CloseWrite()
-		})
-		serverGot.sum, serverGot.n, serverGot.err = streamRecv(c)
-		wg.Wait()
-	})
-	p := startProxy(t, Config{
-		Routes:    []Route{{Listen: "tcp://127.0.0.1:0", To: backend}},
-		Allowlist: []AllowEntry{allowFor(backend)},
-	}, Options{Listen: func(ctx context.Context, addr string) (net.Listener, error) {
+	transferByteExact(t, size, back, Options{Listen: func(ctx context.Context, addr string) (net.Listener, error) {
 		ln, err := net.Listen("tcp", hostPortOf(addr))
 		if err != nil {
 			return nil, err
 		}
 		return hideTCPListener{ln}, nil
 	}})
-	c, err := net.Dial("tcp", hostPortOf(p.Addr(0)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	var clientSent result
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		clientSent.sum, clientSent.err = streamSend(c, 3, size)
-		c.(*net.TCPConn).CloseWrite()
-	})
-	gotSum, gotN, err := streamRecv(c)
-	wg.Wait()
-	if err != nil || clientSent.err != nil {
-		t.Fatalf("client: recv %v, send %v", err, clientSent.err)
-	}
-	<-serverDone
-	waitFor(t, func() bool { return metricValue(p.m.open.WithLabelValues(p.routes[0].Name)) == 0 })
-	if serverGot.err != nil || serverSent.err != nil {
-		t.Fatalf("server: recv %v, send %v", serverGot.err, serverSent.err)
-	}
-	if gotN != back || serverGot.n != size {
-		t.Fatalf("sizes: client got %d (want %d), server got %d (want %d)", gotN, back, serverGot.n, size)
-	}
-	if !bytes.Equal(clientSent.sum, serverGot.sum) || !bytes.Equal(serverSent.sum, gotSum) {
-		t.Errorf("SHA-256 mismatch: up %x/%x down %x/%x", clientSent.sum, serverGot.sum, serverSent.sum, gotSum)
-	}
-	up := metricValue(p.m.bytes.WithLabelValues(p.routes[0].Name, "upstream"))
-	down := metricValue(p.m.bytes.WithLabelValues(p.routes[0].Name, "downstream"))
-	if int64(up) != size || int64(down) != back {
-		t.Errorf("bytes metrics: up %v down %v, want %d and %d", up, down, size, back)
-	}
 	if n := len(bigBufs); n != 0 {
 		t.Errorf("%d big-buffer tokens still taken after every connection closed", n)
 	}
