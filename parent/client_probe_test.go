@@ -44,14 +44,8 @@ func serveSlow(c net.Conn, delay time.Duration) {
 // on a fresh connection instead of timing out too.
 func TestSilentConnectionRetired(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var mu sync.Mutex
-		dials := 0
 		hang := make(chan struct{})
-		dialer := pipeDialer(func(c net.Conn) {
-			mu.Lock()
-			dials++
-			n := dials
-			mu.Unlock()
+		dialer, dials := countingPipeDialer(func(n int, c net.Conn) {
 			defer c.Close()
 			if n == 1 { // reads everything, answers nothing
 				go func() { <-hang; c.Close() }()
@@ -82,10 +76,8 @@ func TestSilentConnectionRetired(t *testing.T) {
 		if err != nil || string(got) != "after" {
 			t.Fatalf("call after the probe: %q, %v", got, err)
 		}
-		mu.Lock()
-		defer mu.Unlock()
-		if dials != 2 {
-			t.Fatalf("%d dials, want 2 (the silent connection replaced once)", dials)
+		if n := dials(); n != 2 {
+			t.Fatalf("%d dials, want 2 (the silent connection replaced once)", n)
 		}
 	})
 }
@@ -94,12 +86,7 @@ func TestSilentConnectionRetired(t *testing.T) {
 // answered, and the connection (with the slow call's late answer) stays.
 func TestSlowHandlerKeepsConnection(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var mu sync.Mutex
-		dials := 0
-		dialer := pipeDialer(func(c net.Conn) {
-			mu.Lock()
-			dials++
-			mu.Unlock()
+		dialer, dials := countingPipeDialer(func(_ int, c net.Conn) {
 			defer c.Close()
 			serveSlow(c, 10*time.Second)
 		})
@@ -121,10 +108,8 @@ func TestSlowHandlerKeepsConnection(t *testing.T) {
 		if got, err := c.CallRaw(ctx, "echo", []byte("next")); err != nil || string(got) != "next" {
 			t.Fatalf("next call: %q, %v", got, err)
 		}
-		mu.Lock()
-		defer mu.Unlock()
-		if dials != 1 {
-			t.Fatalf("%d dials, want 1: a slow but answering enclave must keep its connection", dials)
+		if n := dials(); n != 1 {
+			t.Fatalf("%d dials, want 1: a slow but answering enclave must keep its connection", n)
 		}
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -336,6 +337,13 @@ func pipeDialer(serve func(net.Conn)) func(context.Context, string) (net.Conn, e
 	}
 }
 
+// countingPipeDialer is pipeDialer with the connections numbered from 1;
+// dials reports how many were made.
+func countingPipeDialer(serve func(n int, c net.Conn)) (dial func(context.Context, string) (net.Conn, error), dials func() int) {
+	var count atomic.Int64
+	return pipeDialer(func(c net.Conn) { serve(int(count.Add(1)), c) }), func() int { return int(count.Load()) }
+}
+
 func TestCallDeadlineSynctest(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		// The server reads requests and never answers.
@@ -374,14 +382,8 @@ func TestCallDeadlineSynctest(t *testing.T) {
 // is replaced.
 func TestCallWriteBlockedSynctest(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var mu sync.Mutex
-		dials := 0
 		stuck := make(chan struct{})
-		dialer := pipeDialer(func(c net.Conn) {
-			mu.Lock()
-			dials++
-			n := dials
-			mu.Unlock()
+		dialer, _ := countingPipeDialer(func(n int, c net.Conn) {
 			defer c.Close()
 			if n == 1 {
 				// Read a few bytes, then stop reading.

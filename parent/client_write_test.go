@@ -98,14 +98,8 @@ func TestCloseEndsDialSynctest(t *testing.T) {
 func TestCallRetriedWhenNotSentSynctest(t *testing.T) {
 	for range 20 { // the race it guards against is in the scheduler's hands
 		synctest.Test(t, func(t *testing.T) {
-			var mu sync.Mutex
-			dials := 0
 			drop := make(chan struct{})
-			dialer := pipeDialer(func(c net.Conn) {
-				mu.Lock()
-				dials++
-				n := dials
-				mu.Unlock()
+			dialer, _ := countingPipeDialer(func(n int, c net.Conn) {
 				defer c.Close()
 				if n == 1 {
 					c.Read(make([]byte, 3)) // part of the first request, then stuck
