@@ -74,3 +74,28 @@ type LogAttr struct {
 	Key   string
 	Value string
 }
+
+// MethodCredentials is the parent's push of AWS credentials (the instance
+// role's, read from IMDSv2) for the enclave's own calls to AWS, such as
+// KMS. Its body is a CredentialsRequest; the response body is empty.
+const MethodCredentials = "enclavekit.credentials"
+
+// CredentialsRequest is the body of an enclavekit.credentials request.
+// The secret fields are bytes so that the receiver can wrap them in a
+// Secret and wipe the decoded copy.
+type CredentialsRequest struct {
+	AccessKeyID     string `cbor:"1,keyasint"`
+	SecretAccessKey []byte `cbor:"2,keyasint"`
+	SessionToken    []byte `cbor:"3,keyasint,omitempty"`
+	// ExpiresUnix is when the credentials expire, in Unix seconds; zero
+	// means they do not expire (long-term keys, development only).
+	ExpiresUnix int64 `cbor:"4,keyasint,omitempty"`
+}
+
+// String never prints the secret fields.
+func (r CredentialsRequest) String() string {
+	return "credentials for " + r.AccessKeyID + " " + Redacted
+}
+
+// GoString never prints the secret fields.
+func (r CredentialsRequest) GoString() string { return r.String() }
