@@ -82,7 +82,11 @@ func TestCredentialStoreRefuses(t *testing.T) {
 		{"lower-case key id", func() []byte { r := good; r.AccessKeyID = strings.ToLower(testAKID); return pushBody(t, r) }, "access key ID"},
 		{"no secret", func() []byte { r := good; r.SecretAccessKey = nil; return pushBody(t, r) }, "secret access key"},
 		{"control bytes in secret", func() []byte { r := good; r.SecretAccessKey = []byte("a\nb"); return pushBody(t, r) }, "secret access key"},
-		{"huge token", func() []byte { r := good; r.SessionToken = bytes.Repeat([]byte("a"), MaxSessionToken+1); return pushBody(t, r) }, "session token"},
+		{"huge token", func() []byte {
+			r := good
+			r.SessionToken = bytes.Repeat([]byte("a"), MaxSessionToken+1)
+			return pushBody(t, r)
+		}, "session token"},
 		{"expired", func() []byte { r := good; r.ExpiresUnix = now.Add(-time.Second).Unix(); return pushBody(t, r) }, "expired at"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
