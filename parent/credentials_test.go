@@ -4,15 +4,18 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 
 	"github.com/enclavekit/enclavekit/enclave"
 	"github.com/enclavekit/enclavekit/enclave/kms"
+	"github.com/enclavekit/enclavekit/parent/imdstest"
 	"github.com/enclavekit/enclavekit/protocol"
 	"github.com/enclavekit/enclavekit/transport"
 )
@@ -105,4 +108,23 @@ func TestRunCredentialPush(t *testing.T) {
 			}
 		}
 	})
+}
+
+func TestIMDSCredentials(t *testing.T) {
+	srv := imdstest.NewServer(t, imdstest.Options{})
+	p := &IMDSCredentials{Client: imds.New(imds.Options{Endpoint: srv.URL()})}
+	got, err := p.Retrieve(context.Background())
+	want := srv.Credentials()
+	if err != nil || got.AccessKeyID != want.AccessKeyID || got.SecretAccessKey != want.SecretAccessKey ||
+		got.SessionToken != want.Token || !got.CanExpire || !got.Expires.Equal(want.Expiration) {
+		t.Fatalf("Retrieve = %v, %v; want %v", got.AccessKeyID, err, want)
+	}
+	rotated := srv.Rotate()
+	if got, err := p.Retrieve(context.Background()); err != nil || got.AccessKeyID != rotated.AccessKeyID {
+		t.Fatalf("after rotation: %v, %v", got.AccessKeyID, err)
+	}
+	bad := &IMDSCredentials{Client: imds.New(imds.Options{Endpoint: srv.URL()}), Role: "no-such-role"}
+	if _, err := bad.Retrieve(context.Background()); !errors.Is(err, ErrIMDS) || !strings.Contains(err.Error(), `role "no-such-role"`) {
+		t.Fatalf("unknown role: %v", err)
+	}
 }
