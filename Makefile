@@ -24,8 +24,10 @@ vet:
 fmt-check:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
-## fuzz: run every Fuzz target for FUZZTIME each (default 30s).
+## fuzz: run every Fuzz target for FUZZTIME each (default 30s), and the
+## exhaustive mutation tests (every byte of the real KMS sample, all 255 changes).
 fuzz:
+	ENCLAVEKIT_EXHAUSTIVE=1 $(GO) test -count=1 -run 'EverySingleByteChange' ./enclave/kms/internal/cms/
 	@set -e; for pkg in $$($(GO) list $(PKGS)); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
 	    echo "== $$pkg $$f ($(FUZZTIME))"; \

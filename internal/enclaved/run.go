@@ -33,6 +33,7 @@ type options struct {
 	nsm      string
 	logSink  string
 	logLevel slog.Level
+	kms      kmsOptions
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -53,6 +54,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fl.DurationVar(&o.cfg.WriteTimeout, "write-timeout", enclave.DefaultWriteTimeout, "time to write one response")
 	fl.DurationVar(&o.cfg.HandlerTimeout, "handler-timeout", enclave.DefaultHandlerTimeout, "time a handler may take")
 	fl.DurationVar(&o.cfg.DrainTimeout, "drain-timeout", enclave.DefaultDrainTimeout, "on SIGTERM, time in-flight requests get to finish")
+	o.kms.flags(fl)
 	if err := fl.Parse(args); err != nil {
 		return nil, err
 	}
@@ -64,6 +66,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if o.nsm != nsmDevice && o.nsm != nsmEmulated {
 		return nil, fmt.Errorf("--nsm %q: want %s or %s", o.nsm, nsmDevice, nsmEmulated)
+	}
+	if err := o.kms.check(); err != nil {
+		return nil, err
 	}
 	if o.nsm == nsmEmulated && !o.cfg.Dev {
 		return nil, errors.New("--nsm emulated produces attestation documents no verifier trusts; it needs --dev")
@@ -145,6 +150,10 @@ func Run(ctx context.Context, args []string, env Env) int {
 		log.Warn("DEVELOPMENT MODE: enclavekit.attest is served by the NSM emulator; its documents are not trusted by any verifier")
 	}
 	srv.Handle(methodEcho, func(_ context.Context, body []byte) ([]byte, error) { return body, nil })
+	if err := o.kms.register(srv, &att, log); err != nil {
+		fmt.Fprintln(stderr, "enclaved:", err)
+		return exitFailure
+	}
 	if env.Handlers != nil {
 		for m, h := range env.Handlers(log) {
 			srv.Handle(m, h)

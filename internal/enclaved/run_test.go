@@ -66,6 +66,11 @@ func TestFlags(t *testing.T) {
 		{"bad log level", []string{"--log-level", "loud"}, exitUsage, "log-level"},
 		{"bad log sink", []string{"--log-sink", "udp://x:1", "--dev"}, exitUsage, "--log-sink"},
 		{"arguments", []string{"serve"}, exitUsage, "only flags"},
+		{"kms alias", []string{"--kms-key", "alias/app"}, exitUsage, "--kms-key/--kms-proxy: kms: bad configuration: KMS key \"alias/app\" is an alias"},
+		{"kms two regions", []string{"--kms-key", "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+			"--kms-key", "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"}, exitUsage, "different regions"},
+		{"kms bad proxy", []string{"--kms-key", "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab", "--kms-proxy", "http://x"}, exitUsage, "KMS proxy address"},
+		{"kms roots without key", []string{"--kms-roots", "/dev/null"}, exitUsage, "--kms-roots needs at least one --kms-key"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
