@@ -6,7 +6,9 @@ BENCH     ?= .
 SOAKTIME  ?= 60s
 PKGS      ?= ./...
 
-.PHONY: all dev test vet fmt-check fuzz bench soak tidy clean
+PREFIX    ?= /usr/local
+
+.PHONY: all dev test vet fmt-check fuzz bench soak tidy clean install
 
 all: test
 
@@ -42,6 +44,15 @@ bench:
 ## soak: load the system on loopback for SOAKTIME (default 60s) and check it holds; see docs/soak.md.
 soak:
 	$(GO) run ./cmd/enclavekit soak --duration $(SOAKTIME)
+
+## install: build enclavekit (for the parent) and enclaved into $(PREFIX)/bin,
+## stamped with the commit's version. The enclave's own enclaved is built by
+## make enclaved (reproducible, static) and goes into the EIF.
+install:
+	@mkdir -p $(DESTDIR)$(PREFIX)/bin
+	$(GO) build -ldflags='-X github.com/enclavekit/enclavekit/enclave.Version=$(ENCLAVE_VERSION)' -o $(DESTDIR)$(PREFIX)/bin/enclavekit ./cmd/enclavekit
+	$(GO) build -ldflags='-X github.com/enclavekit/enclavekit/enclave.Version=$(ENCLAVE_VERSION)' -o $(DESTDIR)$(PREFIX)/bin/enclaved ./cmd/enclaved
+	@echo "installed $(DESTDIR)$(PREFIX)/bin/enclavekit and enclaved; systemd units and config templates are in deploy/ (docs/deploy.md)"
 
 tidy:
 	$(GO) mod tidy

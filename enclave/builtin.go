@@ -16,6 +16,10 @@ import (
 // -ldflags='-X github.com/enclavekit/enclavekit/enclave.Version=v1.2.3'.
 var Version string
 
+// BuildVersion is the version enclavekit.health reports: Version, or the
+// main module's version from the build information.
+func BuildVersion() string { return version() }
+
 func version() string {
 	if Version != "" {
 		return Version

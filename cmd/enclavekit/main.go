@@ -6,9 +6,16 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"sort"
 	"syscall"
+
+	"github.com/enclavekit/enclavekit/enclave"
 )
+
+// buildVersion is the version stamped at link time (make install sets
+// enclave.Version from git describe), else the module version.
+func buildVersion() string { return enclave.BuildVersion() }
 
 // Exit codes shared by every subcommand.
 const (
@@ -49,6 +56,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return exitOK
 	}
+	if args[0] == "--version" || args[0] == "version" {
+		fmt.Fprintf(stdout, "enclavekit %s (%s)\n", buildVersion(), runtime.Version())
+		return exitOK
+	}
 	c, ok := commands[args[0]]
 	if !ok {
 		fmt.Fprintf(stderr, "enclavekit: unknown command %q; run \"enclavekit help\" for the list\n", args[0])
@@ -67,5 +78,5 @@ func usage(w io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-12s %s\n", n, commands[n].summary)
 	}
-	fmt.Fprintln(w, "\nRun \"enclavekit COMMAND -h\" for a command's flags.")
+	fmt.Fprintln(w, "\nRun \"enclavekit COMMAND -h\" for a command's flags, \"enclavekit --version\" for the version.")
 }

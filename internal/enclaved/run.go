@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"runtime"
 	"strings"
 	"time"
 
@@ -34,6 +35,7 @@ type options struct {
 	logSink  string
 	logLevel slog.Level
 	kms      kmsOptions
+	version  bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -55,11 +57,15 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fl.DurationVar(&o.cfg.HandlerTimeout, "handler-timeout", enclave.DefaultHandlerTimeout, "time a handler may take")
 	fl.DurationVar(&o.cfg.DrainTimeout, "drain-timeout", enclave.DefaultDrainTimeout, "on SIGTERM, time in-flight requests get to finish")
 	o.kms.flags(fl)
+	fl.BoolVar(&o.version, "version", false, "print the version and exit")
 	if err := fl.Parse(args); err != nil {
 		return nil, err
 	}
 	if fl.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q: enclaved takes only flags", fl.Args())
+	}
+	if o.version {
+		return o, nil
 	}
 	if err := o.cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%w (check the matching flag)", err)
@@ -105,6 +111,10 @@ func Run(ctx context.Context, args []string, env Env) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "enclaved:", err)
 		return exitUsage
+	}
+	if o.version {
+		fmt.Fprintf(stdout, "enclaved %s (%s)\n", enclave.BuildVersion(), runtime.Version())
+		return exitOK
 	}
 
 	var handler slog.Handler
