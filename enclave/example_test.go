@@ -7,16 +7,33 @@ import (
 	"strings"
 	"testing/fstest"
 
+	"github.com/enclavekit/enclavekit/attest"
+	"github.com/enclavekit/enclavekit/attest/nsmtest"
 	"github.com/enclavekit/enclavekit/enclave"
 	"github.com/enclavekit/enclavekit/protocol"
 	"github.com/enclavekit/enclavekit/transport"
 )
 
 // A minimal server with one method, and one call to it. Inside an enclave,
-// leave Addr and SysFS unset (vsock://any:5000 and the real /sys).
+// leave Addr and SysFS unset (vsock://any:5000 and the real /sys) and use
+// attest.OpenDefaultNSM (/dev/nsm) as the Attester.
 func ExampleServer() {
+	// An emulated NSM with non-zero PCRs and the system's time, so that the
+	// NSM checks pass too (an all-zero PCR0 would be a debug-mode enclave).
+	emu, err := nsmtest.New(nsmtest.Options{PCRs: nsmtest.DevPCRs()})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	nsm, err := attest.OpenNSM(emu.Options())
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer nsm.Close()
 	srv, err := enclave.New(enclave.Config{
-		Addr: "tcp://127.0.0.1:0",
+		Attester: nsm,
+		Addr:     "tcp://127.0.0.1:0",
 		// Fake the sysfs files a Nitro Enclave has, so the startup checks
 		// pass on a development machine without --dev.
 		SysFS: fstest.MapFS{

@@ -154,7 +154,7 @@ func TestDevServer(t *testing.T) {
 	}
 	r := call(t, addr, protocol.MethodHealth, nil)
 	var h protocol.HealthResponse
-	if err := protocol.Unmarshal(r.Body, &h); err != nil || !h.Dev || len(h.Checks) != 2 || !h.Checks[0].Overridden {
+	if err := protocol.Unmarshal(r.Body, &h); err != nil || !h.Dev || len(h.Checks) != 5 || !h.Checks[0].Overridden {
 		t.Fatalf("health %+v, %v", h, err)
 	}
 	body, _ := protocol.Marshal(&protocol.AttestRequest{Nonce: []byte("nonce-1")})
