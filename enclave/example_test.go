@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing/fstest"
+	"time"
 
 	"github.com/enclavekit/enclavekit/attest"
 	"github.com/enclavekit/enclavekit/attest/nsmtest"
@@ -88,4 +89,57 @@ func ExampleRunChecks() {
 	fmt.Println(err)
 	// Output:
 	// enclave: refusing to start: startup check "rng" failed: /sys/devices/virtual/misc/hw_random/rng_current contains "virtio_rng.0", required "nsm-hwrng" (run inside a Nitro Enclave; for development only, pass --dev / set Config.Dev to downgrade this to a warning)
+}
+
+// Code that needs trusted time (attestation freshness, certificate
+// validity) asks the server's TrustedClock instead of the system clock.
+// Here the emulated NSM's time runs 2 s ahead of the system clock: within
+// the default 5 s bound, so the server starts, and the TrustedClock follows
+// the NSM.
+func ExampleServer_TrustedClock() {
+	emu, err := nsmtest.New(nsmtest.Options{PCRs: nsmtest.DevPCRs(), ClockOffset: 2 * time.Second})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	nsm, err := attest.OpenNSM(emu.Options())
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer nsm.Close()
+	srv, err := enclave.New(enclave.Config{
+		Addr: "tcp://127.0.0.1:0",
+		SysFS: fstest.MapFS{
+			"sys/devices/virtual/misc/hw_random/rng_current":                  {Data: []byte("nsm-hwrng\n")},
+			"sys/devices/system/clocksource/clocksource0/current_clocksource": {Data: []byte("kvm-clock\n")},
+		},
+		Attester: nsm,
+		Logger:   slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := srv.Listen(ctx); err != nil { // runs the NSM checks
+		fmt.Println(err)
+		return
+	}
+	go srv.Serve(ctx) // re-checks the clock every minute
+
+	now, err := srv.TrustedClock().Now()
+	if err != nil {
+		fmt.Println(err) // no recent NSM reading: fail closed
+		return
+	}
+	fmt.Println("NSM time minus system time:", now.Sub(time.Now()).Round(time.Second))
+	fmt.Println("measured skew:", srv.Stats().ClockSkew.Round(time.Second))
+	// Use it wherever a verifier takes the current time, e.g.
+	// attest.VerifyOptions{CurrentTime: now, MaxAge: 5 * time.Minute}.
+
+	// Output:
+	// NSM time minus system time: 2s
+	// measured skew: -2s
 }
