@@ -318,3 +318,85 @@ func TestNSMConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// oldHealth is enclavekit.health as clients before the clock key decode it.
+type oldHealth struct {
+	Version       string           `cbor:"1,keyasint"`
+	Dev           bool             `cbor:"2,keyasint"`
+	UptimeMillis  uint64           `cbor:"3,keyasint"`
+	Checks        []oldCheckResult `cbor:"4,keyasint"`
+	OpenConns     uint64           `cbor:"5,keyasint"`
+	RejectedConns uint64           `cbor:"6,keyasint"`
+	TotalConns    uint64           `cbor:"7,keyasint"`
+}
+
+type oldCheckResult struct {
+	Name       string `cbor:"1,keyasint"`
+	File       string `cbor:"2,keyasint"`
+	Found      string `cbor:"3,keyasint"`
+	Want       string `cbor:"4,keyasint"`
+	OK         bool   `cbor:"5,keyasint"`
+	Overridden bool   `cbor:"6,keyasint"`
+}
+
+// Health stays decodable by older clients, which reject unknown keys: the
+// clock (key 8) is sent only when asked for, and the new checks travel as
+// ordinary entries of key 4.
+func TestHealthCompatibility(t *testing.T) {
+	checkLeaks(t)
+	_, addr := startServer(t, testConfig(), nil)
+	c := dial(t, addr)
+	mustMarshal := func(v any) []byte {
+		b, err := protocol.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	for i, tt := range []struct {
+		name      string
+		body      []byte
+		code      protocol.Code
+		wantClock bool
+	}{
+		{"empty body, as older clients send", nil, 0, false},
+		{"clock not asked", mustMarshal(&protocol.HealthRequest{}), 0, false},
+		{"clock asked", mustMarshal(&protocol.HealthRequest{Clock: true}), 0, true},
+		{"a newer client's unknown key is ignored", mustMarshal(map[uint64]any{1: true, 9: "more"}), 0, true},
+		{"clock not a bool", mustMarshal(map[uint64]any{1: 5}), protocol.CodeBadRequest, false},
+		{"not a map", []byte{0x01}, protocol.CodeBadRequest, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := c.call(protocol.MethodHealth, uint64(i+1), tt.body)
+			if r.Code != tt.code {
+				t.Fatalf("code %d, want %d", r.Code, tt.code)
+			}
+			if tt.code != 0 {
+				return
+			}
+			var h protocol.HealthResponse
+			if err := protocol.Unmarshal(r.Body, &h); err != nil {
+				t.Fatal(err)
+			}
+			if (h.Clock != nil) != tt.wantClock || len(h.Checks) != 5 {
+				t.Fatalf("clock %+v, %d checks; want clock %v, 5 checks", h.Clock, len(h.Checks), tt.wantClock)
+			}
+			if tt.wantClock && (h.Clock.Checks != 1 || h.Clock.NSMTimeUnixMilli == 0 || h.Clock.MaxSkewNanos != int64(DefaultMaxClockSkew)) {
+				t.Fatalf("clock %+v", h.Clock)
+			}
+			var old oldHealth
+			err := protocol.Unmarshal(r.Body, &old)
+			if !tt.wantClock && (err != nil || len(old.Checks) != 5) {
+				t.Fatalf("an older client cannot decode the response: %v", err)
+			}
+			if tt.wantClock && err == nil {
+				t.Fatal("an older client decoded key 8: then the gate is not needed; update this test")
+			}
+		})
+	}
+	// A newer client decodes an older server's response: no clock.
+	var h protocol.HealthResponse
+	if err := protocol.Unmarshal(mustMarshal(&oldHealth{Version: "v0", Checks: []oldCheckResult{{Name: "rng", OK: true}}}), &h); err != nil || h.Clock != nil {
+		t.Fatalf("older server's response: %+v, %v", h, err)
+	}
+}
