@@ -129,7 +129,8 @@ type Config struct {
 	MaxClockSkew time.Duration
 
 	// ClockCheckInterval is how often a serving server re-reads the NSM's
-	// time to re-check the clock and feed the TrustedClock (default 1m).
+	// time to re-check the clock and feed the TrustedClock (default 1m, at
+	// least 1s).
 	ClockCheckInterval time.Duration
 
 	// NSMTimeout bounds each attestation request of the NSM checks
@@ -204,6 +205,8 @@ func (c Config) Validate() error {
 		return bad("MaxFrameSize", c.MaxFrameSize, fmt.Sprintf("1..%d bytes (64 MiB), or 0 for the default of 1 MiB", protocol.MaxFrameLimit))
 	case c.MaxInFlightBytes < 0:
 		return bad("MaxInFlightBytes", c.MaxInFlightBytes, "a positive byte count, or 0 for the default of 64 MiB")
+	case c.ClockCheckInterval > 0 && c.ClockCheckInterval < time.Second:
+		return bad("ClockCheckInterval", c.ClockCheckInterval, "at least 1s, or 0 for the default of 1m")
 	}
 	frame := int64(c.MaxFrameSize)
 	if frame == 0 {

@@ -237,9 +237,10 @@ func debugResult(pcr0 []byte) protocol.CheckResult {
 // nsmState is the server's part of the NSM checks: their results, the
 // last clock reading and the counters.
 type nsmState struct {
-	mu       sync.Mutex
-	done     bool  // the startup checks ran to a decision
-	err      error // their refusal, if any
+	startMu  sync.Mutex // serializes the startup checks; held across the NSM request
+	mu       sync.Mutex // guards the fields below; never held across a request
+	done     bool       // the startup checks ran to a decision
+	err      error      // their refusal, if any
 	results  []protocol.CheckResult
 	clock    TrustedClock
 	checks   uint64 // NSM readings taken
@@ -252,15 +253,20 @@ type nsmState struct {
 // *CheckError matching ErrStartupCheck.
 func (s *Server) startNSMChecks(ctx context.Context) error {
 	st := &s.nsm
+	st.startMu.Lock()
+	defer st.startMu.Unlock()
 	st.mu.Lock()
-	defer st.mu.Unlock()
-	if st.done {
-		return st.err
+	done, decided := st.done, st.err
+	st.mu.Unlock()
+	if done {
+		return decided
 	}
 	results, reading, failed, err := s.nsmChecks(ctx)
 	if err != nil {
 		return fmt.Errorf("enclave: NSM startup checks: %w", err)
 	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
 	st.done = true
 	st.results = results
 	if reading != nil {

@@ -312,7 +312,7 @@ func TestTrustedClockZero(t *testing.T) {
 }
 
 func TestNSMConfigValidate(t *testing.T) {
-	for _, c := range []Config{{MaxClockSkew: -1}, {ClockCheckInterval: -time.Second}, {NSMTimeout: -1}} {
+	for _, c := range []Config{{MaxClockSkew: -1}, {ClockCheckInterval: -time.Second}, {ClockCheckInterval: time.Millisecond}, {NSMTimeout: -1}} {
 		if err := c.Validate(); !errors.Is(err, ErrConfig) {
 			t.Errorf("Validate(%+v) = %v", c, err)
 		}
