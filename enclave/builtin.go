@@ -49,7 +49,6 @@ func (s *Server) Health() protocol.HealthResponse {
 		clock.AgeMillis = uint64(max(time.Since(last.At).Milliseconds(), 0))
 	}
 	return protocol.HealthResponse{
-		Clock:         clock,
 		Version:       version(),
 		Dev:           s.cfg.Dev,
 		UptimeMillis:  uint64(time.Since(s.started).Milliseconds()),
@@ -57,6 +56,7 @@ func (s *Server) Health() protocol.HealthResponse {
 		OpenConns:     st.OpenConns,
 		RejectedConns: st.RejectedConns,
 		TotalConns:    st.TotalConns,
+		Clock:         clock,
 	}
 }
 

@@ -364,6 +364,7 @@ func TestHealthCompatibility(t *testing.T) {
 		{"clock asked", mustMarshal(&protocol.HealthRequest{Clock: true}), 0, true},
 		{"a newer client's unknown key is ignored", mustMarshal(map[uint64]any{1: true, 9: "more"}), 0, true},
 		{"clock not a bool", mustMarshal(map[uint64]any{1: 5}), protocol.CodeBadRequest, false},
+		{"clock null", []byte{0xa1, 0x01, 0xf6}, protocol.CodeBadRequest, false},
 		{"not a map", []byte{0x01}, protocol.CodeBadRequest, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -190,7 +190,9 @@ func (s *Server) Stats() Stats {
 
 // Listen opens the listener on Config.Addr, so that Addr can report the
 // chosen port (tcp://127.0.0.1:0) before Serve runs. Serve calls it when it
-// has not been called.
+// has not been called. It first runs the NSM startup checks (nsm, debug,
+// clock; once per server) and returns their *CheckError, without
+// listening, when one fails and Config.Dev is not set.
 func (s *Server) Listen(ctx context.Context) error {
 	if err := s.startNSMChecks(ctx); err != nil {
 		return err
@@ -243,6 +245,10 @@ func (s *Server) Serve(ctx context.Context) error {
 // handlers, closes every connection and waits for all of the server's
 // goroutines. It returns nil after a shutdown caused by ctx, or the
 // listener's error. A Server serves once.
+//
+// It first runs the NSM startup checks unless Listen already did (on a
+// refusal it closes ln and returns the *CheckError), and while serving it
+// re-checks the clock every Config.ClockCheckInterval.
 func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 	if err := s.startNSMChecks(ctx); err != nil {
 		ln.Close()
