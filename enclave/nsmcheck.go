@@ -371,11 +371,12 @@ func (st *nsmState) setResult(r protocol.CheckResult) {
 // since it was read on the monotonic clock (which setting the system clock
 // does not move). It guarantees that the result differs from the NSM's own
 // time by at most the reading's Uncertainty (half the request's round trip
-// plus 1 ms) plus the drift of the monotonic clock since the reading, which
-// MaxAge bounds: a reading older than MaxAge is refused (ErrNoTrustedTime)
-// rather than trusted. It does not guarantee monotonic results across
-// readings: a new reading may move Now back by up to twice the
-// uncertainty.
+// plus 1 ms) plus what the monotonic clock drifted since the reading. The
+// drift is bounded by refusing old readings: past the clock's maximum age
+// (for a server's, two ClockCheckIntervals plus NSMTimeout) Now returns
+// ErrNoTrustedTime rather than a time. It does not guarantee monotonic
+// results across readings: a new reading may move Now back by up to the
+// two readings' uncertainties plus the drift.
 //
 // The zero TrustedClock has no reading; Now then returns ErrNoTrustedTime.
 // It is safe for concurrent use.
