@@ -401,3 +401,38 @@ func TestHealthCompatibility(t *testing.T) {
 		t.Fatalf("older server's response: %+v, %v", h, err)
 	}
 }
+
+// A TrustedClock follows the NSM reading on the monotonic clock and refuses
+// readings past its maximum age (none when it is zero).
+func TestTrustedClockAge(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		maxAge time.Duration
+		wait   time.Duration
+		stale  bool
+	}{
+		{"fresh", time.Minute, 30 * time.Second, false},
+		{"at the limit", time.Minute, time.Minute, false},
+		{"past the limit", time.Minute, time.Minute + time.Nanosecond, true},
+		{"no limit", 0, 1000 * time.Hour, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				c := NewTrustedClock(tt.maxAge)
+				nsmTime := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+				c.Record(ClockReading{NSMTime: nsmTime, Skew: time.Now().Sub(nsmTime), At: time.Now()})
+				time.Sleep(tt.wait)
+				now, err := c.Now()
+				if tt.stale {
+					if !errors.Is(err, ErrNoTrustedTime) {
+						t.Fatalf("Now = %v, %v; want ErrNoTrustedTime", now, err)
+					}
+					return
+				}
+				if err != nil || !now.Equal(nsmTime.Add(tt.wait)) {
+					t.Fatalf("Now = %v, %v; want %v", now, err, nsmTime.Add(tt.wait))
+				}
+			})
+		})
+	}
+}
