@@ -170,8 +170,8 @@ func clockResult(r ClockReading, maxSkew time.Duration) protocol.CheckResult {
 
 // nsmChecks asks att for a document and runs the nsm, debug and clock
 // checks. It returns every result, the reading (nil when the NSM did not
-// answer) and the failures that refuse a start: none when dev is set,
-// and no debug failure when allowDebug is set (those are logged as
+// answer) and the failures that refuse a start: none under Config.Dev,
+// and no debug failure under Config.AllowDebug (those are logged as
 // warnings and marked Overridden instead). A canceled ctx is returned as
 // err, and is not a check failure.
 func (s *Server) nsmChecks(ctx context.Context) (results []protocol.CheckResult, reading *ClockReading, failed []protocol.CheckResult, err error) {
@@ -206,12 +206,12 @@ func (s *Server) nsmChecks(ctx context.Context) (results []protocol.CheckResult,
 			res.Overridden = true
 			s.log.Warn("DEVELOPMENT MODE: startup check failed and was overridden by --dev; this server must not be trusted",
 				"check", res.Name, "examined", res.File, "found", res.Found, "required", res.Want)
+		case rerr != nil && res.Name != CheckNSM:
+			// Only the NSM failure is reported: the others were not run.
 		case res.Name == CheckDebug && cfg.AllowDebug:
 			res.Overridden = true
 			s.log.Warn("DEBUG MODE: PCR0 is all zeros, so this is a debug-mode enclave whose memory and console the parent can read; it was accepted only because --allow-debug is set: never give it secrets",
 				"check", res.Name, "found", res.Found)
-		case rerr != nil && res.Name != CheckNSM:
-			// Only the NSM failure is reported: the others were not run.
 		default:
 			failed = append(failed, *res)
 		}

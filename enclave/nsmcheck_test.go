@@ -97,6 +97,7 @@ func TestNSMStartupChecks(t *testing.T) {
 			overridden: []string{CheckClock}, warn: "DEVELOPMENT MODE"},
 		{name: "no NSM in dev", kind: none, tweak: func(c *Config) { c.Dev = true },
 			overridden: []string{CheckNSM, CheckDebug, CheckClock}, warn: "DEVELOPMENT MODE"},
+		{name: "no NSM with debug allowed", kind: none, tweak: func(c *Config) { c.AllowDebug = true }, refused: CheckNSM, mention: []string{"no NSM configured"}},
 		{name: "stuck NSM in dev", kind: stuckNSM, tweak: func(c *Config) { c.Dev = true },
 			overridden: []string{CheckNSM, CheckDebug, CheckClock}},
 	}
@@ -148,6 +149,9 @@ func TestNSMStartupChecks(t *testing.T) {
 					}
 					if _, err := ln.Dial(); !errors.Is(err, net.ErrClosed) {
 						t.Errorf("the listener was left open after the refusal (Dial = %v)", err)
+					}
+					if strings.Contains(logs.String(), "DEBUG MODE") {
+						t.Errorf("a debug-mode warning for a check that did not run:\n%s", logs.String())
 					}
 					// The decision stands: a second attempt is refused too.
 					if err := s.Listen(t.Context()); !errors.Is(err, ErrStartupCheck) {
