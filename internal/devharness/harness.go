@@ -414,8 +414,11 @@ func connectThrough(ctx context.Context, connectAddr, target string) (egressResu
 
 func (e *env) stepHealth(ctx context.Context) (string, error) {
 	var h protocol.HealthResponse
-	if err := e.client.Call(ctx, protocol.MethodHealth, nil, &h); err != nil {
+	if err := e.client.Call(ctx, protocol.MethodHealth, &protocol.HealthRequest{Clock: true}, &h); err != nil {
 		return "", err
+	}
+	if h.Clock == nil || h.Clock.Checks == 0 {
+		return "", errors.New("health reports no clock reading from the NSM")
 	}
 	if !h.Dev {
 		return "", errors.New("the server does not report dev mode, but it was started with --dev")
@@ -439,7 +442,8 @@ func (e *env) stepHealth(ctx context.Context) (string, error) {
 	if len(checks) == 0 {
 		return "", errors.New("health reports no startup checks")
 	}
-	return fmt.Sprintf("version %s, dev=%v, uptime %dms\n      %s", h.Version, h.Dev, h.UptimeMillis, strings.Join(checks, "\n      ")), nil
+	return fmt.Sprintf("version %s, dev=%v, uptime %dms, clock skew %v (bound ±%v)\n      %s", h.Version, h.Dev, h.UptimeMillis,
+		time.Duration(h.Clock.SkewNanos).Round(time.Microsecond), time.Duration(h.Clock.MaxSkewNanos), strings.Join(checks, "\n      ")), nil
 }
 
 func (e *env) stepAttest(ctx context.Context) (string, error) {
