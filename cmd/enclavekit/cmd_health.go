@@ -13,7 +13,7 @@ import (
 func init() {
 	register(command{
 		name:    "health",
-		summary: "print an enclave server's health report (enclavekit.health) as JSON",
+		summary: "print an enclave server's health report (enclavekit.health) as JSON: startup checks, clock skew, connections",
 		run:     runHealth,
 	})
 }
@@ -35,7 +35,13 @@ func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fs.Usage()
 		return exitUsage
 	}
-	out, code := callOnce(ctx, stderr, "health", *addr, *timeout, protocol.MethodHealth, nil)
+	// Ask for the clock too; servers that predate it ignore the request.
+	req, err := protocol.Marshal(&protocol.HealthRequest{Clock: true})
+	if err != nil {
+		fmt.Fprintf(stderr, "enclavekit health: %v\n", err)
+		return exitFailure
+	}
+	out, code := callOnce(ctx, stderr, "health", *addr, *timeout, protocol.MethodHealth, req)
 	if code != exitOK {
 		return code
 	}

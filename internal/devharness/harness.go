@@ -239,7 +239,7 @@ func (e *env) startAll(ctx context.Context) error {
 
 	// The NSM emulator (the enclave's), and the KMS side, whose emulator
 	// verifies Recipient documents against the NSM emulator's root.
-	e.pcrs = devPCRs()
+	e.pcrs = nsmtest.DevPCRs()
 	e.emu, err = nsmtest.New(nsmtest.Options{PCRs: e.pcrs})
 	if err != nil {
 		return fmt.Errorf("NSM emulator: %w", err)
@@ -439,8 +439,11 @@ func connectThrough(ctx context.Context, connectAddr, target string) (egressResu
 
 func (e *env) stepHealth(ctx context.Context) (string, error) {
 	var h protocol.HealthResponse
-	if err := e.client.Call(ctx, protocol.MethodHealth, nil, &h); err != nil {
+	if err := e.client.Call(ctx, protocol.MethodHealth, &protocol.HealthRequest{Clock: true}, &h); err != nil {
 		return "", err
+	}
+	if h.Clock == nil || h.Clock.Checks == 0 {
+		return "", errors.New("health reports no clock reading from the NSM")
 	}
 	if !h.Dev {
 		return "", errors.New("the server does not report dev mode, but it was started with --dev")
@@ -454,12 +457,18 @@ func (e *env) stepHealth(ctx context.Context) (string, error) {
 		case !c.OK:
 			return "", fmt.Errorf("startup check %s failed and was not overridden: %s contains %q, want %q", c.Name, c.File, c.Found, c.Want)
 		}
+		// The emulated NSM stands in for a production enclave: not in
+		// debug mode, with a clock that agrees, even under --dev.
+		if !c.OK && (c.Name == enclave.CheckNSM || c.Name == enclave.CheckDebug || c.Name == enclave.CheckClock) {
+			return "", fmt.Errorf("startup check %s failed against the emulated NSM: %s is %s, want %s", c.Name, c.File, c.Found, c.Want)
+		}
 		checks = append(checks, fmt.Sprintf("%s: %s is %q, want %q (%s)", c.Name, c.File, c.Found, c.Want, state))
 	}
 	if len(checks) == 0 {
 		return "", errors.New("health reports no startup checks")
 	}
-	return fmt.Sprintf("version %s, dev=%v, uptime %dms\n      %s", h.Version, h.Dev, h.UptimeMillis, strings.Join(checks, "\n      ")), nil
+	return fmt.Sprintf("version %s, dev=%v, uptime %dms, clock skew %v (bound ±%v)\n      %s", h.Version, h.Dev, h.UptimeMillis,
+		time.Duration(h.Clock.SkewNanos).Round(time.Microsecond), time.Duration(h.Clock.MaxSkewNanos), strings.Join(checks, "\n      ")), nil
 }
 
 func (e *env) stepAttest(ctx context.Context) (string, error) {
@@ -685,17 +694,6 @@ func fmtDuration(d time.Duration) string {
 		return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond))
 	}
 	return d.Round(10 * time.Millisecond).String()
-}
-
-// devPCRs are the emulated boot measurements: fixed, recognisable values
-// standing in for an EIF's PCR0-2 (see build/eif for real ones).
-func devPCRs() map[int][]byte {
-	m := make(map[int][]byte, 3)
-	for i := range 3 {
-		h := sha512.Sum384([]byte(fmt.Sprintf("enclavekit dev emulated PCR%d", i)))
-		m[i] = h[:]
-	}
-	return m
 }
 
 func (e *env) verboseWriter(prefix string) io.Writer {

@@ -58,6 +58,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fl.DurationVar(&o.cfg.DrainTimeout, "drain-timeout", enclave.DefaultDrainTimeout, "on SIGTERM, time in-flight requests get to finish")
 	o.kms.flags(fl)
 	fl.BoolVar(&o.version, "version", false, "print the version and exit")
+	fl.BoolVar(&o.cfg.AllowDebug, "allow-debug", false, "start even if the NSM reports an all-zero PCR0 (a debug-mode enclave, which the parent can read), with a loud warning")
+	fl.DurationVar(&o.cfg.MaxClockSkew, "max-clock-skew", enclave.DefaultMaxClockSkew, "largest difference allowed between the system clock and the NSM's time")
+	fl.DurationVar(&o.cfg.ClockCheckInterval, "clock-check-interval", enclave.DefaultClockCheckInterval, "time between re-checks of the clock against the NSM while serving")
+	fl.DurationVar(&o.cfg.NSMTimeout, "nsm-timeout", enclave.DefaultNSMTimeout, "time the NSM gets to answer each attestation request of the startup and clock checks")
 	if err := fl.Parse(args); err != nil {
 		return nil, err
 	}
@@ -158,6 +162,7 @@ func Run(ctx context.Context, args []string, env Env) int {
 	att.a = a
 	if o.nsm == nsmEmulated {
 		log.Warn("DEVELOPMENT MODE: enclavekit.attest is served by the NSM emulator; its documents are not trusted by any verifier")
+		printEmulatedPCRs(ctx, stdout, a)
 	}
 	srv.Handle(methodEcho, func(_ context.Context, body []byte) ([]byte, error) { return body, nil })
 	if err := o.kms.register(srv, &att, log); err != nil {

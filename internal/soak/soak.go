@@ -17,6 +17,8 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/enclavekit/enclavekit/attest"
+	"github.com/enclavekit/enclavekit/attest/nsmtest"
 	"github.com/enclavekit/enclavekit/enclave"
 	"github.com/enclavekit/enclavekit/parent"
 	"github.com/enclavekit/enclavekit/parent/proxy"
@@ -57,6 +59,16 @@ func sysFS() fstest.MapFS {
 		"sys/devices/virtual/misc/hw_random/rng_current":                  {Data: []byte("nsm-hwrng\n")},
 		"sys/devices/system/clocksource/clocksource0/current_clocksource": {Data: []byte("kvm-clock\n")},
 	}
+}
+
+// emulatedNSM is an NSM emulator session that passes the server's NSM
+// checks: non-zero PCRs (not a debug-mode enclave) and the system's time.
+func emulatedNSM() (*attest.NSM, error) {
+	emu, err := nsmtest.New(nsmtest.Options{PCRs: nsmtest.DevPCRs()})
+	if err != nil {
+		return nil, err
+	}
+	return attest.OpenNSM(emu.Options())
 }
 
 // runner is one soak run.
@@ -203,7 +215,13 @@ func (r *runner) setup(ctx context.Context) error {
 	// The enclave server: startup checks pass (MapFS), read timeouts past
 	// the end of the run, room for every slowloris and client connection.
 	r.rep.ReadHeaderTimeout = o.Duration + runMargin
+	nsm, err := emulatedNSM()
+	if err != nil {
+		return fmt.Errorf("soak: enclave server: %w", err)
+	}
+	r.closers = append(r.closers, func() { nsm.Close() })
 	srv, err := enclave.New(enclave.Config{
+		Attester:          nsm,
 		Addr:              "tcp://127.0.0.1:0",
 		MaxConns:          o.Slowloris + o.PoolSize + 16,
 		ReadHeaderTimeout: r.rep.ReadHeaderTimeout,
