@@ -110,3 +110,20 @@ func TestMakeInstall(t *testing.T) {
 		}
 	}
 }
+
+// TestHelpEveryCommand: "enclavekit help CMD" prints CMD's usage for every
+// command, and --version prints the version.
+func TestHelpEveryCommand(t *testing.T) {
+	for name := range commands {
+		code, stdout, stderr := runCLI(t, "help", name)
+		if code != exitOK || !strings.Contains(strings.ToLower(stdout+stderr), "usage") {
+			t.Errorf("help %s: exit %d, output %q", name, code, stdout+stderr)
+		}
+	}
+	if code, _, stderr := runCLI(t, "help", "nope"); code != exitUsage || !strings.Contains(stderr, `unknown command "nope"`) {
+		t.Errorf("help nope: exit %d, %q", code, stderr)
+	}
+	if code, stdout, _ := runCLI(t, "--version"); code != exitOK || !strings.HasPrefix(stdout, "enclavekit ") {
+		t.Errorf("--version: exit %d, %q", code, stdout)
+	}
+}

@@ -49,6 +49,15 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 2 && args[0] == "help" {
+		// "enclavekit help CMD" is "enclavekit CMD --help".
+		c, ok := commands[args[1]]
+		if !ok {
+			fmt.Fprintf(stderr, "enclavekit help: unknown command %q; run \"enclavekit help\" for the list\n", args[1])
+			return exitUsage
+		}
+		return c.run(ctx, []string{"--help"}, stdout, stderr)
+	}
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		usage(stdout)
 		if len(args) == 0 {
