@@ -256,7 +256,7 @@ func yamlErr(name string, err error) error {
 	}
 	m := yamlLineRE.FindStringSubmatch(msgs[0])
 	if m == nil {
-		return &ConfigError{File: name, Reason: strings.TrimPrefix(msgs[0], "yaml: ") + " (not valid YAML)"}
+		return &ConfigError{File: name, Reason: strings.TrimPrefix(msgs[0], "yaml: ") + " (not valid YAML: check the indentation, quotes and brackets)"}
 	}
 	line, _ := strconv.Atoi(m[1])
 	reason := m[2]
@@ -269,7 +269,7 @@ func yamlErr(name string, err error) error {
 		}
 		reason = fmt.Sprintf("value %q is not valid here: write %s", w[2], want)
 	} else {
-		reason += " (not valid YAML)"
+		reason += " (not valid YAML: check the indentation, quotes and brackets)"
 	}
 	if len(msgs) > 1 {
 		reason += fmt.Sprintf(" (and %d more problems)", len(msgs)-1)

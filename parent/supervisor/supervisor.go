@@ -61,8 +61,10 @@ type Supervisor struct {
 	log  *slog.Logger
 	reg  *prometheus.Registry
 	nitr launcher
-	m    *metrics
-	now  func() time.Time
+	// probeFn checks one enclave's health; tests replace it.
+	probeFn func(ctx context.Context, e *Enclave) error
+	m       *metrics
+	now     func() time.Time
 
 	units []*unit
 	proxy *proxy.Proxy
@@ -99,6 +101,7 @@ func New(cfg *Config, opts Options) (*Supervisor, error) {
 		return nil, err
 	}
 	s := &Supervisor{cfg: cfg, log: opts.Logger, reg: opts.Registry, nitr: nitroCLI{cmd: cfg.NitroCLI}, now: time.Now}
+	s.probeFn = s.probe
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -516,7 +519,7 @@ func (s *Supervisor) watch(ctx context.Context, u *unit, info EnclaveInfo, log *
 			log.Warn("enclavekit run: describe-enclaves failed", "err", x.String())
 		}
 		// Does it answer?
-		perr := s.probe(ctx, u.e)
+		perr := s.probeFn(ctx, u.e)
 		switch {
 		case ctx.Err() != nil:
 			return runResult{reason: ReasonShutdown, lastState: lastState, healthyFor: since(s.now, healthySince)}
