@@ -190,8 +190,17 @@ func (c *Config) errf(field, format string, args ...any) error {
 	return &ConfigError{File: c.file, Line: lineOf(c.root, field), Field: field, Reason: fmt.Sprintf(format, args...)}
 }
 
+// LoadOptions adjust a configuration as it is loaded.
+type LoadOptions struct {
+	// Slot, when not nil, replaces the file's slot (the --slot flag).
+	Slot *int
+}
+
 // LoadConfig reads, decodes strictly and validates a configuration file.
-func LoadConfig(path string) (*Config, error) {
+func LoadConfig(path string) (*Config, error) { return LoadConfigWith(path, LoadOptions{}) }
+
+// LoadConfigWith is LoadConfig with options.
+func LoadConfigWith(path string, o LoadOptions) (*Config, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, &ConfigError{File: path, Reason: fmt.Sprintf("cannot read the configuration: %v", errors.Unwrap(err))}
@@ -204,11 +213,15 @@ func LoadConfig(path string) (*Config, error) {
 	if len(data) > maxConfigBytes {
 		return nil, &ConfigError{File: path, Reason: "file larger than 1 MiB; is this the right file?"}
 	}
-	return ParseConfig(path, data)
+	return parseConfig(path, data, o)
 }
 
 // ParseConfig is LoadConfig on bytes; name is the file name errors use.
 func ParseConfig(name string, data []byte) (*Config, error) {
+	return parseConfig(name, data, LoadOptions{})
+}
+
+func parseConfig(name string, data []byte, o LoadOptions) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, yamlErr(name, err)
@@ -227,6 +240,9 @@ func ParseConfig(name string, data []byte) (*Config, error) {
 		return nil, &ConfigError{File: name, Line: extra.Line, Reason: "more than one YAML document; keep one (remove the extra ---)"}
 	}
 	cfg.file, cfg.root = name, &root
+	if o.Slot != nil {
+		cfg.Slot = *o.Slot
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
