@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -260,8 +261,9 @@ func (p *Pool) CallRaw(ctx context.Context, method string, body []byte, opts ...
 		if err == nil {
 			return out, nil
 		}
-		if retryable(err) {
-			p.suspect()
+		var re *protocol.RemoteError
+		if retryable(err) && !errors.As(err, &re) {
+			p.suspect() // the enclave may be gone: probe now
 		}
 		if !co.idempotent || !retryable(err) || ctx.Err() != nil {
 			return nil, err
@@ -270,19 +272,21 @@ func (p *Pool) CallRaw(ctx context.Context, method string, body []byte, opts ...
 	}
 }
 
-// retryable reports errors after which another enclave may succeed.
+// retryable reports errors after which another enclave may succeed: the
+// connection broke, the enclave could not be reached, the member was
+// removed while the call waited, or the enclave answered unavailable. The
+// caller's own errors (bad method name, a request too large) and its
+// context's end are not.
 func retryable(err error) bool {
 	var re *protocol.RemoteError
 	if errors.As(err, &re) {
 		return errors.Is(err, protocol.ErrUnavailable)
 	}
-	if errors.Is(err, ErrClientClosed) {
-		return true // the member was removed while the call waited
-	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}
-	return true // connection lost, dial failed
+	var oe *net.OpError
+	return errors.Is(err, ErrConnLost) || errors.Is(err, ErrClientClosed) || errors.As(err, &oe)
 }
 
 // pick returns the next enclave in service not in skip.

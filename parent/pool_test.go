@@ -251,6 +251,27 @@ func TestPoolDiscovery(t *testing.T) {
 	}
 }
 
+// TestPoolCallerErrorNotRetried: a call the client refuses before sending
+// anything fails at once, even when idempotent.
+func TestPoolCallerErrorNotRetried(t *testing.T) {
+	a := startEnclave(t, enclaveConfig("tcp://127.0.0.1:0"))
+	b := startEnclave(t, enclaveConfig("tcp://127.0.0.1:0"))
+	p := poolT(t, PoolOptions{Addrs: []string{a.addr, b.addr}, ProbeInterval: time.Hour})
+	for _, tc := range []struct {
+		name, method string
+		body         []byte
+	}{
+		{"empty method", "", nil},
+		{"too large", "echo", make([]byte, 2<<20)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := p.CallRaw(context.Background(), tc.method, tc.body, Idempotent()); err == nil || retryable(err) {
+				t.Fatalf("err = %v; want a final error", err)
+			}
+		})
+	}
+}
+
 func TestPoolNoHealthy(t *testing.T) {
 	p := poolT(t, PoolOptions{Addrs: []string{"tcp://127.0.0.1:1"}, ProbeInterval: time.Hour, ProbeTimeout: time.Second})
 	if _, err := p.CallRaw(context.Background(), "echo", nil, Idempotent()); !errors.Is(err, ErrNoHealthyEnclave) {
