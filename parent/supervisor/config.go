@@ -84,9 +84,12 @@ type Config struct {
 	// Enclaves are the enclaves to run: 1..MaxEnclaves.
 	Enclaves []Enclave `yaml:"enclaves"`
 
-	// file is the name errors use; lines maps field paths to lines.
+	// file is the name errors use; root locates fields' lines.
 	file string
 	root *yaml.Node
+	// validated is set by a successful Validate, which assigns CIDs and
+	// ports once: later calls return nil without changing anything.
+	validated bool
 }
 
 // Health configures health probing.
@@ -330,8 +333,21 @@ func lineOf(root *yaml.Node, path string) int {
 }
 
 // Validate applies the defaults and checks the configuration; the CIDs and
-// parent vsock ports are assigned here. The error is a *ConfigError.
+// parent vsock ports are assigned here (moved by Slot). The error is a
+// *ConfigError. After a successful Validate the Config is final: further
+// calls return nil and change nothing.
 func (c *Config) Validate() error {
+	if c.validated {
+		return nil
+	}
+	if err := c.validate(); err != nil {
+		return err
+	}
+	c.validated = true
+	return nil
+}
+
+func (c *Config) validate() error {
 	if len(c.NitroCLI) == 0 {
 		c.NitroCLI = []string{"nitro-cli"}
 	}

@@ -70,6 +70,14 @@ func TestAssignments(t *testing.T) {
 			if got := fmt.Sprint(cfg.EgressListens()); got != tc.wantEgr {
 				t.Errorf("egress %s, want %s", got, tc.wantEgr)
 			}
+			// New validates again: nothing may move twice.
+			before := fmt.Sprint(cfg.Assignments(), cfg.EgressListens())
+			if err := cfg.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			if after := fmt.Sprint(cfg.Assignments(), cfg.EgressListens()); after != before {
+				t.Errorf("second Validate moved the assignments:\n%s\n%s", before, after)
+			}
 		})
 	}
 }

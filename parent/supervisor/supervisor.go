@@ -29,8 +29,12 @@ const (
 	ReasonShutdown     = "shutdown"      // the supervisor is stopping
 )
 
-// terminateTimeout bounds one terminate-enclave.
-const terminateTimeout = 30 * time.Second
+// terminateTimeout bounds one terminate-enclave, describeTimeout one
+// describe-enclaves.
+const (
+	terminateTimeout = 30 * time.Second
+	describeTimeout  = 30 * time.Second
+)
 
 // Options are the supervisor's injectable dependencies; all optional.
 type Options struct {
@@ -62,7 +66,7 @@ type Supervisor struct {
 	reg  *prometheus.Registry
 	nitr launcher
 	// probeFn checks one enclave's health; tests replace it.
-	probeFn func(ctx context.Context, e *Enclave) error
+	probeFn func(ctx context.Context, e *Enclave) (protocol.HealthResponse, error)
 	m       *metrics
 	now     func() time.Time
 
@@ -489,16 +493,18 @@ type runResult struct {
 // watch probes the enclave every Health.Interval until it must be
 // restarted or ctx ends.
 func (s *Supervisor) watch(ctx context.Context, u *unit, info EnclaveInfo, log *slog.Logger) runResult {
-	h := s.cfg.Health
+	hc := s.cfg.Health
 	started := s.now()
 	var healthySince time.Time
 	failures := 0
 	lastState := ""
-	t := time.NewTicker(h.Interval)
+	t := time.NewTicker(hc.Interval)
 	defer t.Stop()
 	for {
 		// Is it still there?
-		list, x, err := s.nitr.describe(ctx)
+		dctx, cancel := context.WithTimeout(ctx, describeTimeout)
+		list, x, err := s.nitr.describe(dctx)
+		cancel()
 		if ctx.Err() != nil {
 			return runResult{reason: ReasonShutdown, lastState: lastState, healthyFor: since(s.now, healthySince)}
 		}
@@ -519,14 +525,17 @@ func (s *Supervisor) watch(ctx context.Context, u *unit, info EnclaveInfo, log *
 			log.Warn("enclavekit run: describe-enclaves failed", "err", x.String())
 		}
 		// Does it answer?
-		perr := s.probeFn(ctx, u.e)
+		h, perr := s.probeFn(ctx, u.e)
 		switch {
 		case ctx.Err() != nil:
 			return runResult{reason: ReasonShutdown, lastState: lastState, healthyFor: since(s.now, healthySince)}
 		case perr == nil:
 			if healthySince.IsZero() {
 				healthySince = s.now()
-				log.Info("enclavekit run: enclave healthy", "enclave_id", info.EnclaveID, "after", s.now().Sub(started).Round(time.Millisecond))
+				log.Info("enclavekit run: enclave healthy", "enclave_id", info.EnclaveID, "version", h.Version, "after", s.now().Sub(started).Round(time.Millisecond))
+				if h.Dev {
+					log.Warn("enclavekit run: the enclave reports dev=true: its startup checks were overridden and it must not be trusted with production secrets", "enclave_id", info.EnclaveID)
+				}
 			}
 			failures = 0
 			s.setHealthy(u, true)
@@ -534,12 +543,12 @@ func (s *Supervisor) watch(ctx context.Context, u *unit, info EnclaveInfo, log *
 			failures++
 			s.m.probeFailures.WithLabelValues(u.e.Name).Inc()
 			if !healthySince.IsZero() {
-				log.Warn("enclavekit run: health probe failed", "failures", failures, "of", h.Failures, "err", perr)
-				if failures >= h.Failures {
+				log.Warn("enclavekit run: health probe failed", "failures", failures, "of", hc.Failures, "err", perr)
+				if failures >= hc.Failures {
 					return runResult{reason: ReasonUnhealthy, detail: perr.Error(), lastState: lastState, healthyFor: since(s.now, healthySince)}
 				}
 				s.setHealthy(u, false)
-			} else if s.now().Sub(started) >= h.StartTimeout {
+			} else if s.now().Sub(started) >= hc.StartTimeout {
 				return runResult{reason: ReasonStartTimeout, detail: perr.Error(), lastState: lastState}
 			}
 		}
@@ -559,16 +568,19 @@ func since(now func() time.Time, t time.Time) time.Duration {
 }
 
 // probe calls enclavekit.health on a fresh connection.
-func (s *Supervisor) probe(ctx context.Context, e *Enclave) error {
+func (s *Supervisor) probe(ctx context.Context, e *Enclave) (protocol.HealthResponse, error) {
+	var h protocol.HealthResponse
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Health.Timeout)
 	defer cancel()
 	c, err := parent.Dial(ctx, e.Address, parent.Options{PoolSize: 1, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
-		return err
+		return h, err
 	}
 	defer c.Close()
-	var h protocol.HealthResponse
-	return c.Call(ctx, protocol.MethodHealth, nil, &h)
+	if err := c.Call(ctx, protocol.MethodHealth, nil, &h); err != nil {
+		return protocol.HealthResponse{}, err
+	}
+	return h, nil
 }
 
 func (s *Supervisor) setHealthy(u *unit, ok bool) {

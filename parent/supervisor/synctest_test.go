@@ -9,6 +9,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/enclavekit/enclavekit/protocol"
 )
 
 // scriptedLauncher is an in-memory nitro-cli: each run either fails to
@@ -111,7 +113,7 @@ func TestRestartBackoff(t *testing.T) {
 				l := &scriptedLauncher{t0: time.Now(), failStart: tc.failStart, alive: tc.alive}
 				s.nitr = l
 				probes := map[string]int{}
-				s.probeFn = func(ctx context.Context, e *Enclave) error {
+				s.probeFn = func(ctx context.Context, e *Enclave) (protocol.HealthResponse, error) {
 					l.mu.Lock()
 					run, id := l.runN, l.cur
 					l.mu.Unlock()
@@ -124,9 +126,9 @@ func TestRestartBackoff(t *testing.T) {
 						ok = probes[id] == 1
 					}
 					if ok {
-						return nil
+						return protocol.HealthResponse{Version: "test"}, nil
 					}
-					return errors.New("no answer")
+					return protocol.HealthResponse{}, errors.New("no answer")
 				}
 				ctx, cancel := context.WithCancel(context.Background())
 				done := make(chan struct{})
