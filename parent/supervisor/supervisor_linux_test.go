@@ -39,14 +39,20 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func freeAddr(t *testing.T) string {
+// freeAddrs returns n distinct free loopback addresses: all are held open
+// until every one is chosen, so the kernel cannot hand out one twice.
+func freeAddrs(t *testing.T, n int) []string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var out []string
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		out = append(out, "tcp://"+ln.Addr().String())
 	}
-	defer ln.Close()
-	return "tcp://" + ln.Addr().String()
+	return out
 }
 
 type fakeSetup struct {
@@ -68,8 +74,9 @@ func newFakeSetup(t *testing.T, names []string, extra string) *fakeSetup {
 	b.WriteString("health: {interval: 50ms, timeout: 1s, failures: 2, start_timeout: 30s}\n")
 	b.WriteString("restart: {min_backoff: 20ms, max_backoff: 100ms}\n")
 	b.WriteString("drain_timeout: 2s\nlog_records: 20\nenclaves:\n")
-	for _, n := range names {
-		listen, sink := freeAddr(t), freeAddr(t)
+	addrs := freeAddrs(t, 2*len(names))
+	for i, n := range names {
+		listen, sink := addrs[2*i], addrs[2*i+1]
 		f.addrs[n] = listen
 		eif := filepath.Join(dir, n+".eif")
 		writeFakeEIF(t, eif, fakeImage{Listen: listen, LogSink: sink})
