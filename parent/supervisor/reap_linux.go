@@ -16,11 +16,12 @@ func becomeSubreaper() error {
 }
 
 // reap collects pid's exit status if it is (or becomes, within wait) a
-// child of this process that exited. It returns how it ended, or "" when
-// pid is not our child or still runs.
-func reap(pid int, wait time.Duration) string {
+// child of this process that exited. It returns how it ended ("" if that
+// is unknown) and whether pid needs no more reaping: false only while it
+// is our child and still runs.
+func reap(pid int, wait time.Duration) (string, bool) {
 	if pid <= 0 {
-		return ""
+		return "", true
 	}
 	deadline := time.Now().Add(wait)
 	for {
@@ -30,18 +31,18 @@ func reap(pid int, wait time.Duration) string {
 		case errors.Is(err, unix.EINTR):
 			continue
 		case err != nil:
-			return "" // ECHILD: not ours
+			return "", true // ECHILD: not ours, or reaped already
 		case got == pid:
 			switch {
 			case ws.Signaled():
-				return fmt.Sprintf("process %d killed by signal %v", pid, ws.Signal())
+				return fmt.Sprintf("process %d killed by signal %v", pid, ws.Signal()), true
 			case ws.Exited():
-				return fmt.Sprintf("process %d exited with status %d", pid, ws.ExitStatus())
+				return fmt.Sprintf("process %d exited with status %d", pid, ws.ExitStatus()), true
 			}
 			continue
 		}
 		if time.Now().After(deadline) {
-			return ""
+			return "", false
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

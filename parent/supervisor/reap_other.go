@@ -8,4 +8,4 @@ import "time"
 func becomeSubreaper() error { return nil }
 
 // reap is a no-op outside Linux.
-func reap(pid int, wait time.Duration) string { return "" }
+func reap(pid int, wait time.Duration) (string, bool) { return "", true }

@@ -88,9 +88,24 @@ type unit struct {
 	sink   *parent.LogSink
 	sinkLn net.Listener
 	ings   []*ingress
+	// unreaped are enclave processes (our children, as subreaper) that
+	// still ran when their run ended; only supervise touches it.
+	unreaped []int
 
 	mu     sync.Mutex
 	status Status
+}
+
+// reapPending reaps the enclave processes of earlier runs that had not
+// exited when their run ended, waiting up to wait for each.
+func (u *unit) reapPending(wait time.Duration) {
+	left := u.unreaped[:0]
+	for _, pid := range u.unreaped {
+		if _, done := reap(pid, wait); !done {
+			left = append(left, pid)
+		}
+	}
+	u.unreaped = left
 }
 
 type ingress struct {
@@ -386,6 +401,7 @@ func (s *Supervisor) supervise(ctx context.Context, u *unit) {
 	log := s.log.With("enclave", e.Name)
 	backoff := s.cfg.Restart.MinBackoff
 	gate := s.drainGate()
+	defer u.reapPending(5 * time.Second)
 	for run := 1; ; run++ {
 		if ctx.Err() != nil {
 			return
@@ -427,7 +443,11 @@ func (s *Supervisor) supervise(ctx context.Context, u *unit) {
 			cancel()
 			termExit = &x
 		}
-		exitStatus := reap(info.ProcessID, time.Second)
+		exitStatus, reaped := reap(info.ProcessID, time.Second)
+		if !reaped {
+			u.unreaped = append(u.unreaped, info.ProcessID)
+		}
+		u.reapPending(0)
 		attrs := []any{"run", run, "reason", res.reason, "ran_for", s.now().Sub(started).Round(time.Millisecond), "run_enclave", runExit.String()}
 		if info.EnclaveID != "" {
 			attrs = append(attrs, "enclave_id", info.EnclaveID, "process_id", info.ProcessID)
