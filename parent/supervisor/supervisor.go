@@ -172,30 +172,30 @@ func (s *Supervisor) Listen(ctx context.Context) (err error) {
 			}
 		}
 	}()
-	open := func(what, addr string) (net.Listener, error) {
+	open := func(field, addr string) (net.Listener, error) {
 		ln, err := transport.Listen(ctx, addr)
 		if err != nil {
-			return nil, fmt.Errorf("supervisor: %s on %s: %w", what, addr, err)
+			return nil, s.cfg.errf(field, "cannot listen on %s: %v; free that address (another process, or a supervisor with the same slot, may hold it) or choose another", addr, err)
 		}
 		opened = append(opened, ln)
 		return ln, nil
 	}
-	if s.httpLn, err = open("health and metrics endpoint", s.cfg.HTTP); err != nil {
+	if s.httpLn, err = open("http", s.cfg.HTTP); err != nil {
 		return err
 	}
-	for _, u := range s.units {
-		if u.sinkLn, err = open("log sink of "+u.e.Name, u.e.LogSink); err != nil {
+	for i, u := range s.units {
+		if u.sinkLn, err = open(fmt.Sprintf("enclaves[%d].log_sink", i), u.e.LogSink); err != nil {
 			return err
 		}
 		for k, ig := range u.ings {
-			if ig.ln, err = open("ingress of "+u.e.Name, u.e.Ingress[k].Listen); err != nil {
+			if ig.ln, err = open(fmt.Sprintf("enclaves[%d].ingress[%d].listen", i, k), u.e.Ingress[k].Listen); err != nil {
 				return err
 			}
 		}
 	}
 	if s.proxy != nil {
 		if err := s.proxy.Listen(ctx); err != nil {
-			return fmt.Errorf("supervisor: egress: %w", err)
+			return s.cfg.errf("egress.routes", "%v; free that address or choose another listen address", err)
 		}
 	}
 	s.mu.Lock()

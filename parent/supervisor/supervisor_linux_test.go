@@ -361,3 +361,30 @@ func TestStartFailureBacksOff(t *testing.T) {
 		}
 	}
 }
+
+// TestListenErrorNamesTheField: a port in use fails before any enclave
+// starts, naming the file, line and field.
+func TestListenErrorNamesTheField(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	f := newFakeSetup(t, []string{"a"}, "")
+	f.yaml = strings.Replace(f.yaml, "      - listen: tcp://127.0.0.1:0", "      - listen: tcp://"+busy.Addr().String(), 1)
+	cfg, err := ParseConfig("run.yaml", []byte(f.yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Listen(context.Background())
+	if err == nil || !strings.HasPrefix(err.Error(), "run.yaml:14: enclaves[0].ingress[0].listen: cannot listen on tcp://"+busy.Addr().String()) {
+		t.Fatalf("err = %v", err)
+	}
+	if len(fakeEnclaves(f.dir)) != 0 {
+		t.Fatal("an enclave was started")
+	}
+}
