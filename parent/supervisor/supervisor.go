@@ -220,6 +220,19 @@ func (s *Supervisor) IngressAddrs(enclave string) []string {
 	return out
 }
 
+// EgressAddrs are the egress route addresses after Listen, in the order
+// of the file's routes.
+func (s *Supervisor) EgressAddrs() []string {
+	if s.proxy == nil {
+		return nil
+	}
+	var out []string
+	for i := range s.cfg.Egress.Routes {
+		out = append(out, s.proxy.Addr(i))
+	}
+	return out
+}
+
 // Statuses reports every enclave's state.
 func (s *Supervisor) Statuses() []Status {
 	var out []Status

@@ -292,9 +292,40 @@ func TestKillEnclaveMidLoad(t *testing.T) {
 // working until it closes, while new connections are refused; only then is
 // the enclave terminated.
 func TestDrainThenTerminate(t *testing.T) {
+	// A destination for the egress route that runs beside the enclave.
+	dest, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dest.Close()
+	go func() {
+		for {
+			c, err := dest.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
 	f := newFakeSetup(t, []string{"a"}, "")
+	port := dest.Addr().(*net.TCPAddr).Port
+	f.yaml += fmt.Sprintf("egress:\n  routes: [{listen: 'tcp://127.0.0.1:0', to: '127.0.0.1:%d'}]\n  allowlist: [{address: 127.0.0.1, port: %d}]\n  limits: {drain_timeout: 100ms}\n", port, port)
 	r := startSupervisor(t, f)
 	waitUntil(t, "healthy", func() bool { return r.readyz(t) == http.StatusOK })
+
+	eg, err := net.Dial("tcp", strings.TrimPrefix(r.s.EgressAddrs()[0], "tcp://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := eg.Write([]byte("egress")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 6)
+	if _, err := io.ReadFull(eg, buf); err != nil || string(buf) != "egress" {
+		t.Fatalf("through the egress route: %q, %v", buf, err)
+	}
+	eg.Close()
+
 	ing := strings.TrimPrefix(r.s.IngressAddrs("a")[0], "tcp://")
 	conn, err := net.Dial("tcp", ing)
 	if err != nil {
