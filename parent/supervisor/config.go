@@ -78,6 +78,14 @@ type Config struct {
 	// LogRecords is how many of an enclave run's last log records are
 	// kept and logged again when the run ends; default 50.
 	LogRecords int `yaml:"log_records"`
+	// RunLogs, when set, is a directory where each ended run also gets a
+	// file of its own (ENCLAVE_STARTTIME_runN.log) holding the run-ended
+	// record and its last log records; the newest RunLogsKeep per enclave
+	// are kept.
+	RunLogs string `yaml:"run_logs"`
+	// RunLogsKeep is how many run files per enclave RunLogs keeps;
+	// default 20.
+	RunLogsKeep int `yaml:"run_logs_keep"`
 	// Egress are the egress routes, allowlist and limits, as in
 	// `enclavekit proxy --config`. Optional; shared by all enclaves.
 	Egress *proxy.Config `yaml:"egress"`
@@ -397,6 +405,17 @@ func (c *Config) validate() error {
 	}
 	if c.LogRecords == 0 {
 		c.LogRecords = DefaultLogRecords
+	}
+	if c.RunLogsKeep < 0 || c.RunLogsKeep > 10000 {
+		return c.errf("run_logs_keep", "%d is out of range; write a number in 0..10000", c.RunLogsKeep)
+	}
+	if c.RunLogsKeep == 0 {
+		c.RunLogsKeep = 20
+	}
+	if c.RunLogs != "" {
+		if fi, err := os.Stat(c.RunLogs); err != nil || !fi.IsDir() {
+			return c.errf("run_logs", "%q is not a directory; create it (mkdir -p) or leave run_logs out", c.RunLogs)
+		}
 	}
 	switch n := len(c.Enclaves); {
 	case n == 0:

@@ -117,6 +117,8 @@ func TestConfigErrors(t *testing.T) {
 		{"ingress without port", oneEnclave + "    ingress:\n      - listen: tcp://0.0.0.0:443\n", "run.yaml:6: enclaves[0].ingress[0].port: missing"},
 		{"backoff order", "restart: {min_backoff: 10s, max_backoff: 1s}\n" + oneEnclave, "restart.max_backoff: 1s is less than min_backoff 10s; raise it"},
 		{"two documents", oneEnclave + "---\nslot: 1\n", "more than one YAML document"},
+		{"run logs not a directory", "run_logs: /nonexistent/runs\n" + oneEnclave, `run.yaml:1: run_logs: "/nonexistent/runs" is not a directory; create it`},
+		{"run logs keep", "run_logs_keep: -1\n" + oneEnclave, "run.yaml:1: run_logs_keep: -1 is out of range"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseConfig("run.yaml", []byte(tc.yaml))

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
 	"sync"
 	"time"
 
@@ -483,6 +487,11 @@ func (s *Supervisor) supervise(ctx context.Context, u *unit) {
 			level = slog.LevelInfo
 		}
 		log.Log(context.Background(), level, "enclavekit run: enclave run ended", attrs...)
+		if s.cfg.RunLogs != "" {
+			if err := s.writeRunLog(e.Name, started, run, level, attrs); err != nil {
+				log.Warn("enclavekit run: cannot write the run's log file", "dir", s.cfg.RunLogs, "err", err)
+			}
+		}
 		u.mu.Lock()
 		u.status.LastEnd = res.reason
 		u.mu.Unlock()
@@ -506,6 +515,38 @@ func (s *Supervisor) supervise(ctx context.Context, u *unit) {
 		}
 		backoff = nextBackoff(backoff, s.cfg.Restart.MaxBackoff)
 	}
+}
+
+// writeRunLog writes the run-ended record, then each kept record on a line
+// of its own, to a file of the run in RunLogs, and removes the oldest
+// files of the enclave beyond RunLogsKeep.
+func (s *Supervisor) writeRunLog(name string, started time.Time, run int, level slog.Level, attrs []any) error {
+	var b bytes.Buffer
+	h := slog.NewTextHandler(&b, nil)
+	var records []string
+	var rest []any
+	for i := 0; i+1 < len(attrs); i += 2 {
+		if attrs[i] == "last_records" {
+			records, _ = attrs[i+1].([]string)
+			continue
+		}
+		rest = append(rest, attrs[i], attrs[i+1])
+	}
+	slog.New(h).Log(context.Background(), level, "enclavekit run: enclave run ended", append([]any{"enclave", name}, rest...)...)
+	for _, r := range records {
+		b.WriteString(r + "\n")
+	}
+	file := filepath.Join(s.cfg.RunLogs, fmt.Sprintf("%s_%s_run%d.log", name, started.UTC().Format("20060102T150405.000"), run))
+	if err := os.WriteFile(file, b.Bytes(), 0o640); err != nil {
+		return err
+	}
+	old, _ := filepath.Glob(filepath.Join(s.cfg.RunLogs, name+"_*_run*.log"))
+	sort.Strings(old) // the start time sorts them
+	for len(old) > s.cfg.RunLogsKeep {
+		os.Remove(old[0])
+		old = old[1:]
+	}
+	return nil
 }
 
 // nextBackoff doubles b up to max.

@@ -73,6 +73,10 @@ func newFakeSetup(t *testing.T, names []string, extra string) *fakeSetup {
 	b.WriteString("http: tcp://127.0.0.1:0\n")
 	b.WriteString("health: {interval: 50ms, timeout: 1s, failures: 2, start_timeout: 30s}\n")
 	b.WriteString("restart: {min_backoff: 20ms, max_backoff: 100ms}\n")
+	if err := os.Mkdir(filepath.Join(dir, "runs"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(&b, "run_logs: %q\nrun_logs_keep: 3\n", filepath.Join(dir, "runs"))
 	b.WriteString("drain_timeout: 2s\nlog_records: 20\nenclaves:\n")
 	addrs := freeAddrs(t, 2*len(names))
 	for i, n := range names {
@@ -274,6 +278,18 @@ func TestKillEnclaveMidLoad(t *testing.T) {
 		}
 	}
 
+	// The dead run also has a file of its own.
+	files, _ := filepath.Glob(filepath.Join(f.dir, "runs", "a_*_run1.log"))
+	if len(files) != 1 {
+		t.Fatalf("run files of a's first run: %v", files)
+	}
+	b, _ := os.ReadFile(files[0])
+	for _, want := range []string{"reason=crashed", "killed by signal", "fake enclave booted"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("%s lacks %q:\n%s", files[0], want, b)
+		}
+	}
+
 	r.stop(t)
 	if z := zombieChildren(); len(z) > 0 {
 		t.Errorf("zombie children after shutdown: %v", z)
@@ -411,8 +427,9 @@ func TestListenErrorNamesTheField(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	line := 1 + strings.Count(f.yaml[:strings.Index(f.yaml, busy.Addr().String())], "\n")
 	err = s.Listen(context.Background())
-	if err == nil || !strings.HasPrefix(err.Error(), "run.yaml:14: enclaves[0].ingress[0].listen: cannot listen on tcp://"+busy.Addr().String()) {
+	if err == nil || !strings.HasPrefix(err.Error(), fmt.Sprintf("run.yaml:%d: enclaves[0].ingress[0].listen: cannot listen on tcp://%s", line, busy.Addr())) {
 		t.Fatalf("err = %v", err)
 	}
 	if len(fakeEnclaves(f.dir)) != 0 {
