@@ -263,14 +263,15 @@ func parseConfig(name string, data []byte, o LoadOptions) (*Config, error) {
 var (
 	yamlLineRE    = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 	unknownRE     = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
-	wrongTypeRE   = regexp.MustCompile("^cannot unmarshal !!(\\w+) `(.*)` into (\\S+)$")
+	wrongTypeRE   = regexp.MustCompile("^cannot unmarshal !!(\\w+)(?: `(.*)`)? into (\\S+)$")
 	nameRE        = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
 	wantByGoTypes = map[string]string{
 		"int": "a whole number", "uint32": "a whole number", "bool": "true or false",
 		"time.Duration": "a duration such as 5s or 2m", "string": "text",
-		"[]string": "a list of text", "[]supervisor.Enclave": "a list of enclaves",
-		"[]supervisor.Ingress": "a list of ingress entries",
+		"[]string": "a list of text such as [nitro-cli]", "[]supervisor.Enclave": "a list of enclaves (- name: …)",
+		"[]supervisor.Ingress": "a list of ingress entries (- listen: …)",
 	}
+	yamlKinds = map[string]string{"map": "a mapping", "seq": "a list", "str": "text", "int": "a number", "bool": "a boolean", "float": "a number", "null": "nothing"}
 )
 
 // yamlErr turns the YAML library's errors into ConfigErrors without Go
@@ -288,13 +289,26 @@ func yamlErr(name string, err error) error {
 	line, _ := strconv.Atoi(m[1])
 	reason := m[2]
 	if u := unknownRE.FindStringSubmatch(reason); u != nil {
-		reason = fmt.Sprintf("unknown field %q: fix its spelling or remove it (see docs/kubernetes.md for the run.yaml fields)", u[1])
+		reason = fmt.Sprintf("unknown field %q: fix its spelling or remove it (docs/operations.md lists the run.yaml fields)", u[1])
 	} else if w := wrongTypeRE.FindStringSubmatch(reason); w != nil {
 		want, ok := wantByGoTypes[w[3]]
-		if !ok {
+		switch {
+		case ok:
+		case strings.HasPrefix(w[3], "[]"):
+			want = "a list (- …)"
+		case strings.Contains(w[3], "."):
+			want = "a mapping of fields (key: value)"
+		default:
 			want = "a value of another kind"
 		}
-		reason = fmt.Sprintf("value %q is not valid here: write %s", w[2], want)
+		found := fmt.Sprintf("value %q", w[2])
+		if w[2] == "" {
+			found = yamlKinds[w[1]]
+			if found == "" {
+				found = "this value"
+			}
+		}
+		reason = fmt.Sprintf("%s is not valid here: write %s", found, want)
 	} else {
 		reason += " (not valid YAML: check the indentation, quotes and brackets)"
 	}

@@ -95,6 +95,10 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown top-level", "enclave:\n  - name: x\n", `run.yaml:1: unknown field "enclave": fix its spelling or remove it`},
 		{"unknown nested", oneEnclave + "    cpu: 2\n", `run.yaml:5: unknown field "cpu"`},
 		{"wrong type", "slot: two\n" + oneEnclave, `run.yaml:1: value "two" is not valid here: write a whole number`},
+		{"mapping for a list", "enclaves: {name: a}\n", "run.yaml:1: a mapping is not valid here: write a list of enclaves (- name: …)"},
+		{"list for a mapping", "egress: [1]\n" + oneEnclave, "run.yaml:1: a list is not valid here: write a mapping of fields (key: value)"},
+		{"mapping for routes", "egress: {routes: {a: 1}}\n" + oneEnclave, "run.yaml:1: a mapping is not valid here: write a list (- …)"},
+		{"number for health", "health: 5\n" + oneEnclave, `run.yaml:1: value "5" is not valid here: write a mapping of fields (key: value)`},
 		{"bad duration", "health: {interval: soon}\n" + oneEnclave, `run.yaml:1: value "soon" is not valid here: write a duration such as 5s or 2m`},
 		{"no enclaves", "slot: 1\n", "run.yaml:1: enclaves: no enclaves; list at least one"},
 		{"five enclaves", enclavesYAML(5, ""), "run.yaml:1: enclaves: 5 enclaves listed; an instance runs at most 4"},
@@ -132,7 +136,7 @@ func TestConfigErrors(t *testing.T) {
 			if !strings.Contains(msg, tc.want) {
 				t.Errorf("error\n  %s\nwant it to contain\n  %s", msg, tc.want)
 			}
-			if strings.Contains(msg, "supervisor.") || strings.Contains(msg, "time.Duration") || strings.Contains(msg, "\n") {
+			if strings.Contains(msg, "supervisor.") || strings.Contains(msg, "proxy.") || strings.Contains(msg, "time.Duration") || strings.Contains(msg, "[]") || strings.Contains(msg, "\n") {
 				t.Errorf("error is not one line free of Go names: %s", msg)
 			}
 		})
