@@ -83,6 +83,7 @@ type Supervisor struct {
 	mu       sync.Mutex
 	draining bool
 	listened bool
+	served   bool
 	gate     chan struct{} // see drainGate
 }
 
@@ -268,11 +269,16 @@ func (s *Supervisor) Ready() bool {
 // Serve runs everything until ctx ends, then shuts down in order: not
 // ready, ingress drained (up to DrainTimeout), enclaves terminated, log
 // sinks and egress stopped. It returns after every goroutine and enclave
-// it started has ended.
+// it started has ended. It calls Listen if that was not done, and may be
+// called once.
 func (s *Supervisor) Serve(ctx context.Context) error {
 	s.mu.Lock()
-	listened := s.listened
+	listened, served := s.listened, s.served
+	s.served = true
 	s.mu.Unlock()
+	if served {
+		return errors.New("supervisor: Serve called twice; create a new Supervisor")
+	}
 	if !listened {
 		if err := s.Listen(ctx); err != nil {
 			return err
