@@ -13,7 +13,7 @@
 // the supervisor logs the run's last log records and what nitro-cli
 // reported (exit status, output, the enclave's last state).
 //
-// It serves /healthz (the supervisor itself works), /readyz (every enclave
+// It serves /healthz (the supervisor itself makes progress), /readyz (every enclave
 // answers its probes) and /metrics (Prometheus). On SIGTERM it reports not
 // ready, stops accepting on the ingress and lets open connections finish
 // (DrainTimeout), terminates the enclaves with nitro-cli terminate-enclave,

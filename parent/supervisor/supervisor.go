@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -93,6 +94,9 @@ type unit struct {
 	sink   *parent.LogSink
 	sinkLn net.Listener
 	ings   []*ingress
+	// beat is when supervise last made progress (UnixNano); 0 before it
+	// starts. /healthz fails when it is older than the stall bound.
+	beat atomic.Int64
 	// unreaped are enclave processes (our children, as subreaper) that
 	// still ran when their run ended; only supervise touches it.
 	unreaped []int
@@ -426,6 +430,7 @@ func (s *Supervisor) supervise(ctx context.Context, u *unit) {
 	gate := s.drainGate()
 	defer u.reapPending(5 * time.Second)
 	for run := 1; ; run++ {
+		s.beat(u)
 		if ctx.Err() != nil {
 			return
 		}
@@ -444,6 +449,7 @@ func (s *Supervisor) supervise(ctx context.Context, u *unit) {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Health.StartTimeout)
 		info, runExit, err := s.nitr.run(rctx, e)
 		cancel()
+		s.beat(u)
 		var res runResult
 		if err != nil {
 			res = runResult{reason: ReasonStartFailed, detail: err.Error()}
@@ -464,6 +470,7 @@ func (s *Supervisor) supervise(ctx context.Context, u *unit) {
 			tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), terminateTimeout)
 			x := s.nitr.terminate(tctx, info.EnclaveID)
 			cancel()
+			s.beat(u)
 			termExit = &x
 		}
 		exitStatus, reaped := reap(info.ProcessID, time.Second)
@@ -512,6 +519,7 @@ func (s *Supervisor) supervise(ctx context.Context, u *unit) {
 			backoff = s.cfg.Restart.MinBackoff
 		}
 		log.Info("enclavekit run: restarting the enclave", "in", backoff, "after", res.reason)
+		s.beat(u)
 		t := time.NewTimer(backoff)
 		select {
 		case <-t.C:
@@ -555,6 +563,36 @@ func (s *Supervisor) writeRunLog(name string, started time.Time, run int, level 
 	return nil
 }
 
+// beat records that u's supervision made progress.
+func (s *Supervisor) beat(u *unit) { u.beat.Store(s.now().UnixNano()) }
+
+// stallBound is the longest a healthy supervision loop goes without a
+// beat: each of its steps is bounded, and the longest is one of these.
+func (s *Supervisor) stallBound() time.Duration {
+	c := s.cfg
+	return c.Health.StartTimeout + describeTimeout + terminateTimeout + c.Restart.MaxBackoff + 2*c.Health.Interval + c.Health.Timeout + 5*time.Second
+}
+
+// Live reports whether every enclave's supervision loop made progress
+// within the stall bound (or has not started, or the supervisor is
+// stopping). /healthz answers 503 when it does not: the process is stuck
+// and restarting it is the fix.
+func (s *Supervisor) Live() bool {
+	s.mu.Lock()
+	draining := s.draining
+	s.mu.Unlock()
+	if draining {
+		return true
+	}
+	now := s.now()
+	for _, u := range s.units {
+		if b := u.beat.Load(); b != 0 && now.Sub(time.Unix(0, b)) > s.stallBound() {
+			return false
+		}
+	}
+	return true
+}
+
 // nextBackoff doubles b up to max.
 func nextBackoff(b, max time.Duration) time.Duration {
 	if b >= max/2 {
@@ -582,9 +620,11 @@ func (s *Supervisor) watch(ctx context.Context, u *unit, info EnclaveInfo, log *
 	defer t.Stop()
 	for {
 		// Is it still there?
+		s.beat(u)
 		dctx, cancel := context.WithTimeout(ctx, describeTimeout)
 		list, x, err := s.nitr.describe(dctx)
 		cancel()
+		s.beat(u)
 		if ctx.Err() != nil {
 			return runResult{reason: ReasonShutdown, lastState: lastState, healthyFor: since(s.now, healthySince)}
 		}
@@ -606,6 +646,7 @@ func (s *Supervisor) watch(ctx context.Context, u *unit, info EnclaveInfo, log *
 		}
 		// Does it answer?
 		h, perr := s.probeFn(ctx, u.e)
+		s.beat(u)
 		switch {
 		case ctx.Err() != nil:
 			return runResult{reason: ReasonShutdown, lastState: lastState, healthyFor: since(s.now, healthySince)}
@@ -684,6 +725,11 @@ func (s *Supervisor) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !s.Live() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "stalled: an enclave's supervision made no progress within", s.stallBound())
+			return
+		}
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {

@@ -148,8 +148,10 @@ func (r *runningSupervisor) stop(t *testing.T) {
 	}
 }
 
-func (r *runningSupervisor) readyz(t *testing.T) int {
-	resp, err := http.Get("http://" + strings.TrimPrefix(r.s.HTTPAddr(), "tcp://") + "/readyz")
+func (r *runningSupervisor) readyz(t *testing.T) int { return r.get(t, "/readyz") }
+
+func (r *runningSupervisor) get(t *testing.T, path string) int {
+	resp, err := http.Get("http://" + strings.TrimPrefix(r.s.HTTPAddr(), "tcp://") + path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,6 +205,11 @@ func TestKillEnclaveMidLoad(t *testing.T) {
 	f := newFakeSetup(t, []string{"a", "b"}, "")
 	r := startSupervisor(t, f)
 	waitUntil(t, "both enclaves are healthy", func() bool { return r.readyz(t) == http.StatusOK })
+	for _, path := range []string{"/healthz", "/metrics"} {
+		if code := r.get(t, path); code != http.StatusOK {
+			t.Fatalf("GET %s: %d", path, code)
+		}
+	}
 
 	pool, err := parent.NewPool(context.Background(), parent.PoolOptions{
 		Addrs:         []string{f.addrs["a"], f.addrs["b"]},

@@ -25,6 +25,9 @@ type scriptedLauncher struct {
 	runN       int
 	started    time.Time
 	terminated []string
+	// hang, when set, makes describe block until it is closed, ignoring
+	// its context: a stuck supervision loop.
+	hang chan struct{}
 }
 
 func (l *scriptedLauncher) run(ctx context.Context, e *Enclave) (EnclaveInfo, ExitInfo, error) {
@@ -43,6 +46,9 @@ func (l *scriptedLauncher) run(ctx context.Context, e *Enclave) (EnclaveInfo, Ex
 }
 
 func (l *scriptedLauncher) describe(ctx context.Context) ([]EnclaveInfo, ExitInfo, error) {
+	if l.hang != nil {
+		<-l.hang
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.cur == "" || !l.alive(l.runN, time.Since(l.started)) {
@@ -158,4 +164,46 @@ func TestRestartBackoff(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestLiveness: /healthz (Live) stays true through slow but bounded
+// steps and turns false only when a supervision loop is stuck past the
+// stall bound.
+func TestLiveness(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg, err := ParseConfig("run.yaml", []byte("health: {interval: 50ms, timeout: 10ms, failures: 2, start_timeout: 1s}\nrestart: {min_backoff: 20ms, max_backoff: 100ms}\n"+oneEnclave))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := &scriptedLauncher{t0: time.Now(), alive: func(int, time.Duration) bool { return true }, hang: make(chan struct{})}
+		s.nitr = l
+		s.probeFn = func(context.Context, *Enclave) (protocol.HealthResponse, error) {
+			return protocol.HealthResponse{}, nil
+		}
+		if !s.Live() {
+			t.Fatal("not live before starting")
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { s.supervise(ctx, s.units[0]); close(done) }()
+		close(s.drainGate())
+		bound := s.stallBound()
+		time.Sleep(bound - time.Second)
+		synctest.Wait()
+		if !s.Live() {
+			t.Fatalf("not live %v into a stuck describe; the bound is %v", bound-time.Second, bound)
+		}
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		if s.Live() {
+			t.Fatal("still live past the stall bound")
+		}
+		close(l.hang)
+		cancel()
+		<-done
+	})
 }
