@@ -19,6 +19,7 @@ dev:
 ## test: what CI runs — formatting, vet, and every test under the race detector.
 test: fmt-check vet
 	$(GO) test -race -count=1 $(PKGS)
+	cd deploy/kubernetes/manifesttest && $(GO) vet -mod=mod ./... && $(GO) test -mod=mod -race -count=1 ./...
 
 vet:
 	$(GO) vet $(PKGS)

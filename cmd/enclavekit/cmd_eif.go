@@ -277,7 +277,17 @@ type describeJSON struct {
 	ImageName          string            `json:"ImageName,omitempty"`
 	ImageVersion       string            `json:"ImageVersion,omitempty"`
 	Metadata           json.RawMessage   `json:"Metadata,omitempty"`
-	Error              string            `json:"Error,omitempty"`
+	// Sizing is ours: the least --memory run-enclave accepts for this
+	// file (four times its size) and the hugepages requests covering it.
+	Sizing *sizingJSON `json:"Sizing,omitempty"`
+	Error  string      `json:"Error,omitempty"`
+}
+
+type sizingJSON struct {
+	FileBytes      int64  `json:"FileBytes"`
+	MinMemoryMiB   uint64 `json:"MinMemoryMiB"`
+	HugepagesReq2M string `json:"hugepages-2Mi"`
+	HugepagesReq1G string `json:"hugepages-1Gi"`
 }
 
 type certInfoJSON struct {
@@ -300,6 +310,8 @@ func eifDescribe(args []string, stdout, stderr io.Writer) int {
 	}
 	var out describeJSON
 	var problems []string
+	sz := eif.SizingFor(int64(len(b)))
+	out.Sizing = &sizingJSON{FileBytes: sz.FileBytes, MinMemoryMiB: sz.MemoryMiB, HugepagesReq2M: sz.Hugepages2Mi, HugepagesReq1G: sz.Hugepages1Gi}
 	if len(b) >= 6 {
 		out.EifVersion = uint16(b[4])<<8 | uint16(b[5])
 	}

@@ -114,12 +114,17 @@ func TestEIFBuildDescribePCRs(t *testing.T) {
 		ImageName    string
 		ImageVersion string
 		Metadata     map[string]any
+		Sizing       map[string]any
 	}
 	if err := json.Unmarshal([]byte(stdout), &d); err != nil {
 		t.Fatalf("%v\n%s", err, stdout)
 	}
 	if d.EifVersion != 4 || !d.CheckCRC || d.IsSigned || d.ImageName != "demo" || d.ImageVersion != "1.2.3" {
 		t.Fatalf("describe: %+v", d)
+	}
+	if fi, err := os.Stat(out1); err != nil || d.Sizing["FileBytes"] != float64(fi.Size()) ||
+		d.Sizing["MinMemoryMiB"] != float64(eif.SizingFor(fi.Size()).MemoryMiB) || d.Sizing["hugepages-2Mi"] != eif.SizingFor(fi.Size()).Hugepages2Mi {
+		t.Fatalf("describe sizing: %v", d.Sizing)
 	}
 	if d.Measurements["HashAlgorithm"] != "Sha384 { ... }" || d.Measurements["PCR0"] != m.PCR0.String() ||
 		d.Measurements["PCR1"] != m.PCR1.String() || d.Measurements["PCR2"] != m.PCR2.String() {
