@@ -13,6 +13,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/enclavekit/enclavekit/parent"
 	"github.com/enclavekit/enclavekit/parent/proxy"
 	"github.com/enclavekit/enclavekit/transport"
 )
@@ -89,6 +90,12 @@ type Config struct {
 	// Egress are the egress routes, allowlist and limits, as in
 	// `enclavekit proxy --config`. Optional; shared by all enclaves.
 	Egress *proxy.Config `yaml:"egress"`
+	// Credentials, when set, pushes the instance role's AWS credentials
+	// (read with IMDSv2) into every enclave at start and every interval,
+	// for the enclave's own KMS calls: what `enclavekit credentials push`
+	// does, built in. The enclave must serve enclavekit.credentials
+	// (enclaved does when a KMS key is pinned).
+	Credentials *Credentials `yaml:"credentials"`
 	// Enclaves are the enclaves to run: 1..MaxEnclaves.
 	Enclaves []Enclave `yaml:"enclaves"`
 
@@ -121,6 +128,17 @@ type Health struct {
 type Restart struct {
 	MinBackoff time.Duration `yaml:"min_backoff"`
 	MaxBackoff time.Duration `yaml:"max_backoff"`
+}
+
+// Credentials configures the credential push (see Config.Credentials).
+type Credentials struct {
+	// Role is the instance profile role; default the one IMDS lists.
+	Role string `yaml:"role"`
+	// IMDSEndpoint overrides the IMDS endpoint URL (default the SDK's,
+	// http://169.254.169.254); for tests.
+	IMDSEndpoint string `yaml:"imds_endpoint"`
+	// Interval between pushes; default 1m (parent.DefaultPushInterval).
+	Interval time.Duration `yaml:"interval"`
 }
 
 // Enclave is one enclave to run.
@@ -396,6 +414,13 @@ func (c *Config) validate() error {
 		{"restart.min_backoff", &c.Restart.MinBackoff, DefaultMinBackoff},
 		{"restart.max_backoff", &c.Restart.MaxBackoff, DefaultMaxBackoff},
 		{"drain_timeout", &c.DrainTimeout, DefaultDrainTimeout},
+	}
+	if c.Credentials != nil {
+		durs = append(durs, struct {
+			field string
+			v     *time.Duration
+			def   time.Duration
+		}{"credentials.interval", &c.Credentials.Interval, parent.DefaultPushInterval})
 	}
 	for _, d := range durs {
 		if *d.v < 0 {

@@ -310,6 +310,14 @@ func (s *Supervisor) Serve(ctx context.Context) error {
 			}
 		})
 	}
+	if s.cfg.Credentials != nil {
+		src := credentialSource(s.cfg.Credentials)
+		for _, u := range s.units {
+			bgWG.Go(func() {
+				pushCredentials(bg, u.e.Address, src, s.cfg.Credentials.Interval, s.log.With("enclave", u.e.Name))
+			})
+		}
+	}
 	if s.proxy != nil {
 		bgWG.Go(func() {
 			if err := s.proxy.Serve(bg); err != nil {
