@@ -102,7 +102,7 @@ func callOnce(ctx context.Context, stderr io.Writer, cmd, addr string, timeout t
 	defer cancel()
 	c, err := parent.Dial(ctx, addr, parent.Options{PoolSize: 1, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
-		fmt.Fprintf(stderr, "enclavekit %s: %v\n", cmd, err)
+		fmt.Fprintf(stderr, "enclavekit %s: %s\n", cmd, withHint(err))
 		return nil, exitFailure
 	}
 	defer c.Close()

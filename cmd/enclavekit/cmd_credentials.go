@@ -67,7 +67,7 @@ func runCredentials(ctx context.Context, args []string, stdout, stderr io.Writer
 	src := &parent.IMDSCredentials{Role: *role, Client: imds.New(imds.Options{Endpoint: *endpoint})}
 	c, err := parent.Dial(ctx, *addr, parent.Options{})
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		fmt.Fprintf(stderr, "%s: %s\n", name, withHint(err))
 		return exitFailure
 	}
 	defer c.Close()

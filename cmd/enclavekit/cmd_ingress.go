@@ -60,7 +60,7 @@ func runIngress(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 	ln, err := transport.Listen(ctx, *listen)
 	if err != nil {
-		fmt.Fprintf(stderr, "enclavekit ingress: %v\n", err)
+		fmt.Fprintf(stderr, "enclavekit ingress: %s\n", withHint(err))
 		return exitFailure
 	}
 	log.Info("enclavekit ingress: forwarding", "listen", transport.AddrOf(ln.Addr()), "to", *to,

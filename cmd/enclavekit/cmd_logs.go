@@ -53,7 +53,7 @@ func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	ln, err := transport.Listen(ctx, *listen)
 	if err != nil {
-		fmt.Fprintf(stderr, "enclavekit logs: %v\n", err)
+		fmt.Fprintf(stderr, "enclavekit logs: %s\n", withHint(err))
 		return exitFailure
 	}
 	fmt.Fprintf(stderr, "enclavekit logs: listening on %s\n", transport.AddrOf(ln.Addr()))

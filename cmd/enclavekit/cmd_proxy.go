@@ -155,7 +155,7 @@ func serveProxy(ctx context.Context, cfg proxy.Config, path string, log *slog.Lo
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	if err := p.Listen(ctx); err != nil {
-		fmt.Fprintln(stderr, "enclavekit proxy:", err)
+		fmt.Fprintln(stderr, "enclavekit proxy:", withHint(err))
 		return exitFailure
 	}
 	for i := range cfg.Routes {

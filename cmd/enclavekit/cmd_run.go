@@ -87,7 +87,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	if err := s.Listen(ctx); err != nil {
-		fmt.Fprintln(stderr, "enclavekit run:", err)
+		fmt.Fprintln(stderr, "enclavekit run:", withHint(err))
 		return exitFailure
 	}
 	slog.New(h).Info("enclavekit run: serving /healthz, /readyz, /metrics", "addr", s.HTTPAddr())

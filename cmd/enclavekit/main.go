@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/enclavekit/enclavekit/enclave"
+	"github.com/enclavekit/enclavekit/transport"
 )
 
 // buildVersion is the version stamped at link time (make install sets
@@ -75,6 +76,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	return c.run(ctx, args[1:], stdout, stderr)
+}
+
+// withHint is err's text, followed by transport's advice for a vsock
+// failure when there is one, on one line.
+func withHint(err error) string {
+	if h := transport.Hint(err); h != "" {
+		return err.Error() + "; " + h
+	}
+	return err.Error()
 }
 
 func usage(w io.Writer) {

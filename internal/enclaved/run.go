@@ -176,6 +176,9 @@ func Run(ctx context.Context, args []string, env Env) int {
 	}
 
 	if err := srv.Listen(ctx); err != nil {
+		if h := transport.Hint(err); h != "" {
+			err = fmt.Errorf("%w; %s", err, h)
+		}
 		fmt.Fprintln(stderr, "enclaved:", err)
 		return exitFailure
 	}
