@@ -44,7 +44,7 @@ func runCredentials(ctx context.Context, args []string, stdout, stderr io.Writer
 	interval := fs.Duration("interval", parent.DefaultPushInterval, "time between pushes, such as 1m")
 	role := fs.String("role", "", "instance profile role `NAME` (default: the one role IMDS lists)")
 	endpoint := fs.String("imds-endpoint", "", "IMDS endpoint `URL` (default: the SDK's, http://169.254.169.254)")
-	pos, err := attestParseArgs(fs, args[1:])
+	pos, err := parseArgs(fs, args[1:])
 	if err != nil {
 		return flagExit(err)
 	}

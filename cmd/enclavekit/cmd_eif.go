@@ -94,7 +94,7 @@ var eifSynopsis = map[string]string{
 
 // parseFlags returns -1 to continue, or an exit code.
 func parseFlags(fs *flag.FlagSet, args []string) int {
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlagSet(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}

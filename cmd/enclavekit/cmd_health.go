@@ -27,13 +27,17 @@ func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	addr := fs.String("addr", "", "enclave server address, e.g. vsock://16:5000 or tcp://127.0.0.1:5000 (required)")
 	timeout := fs.Duration("timeout", 10*time.Second, "bound on the whole call, connection included")
-	pos, err := callParseArgs(fs, args)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
-		return callFlagExit(err)
+		return flagExit(err)
 	}
-	if *addr == "" || len(pos) != 0 || *timeout <= 0 {
-		fs.Usage()
-		return exitUsage
+	switch {
+	case *addr == "":
+		return usageFail(fs, stderr, "enclavekit health: --addr is required: the enclave's address, such as vsock://16:5000 or tcp://127.0.0.1:5000")
+	case len(pos) != 0:
+		return usageFail(fs, stderr, "enclavekit health: unexpected arguments %q; the address goes in --addr", pos)
+	case *timeout <= 0:
+		return usageFail(fs, stderr, "enclavekit health: --timeout %v: want a positive duration such as 10s", *timeout)
 	}
 	// Ask for the clock too; servers that predate it ignore the request.
 	req, err := protocol.Marshal(&protocol.HealthRequest{Clock: true})

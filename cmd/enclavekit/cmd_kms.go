@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -63,7 +62,7 @@ func kmsUnwrap(args []string, stdout, stderr io.Writer) int {
 	fs := newKMSFlagSet(name, stderr)
 	keyPath := fs.String("key", "", "RSA private key `FILE` (PKCS#1 or PKCS#8 PEM)")
 	b64 := fs.Bool("base64", false, "FILE holds base64 (as KMS's JSON carries it), not raw bytes")
-	pos, err := attestParseArgs(fs, args)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return flagExit(err)
 	}
@@ -168,7 +167,7 @@ func kmsPolicy(args []string, stdout, stderr io.Writer) int {
 	fs.Var(pcrs, "pcr", "a required PCR value `N=HEX` (repeatable)")
 	var actions listFlag
 	fs.Var(&actions, "action", "an allowed `ACTION` (repeatable; default kms:Decrypt, kms:GenerateDataKey, kms:GenerateDataKeyPair)")
-	pos, err := attestParseArgs(fs, args)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return flagExit(err)
 	}
@@ -235,11 +234,4 @@ func newKMSFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, kmsUsage, "\nflags:\n"); fs.PrintDefaults() }
 	return fs
-}
-
-func flagExit(err error) int {
-	if errors.Is(err, flag.ErrHelp) {
-		return exitOK
-	}
-	return exitUsage
 }

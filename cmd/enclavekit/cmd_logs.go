@@ -32,14 +32,16 @@ func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print JSON lines instead of text")
 	name := fs.String("enclave", "", "value of the enclave attribute (default: the sender's CID or IP)")
 	level := fs.String("level", "debug", "lowest level printed: debug, info, warn or error")
-	pos, err := callParseArgs(fs, args)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
-		return callFlagExit(err)
+		return flagExit(err)
 	}
 	var lv slog.Level
-	if len(pos) != 0 || lv.UnmarshalText([]byte(*level)) != nil {
-		fs.Usage()
-		return exitUsage
+	switch {
+	case len(pos) != 0:
+		return usageFail(fs, stderr, "enclavekit logs: unexpected arguments %q; logs takes only flags", pos)
+	case lv.UnmarshalText([]byte(*level)) != nil:
+		return usageFail(fs, stderr, "enclavekit logs: --level %q: want debug, info, warn or error", *level)
 	}
 	opts := &slog.HandlerOptions{Level: lv}
 	var h slog.Handler = slog.NewTextHandler(stdout, opts)
@@ -48,8 +50,7 @@ func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	sink, err := parent.NewLogSink(parent.LogSinkConfig{Listen: *listen, Handler: h, Enclave: *name})
 	if err != nil {
-		fmt.Fprintf(stderr, "enclavekit logs: %v\n", err)
-		return exitUsage
+		return usageFail(fs, stderr, "enclavekit logs: %v", err)
 	}
 	ln, err := transport.Listen(ctx, *listen)
 	if err != nil {

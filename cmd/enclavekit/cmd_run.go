@@ -36,20 +36,21 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			"/readyz and /metrics. SIGTERM drains the ingress, then terminates the enclaves.\n\nflags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlagSet(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
 		return exitUsage
 	}
-	if *config == "" || fs.NArg() != 0 {
-		fs.Usage()
-		return exitUsage
+	switch {
+	case *config == "":
+		return usageFail(fs, stderr, "enclavekit run: --config is required: the run.yaml that lists the enclaves (docs/operations.md shows one)")
+	case fs.NArg() != 0:
+		return usageFail(fs, stderr, "enclavekit run: unexpected arguments %q; the file goes in --config", fs.Args())
 	}
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(*level)); err != nil {
-		fmt.Fprintf(stderr, "enclavekit run: bad --log-level %q: want debug, info, warn or error\n", *level)
-		return exitUsage
+		return usageFail(fs, stderr, "enclavekit run: bad --log-level %q: want debug, info, warn or error", *level)
 	}
 	var lo supervisor.LoadOptions
 	if *slot >= 0 {

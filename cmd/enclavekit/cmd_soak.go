@@ -41,7 +41,7 @@ goroutines leaked or memory grew. See docs/soak.md.`)
 	fl.DurationVar(&o.ProgressEvery, "progress", soak.DefaultProgressEvery, "interval of progress lines")
 	fl.Uint64Var(&o.Seed, "seed", 0, "seed of the random bodies and payloads (0: random)")
 	verbose := fl.Bool("verbose", false, "print the components' logs at info level (default: warnings and errors)")
-	if err := fl.Parse(args); err != nil {
+	if err := parseFlagSet(fl, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}

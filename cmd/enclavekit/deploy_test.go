@@ -127,3 +127,29 @@ func TestHelpEveryCommand(t *testing.T) {
 		t.Errorf("--version: exit %d, %q", code, stdout)
 	}
 }
+
+// TestUsageErrorsSayWhatIsWrong: each bad invocation prints one line that
+// names the problem before the usage text, and exits 2.
+func TestUsageErrorsSayWhatIsWrong(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"health"}, "enclavekit health: --addr is required"},
+		{[]string{"health", "--addr", "tcp://127.0.0.1:1", "--timeout", "5"}, `invalid value "5" for flag -timeout: want a duration such as 10s`},
+		{[]string{"health", "--addr", "tcp://127.0.0.1:1", "extra"}, `unexpected arguments ["extra"]`},
+		{[]string{"ingress"}, "enclavekit ingress: --to is required"},
+		{[]string{"proxy"}, "enclavekit proxy: --config is required"},
+		{[]string{"proxy", "--config", "x.yaml", "8000"}, "use enclavekit vsock-proxy"},
+		{[]string{"logs", "--level", "verbose"}, `--level "verbose": want debug, info, warn or error`},
+		{[]string{"call", "--addr", "tcp://127.0.0.1:1"}, "want METHOD"},
+		{[]string{"run"}, "enclavekit run: --config is required"},
+		{[]string{"eif", "build", "--memory", "lots"}, `for flag -memory: want a whole number`},
+	} {
+		code, stdout, stderr := runCLI(t, tc.args...)
+		first, _, _ := strings.Cut(stderr, "\n")
+		if code != exitUsage || !strings.Contains(first, tc.want) || !strings.Contains(stderr, "usage") || stdout != "" {
+			t.Errorf("%v: exit %d, first line %q, want %q then the usage", tc.args, code, first, tc.want)
+		}
+	}
+}
