@@ -33,6 +33,7 @@ type options struct {
 	nsm      string
 	logSink  string
 	logLevel slog.Level
+	tls      tlsOptions // --tls-listen, --emulator-root (atls.go)
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -53,6 +54,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fl.DurationVar(&o.cfg.WriteTimeout, "write-timeout", enclave.DefaultWriteTimeout, "time to write one response")
 	fl.DurationVar(&o.cfg.HandlerTimeout, "handler-timeout", enclave.DefaultHandlerTimeout, "time a handler may take")
 	fl.DurationVar(&o.cfg.DrainTimeout, "drain-timeout", enclave.DefaultDrainTimeout, "on SIGTERM, time in-flight requests get to finish")
+	o.tls.flags(fl)
 	if err := fl.Parse(args); err != nil {
 		return nil, err
 	}
@@ -67,6 +69,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if o.nsm == nsmEmulated && !o.cfg.Dev {
 		return nil, errors.New("--nsm emulated produces attestation documents no verifier trusts; it needs --dev")
+	}
+	if err := o.tls.validate(o); err != nil {
+		return nil, err
 	}
 	return o, nil
 }
@@ -87,6 +92,9 @@ type Env struct {
 	Handlers func(log *slog.Logger) map[string]enclave.Handler
 	// Ready, when set, is called with the listen address once listening.
 	Ready func(addr string)
+	// TLSReady, when set, is called with the --tls-listen address once
+	// listening, before Ready.
+	TLSReady func(addr string)
 }
 
 // Run is enclaved's main without the process: it parses args, runs until
@@ -132,7 +140,12 @@ func Run(ctx context.Context, args []string, env Env) int {
 		fmt.Fprintln(stderr, "enclaved:", err)
 		return exitFailure
 	}
-	a, err := newAttester(o.nsm, env.Emulator)
+	emu, err := emulatorFor(o, env.Emulator)
+	if err != nil {
+		fmt.Fprintln(stderr, "enclaved:", err)
+		return exitFailure
+	}
+	a, err := newAttester(o.nsm, emu)
 	if err != nil {
 		fmt.Fprintln(stderr, "enclaved:", err)
 		return exitFailure
@@ -144,12 +157,21 @@ func Run(ctx context.Context, args []string, env Env) int {
 	if o.nsm == nsmEmulated {
 		log.Warn("DEVELOPMENT MODE: enclavekit.attest is served by the NSM emulator; its documents are not trusted by any verifier")
 	}
-	srv.Handle(methodEcho, func(_ context.Context, body []byte) ([]byte, error) { return body, nil })
-	if env.Handlers != nil {
-		for m, h := range env.Handlers(log) {
-			srv.Handle(m, h)
+	register := func(srv *enclave.Server) {
+		srv.Handle(methodEcho, func(_ context.Context, body []byte) ([]byte, error) { return body, nil })
+		if env.Handlers != nil {
+			for m, h := range env.Handlers(log) {
+				srv.Handle(m, h)
+			}
 		}
 	}
+	register(srv)
+	stopTLS, err := serveTLS(ctx, o, &att, log, register, stdout, env.TLSReady)
+	if err != nil {
+		fmt.Fprintln(stderr, "enclaved:", err)
+		return exitFailure
+	}
+	defer stopTLS()
 
 	if err := srv.Listen(ctx); err != nil {
 		fmt.Fprintln(stderr, "enclaved:", err)
