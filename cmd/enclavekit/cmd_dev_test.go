@@ -13,7 +13,7 @@ func TestDevCommand(t *testing.T) {
 		wantCode int
 		wantOut  string
 	}{
-		{[]string{"dev"}, exitOK, "all 5 steps passed"},
+		{[]string{"dev"}, exitOK, "all 6 steps passed"},
 		{[]string{"dev", "--kill", "log-sink", "--step-timeout", "2s"}, exitFailure, "step 5 (logs) failed"},
 		{[]string{"dev", "--kill", "kms"}, exitUsage, `cannot kill "kms"`},
 		{[]string{"dev", "extra"}, exitUsage, "unexpected arguments"},

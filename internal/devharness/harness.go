@@ -128,6 +128,7 @@ type env struct {
 	enclaveDone  chan int
 	enclaveGone  atomic.Bool
 	client       *parent.Client
+	tlsAddr      string // enclaved --tls-listen (atls.go)
 	lastDocument []byte
 	tmpDir       string
 }
@@ -163,6 +164,7 @@ func Run(ctx context.Context, opts Options) error {
 		{"echo", nil, e.stepEcho},
 		{"egress", []string{ComponentProxy, ComponentHTTPS}, e.stepEgress},
 		{"logs", []string{ComponentLogSink}, e.stepLogs},
+		{"attested tls", nil, e.stepTLS}, // atls.go
 	}
 	for i, s := range steps {
 		if slices.Contains(s.kill, opts.Kill) {
@@ -292,11 +294,13 @@ func (e *env) startAll(ctx context.Context) error {
 	e.enclaveDone = make(chan int, 1)
 	args := []string{"--dev", "--nsm", "emulated", "--listen", "tcp://127.0.0.1:0",
 		"--log-sink", e.sinkAddr, "--log-level", "debug", "--drain-timeout", "2s"}
+	args = append(args, tlsEnclaveArgs...)
 	go func() {
 		e.enclaveDone <- enclaved.Run(ectx, args, enclaved.Env{
 			Stdout: console, Stderr: console, Emulator: e.emu,
 			Handlers: e.enclaveHandlers,
 			Ready:    func(addr string) { ready <- addr },
+			TLSReady: func(addr string) { e.tlsAddr = addr },
 		})
 	}()
 	select {

@@ -29,12 +29,13 @@ func TestRun(t *testing.T) {
 		t.Fatalf("Run: %v\n%s", err, out.String())
 	}
 	for _, want := range []string{
-		"[1/5] health", "dev=true", "overridden by --dev",
-		"[2/5] attestation", "PCR0 ", "PCR1 ", "PCR2 ", "refused as expected",
-		"[3/5] echo", "byte for byte",
-		"[4/5] egress", "200", "TLS 1.3 inside the enclave", `403 from the proxy, reason "not_allowlisted", nothing dialled`,
-		"[5/5] logs", "fresh marker",
-		"all 5 steps passed",
+		"[1/6] health", "dev=true", "overridden by --dev",
+		"[2/6] attestation", "PCR0 ", "PCR1 ", "PCR2 ", "refused as expected",
+		"[3/6] echo", "byte for byte",
+		"[4/6] egress", "200", "TLS 1.3 inside the enclave", `403 from the proxy, reason "not_allowlisted", nothing dialled`,
+		"[5/6] logs", "fresh marker",
+		"[6/6] attested tls", "fresh-nonce", "canary is not among them", "replaying the genuine document (key mismatch)", "ordinary certificate (no attestation extension)",
+		"all 6 steps passed",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
@@ -74,7 +75,7 @@ func TestKill(t *testing.T) {
 				t.Fatalf("output lacks %q:\n%s", wantLine, out.String())
 			}
 			for i := 1; i < tt.step; i++ {
-				if !strings.Contains(out.String(), fmt.Sprintf("[%d/5]", i)) {
+				if !strings.Contains(out.String(), fmt.Sprintf("[%d/6]", i)) {
 					t.Fatalf("step %d did not run before the failure:\n%s", i, out.String())
 				}
 			}
