@@ -106,7 +106,7 @@ func attestTLS(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	c, err := attest.ClientHandshake(ctx, raw, opts)
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: FAILED %s check: %s\n", name, attestTLSCheckName(err), attestOneLine(err))
+		fmt.Fprintf(stderr, "%s: FAILED %s check: %s%s\n", name, attestTLSCheckName(err), attestOneLine(err), attestTLSHint(err))
 		return exitFailure
 	}
 	defer c.Close()
@@ -146,7 +146,7 @@ func attestTLSCheckName(err error) string {
 	}{
 		{attest.ErrNoAttestation, "attestation extension"},
 		{attest.ErrTLSKeyMismatch, "public key binding"},
-		{attest.ErrDebugMode, "debug mode (pass --allow-debug only for a development enclave)"},
+		{attest.ErrDebugMode, "debug mode"},
 		{attest.ErrNotSessionBound, "fresh session binding"},
 		{attest.ErrFreshExchange, "fresh exchange"},
 		{attest.ErrTLSOptions, "options"},
@@ -159,4 +159,17 @@ func attestTLSCheckName(err error) string {
 		return n
 	}
 	return "TLS handshake"
+}
+
+// attestTLSHint says what to do about the failures that have a remedy.
+func attestTLSHint(err error) string {
+	switch {
+	case errors.Is(err, attest.ErrDebugMode):
+		return " (pass --allow-debug only for a development enclave)"
+	case errors.Is(err, attest.ErrRootNotPinned):
+		return " (for a development enclave, pass the file enclaved --emulator-root wrote as --root)"
+	case errors.Is(err, attest.ErrStale):
+		return " (the enclave renews its document; check both clocks, or raise --max-age)"
+	}
+	return ""
 }

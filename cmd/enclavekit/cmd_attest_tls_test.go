@@ -179,7 +179,7 @@ func TestAttestTLSCLI(t *testing.T) {
 		{"wrong PCR2", args(enc.addr, enc.root, wrong), exitFailure, "FAILED PCR check: attest: the certificate's document: attest: PCR mismatch: PCR2", nil},
 		{"AWS root", args(enc.addr, "", enc.pcrs), exitFailure, "FAILED root pin check", nil},
 		{"stale", args(enc.addr, enc.root, enc.pcrs, "--max-age", "1ns"), exitFailure, "FAILED freshness check", nil},
-		{"debug mode refused", args(debug.addr, debug.root, nil), exitFailure, "FAILED debug mode (pass --allow-debug only for a development enclave) check", nil},
+		{"debug mode refused", args(debug.addr, debug.root, nil), exitFailure, "FAILED debug mode check: attest: the certificate's document: attest: document is from a debug-mode enclave (PCR0 all zeros) (pass --allow-debug only for a development enclave)", nil},
 		{"debug mode allowed", args(debug.addr, debug.root, nil, "--allow-debug"), exitOK, "", []string{"public-key"}},
 		{"proxy replaying the document", args(mitmReplay, enc.root, enc.pcrs), exitFailure, "FAILED public key binding check", nil},
 		{"proxy with its own certificate", args(mitmPlain, enc.root, enc.pcrs), exitFailure, "FAILED attestation extension check", nil},
