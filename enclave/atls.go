@@ -291,8 +291,8 @@ type AttestedConn struct {
 	rdMu      sync.Mutex // Read, and the Fresh exchange on the first Read
 	setupDone bool
 	setupErr  error
-	pending   []byte // bytes read while looking for the Fresh magic
-	fresh     bool   // a Fresh document was served
+	pending   []byte      // bytes read while looking for the Fresh magic
+	fresh     atomic.Bool // a Fresh document was served
 
 	wrMu sync.Mutex // whole writes, so the Fresh answer is not interleaved
 
@@ -366,6 +366,9 @@ func (c *AttestedConn) setup() error {
 		c.tc.SetReadDeadline(earlier(appDL, time.Now().Add(c.l.cfg.HandshakeTimeout)))
 	})
 	c.pending = pending
+	if ve, ok := errors.AsType[*freshVersionError](err); ok {
+		c.writeFresh(attest.AppendFreshResponse(nil, attest.FreshStatusError, []byte(ve.Error())))
+	}
 	if err == nil && isFresh {
 		err = c.serveFresh()
 	}
@@ -431,7 +434,7 @@ func (e *freshVersionError) Unwrap() error { return ErrAttestedTLS }
 // serveFresh answers a Fresh request: a document whose nonce is the
 // session's exporter value and whose public_key is the listener's key.
 func (c *AttestedConn) serveFresh() error {
-	c.fresh = true
+	c.fresh.Store(true)
 	cs := c.tc.ConnectionState()
 	nonce, err := cs.ExportKeyingMaterial(attest.ExporterLabel, nil, attest.ExporterSize)
 	var doc []byte
@@ -447,12 +450,7 @@ func (c *AttestedConn) serveFresh() error {
 	} else {
 		resp = attest.AppendFreshResponse(nil, attest.FreshStatusOK, doc)
 	}
-	c.wrMu.Lock()
-	c.dlMu.Lock()
-	c.tc.SetWriteDeadline(earlier(c.writeDL, time.Now().Add(c.l.cfg.HandshakeTimeout)))
-	c.dlMu.Unlock()
-	_, werr := c.tc.Write(resp)
-	c.wrMu.Unlock()
+	werr := c.writeFresh(resp)
 	if err != nil {
 		return fmt.Errorf("%w: Fresh attestation: %w", ErrAttestedTLS, err)
 	}
@@ -460,6 +458,17 @@ func (c *AttestedConn) serveFresh() error {
 		return fmt.Errorf("%w: writing the Fresh answer: %w", ErrAttestedTLS, werr)
 	}
 	return nil
+}
+
+// writeFresh writes a Fresh response, bounded by HandshakeTimeout.
+func (c *AttestedConn) writeFresh(resp []byte) error {
+	c.wrMu.Lock()
+	defer c.wrMu.Unlock()
+	c.dlMu.Lock()
+	c.tc.SetWriteDeadline(earlier(c.writeDL, time.Now().Add(c.l.cfg.HandshakeTimeout)))
+	c.dlMu.Unlock()
+	_, err := c.tc.Write(resp)
+	return err
 }
 
 // Read reads application data. The first Read completes the handshake and
@@ -533,8 +542,4 @@ func (c *AttestedConn) NetConn() net.Conn { return c.tc.NetConn() }
 
 // FreshServed reports whether the client asked for, and got, a Fresh
 // document on this connection.
-func (c *AttestedConn) FreshServed() bool {
-	c.rdMu.Lock()
-	defer c.rdMu.Unlock()
-	return c.fresh
-}
+func (c *AttestedConn) FreshServed() bool { return c.fresh.Load() }

@@ -314,3 +314,91 @@ func FuzzReadFreshPrefix(f *testing.F) {
 		}
 	})
 }
+
+// TestAttestedFreshOnTheWire: what the listener does with the first bytes
+// of a session, seen from both ends.
+func TestAttestedFreshOnTheWire(t *testing.T) {
+	emu, att := newTestAttester(t)
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := NewAttestedListener(t.Context(), inner, att, quietATLS(AttestedTLSConfig{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	tests := []struct {
+		name      string
+		send      []byte
+		app       string // what the application reads
+		fresh     bool   // a document comes back
+		clientErr string // the client's ReadFreshResponse error
+		serverErr string
+	}{
+		{"fresh then data", append(attest.FreshRequest(), "hello"...), "hello", true, "", ""},
+		{"data only", []byte("hello"), "hello", false, "", ""},
+		{"0xff data", []byte("\xffex"), "\xffex", false, "", ""},
+		{"unknown version", append(attest.FreshMagic[:], 9), "", false, "version 9, want 1", "Fresh request version 9"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			accepted := make(chan net.Conn, 1)
+			go func() {
+				c, _ := ln.Accept()
+				accepted <- c
+			}()
+			raw, err := net.Dial("tcp", inner.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			sc := (<-accepted).(*AttestedConn)
+			defer sc.Close()
+			type result struct {
+				got string
+				err error
+			}
+			server := make(chan result, 1)
+			go func() {
+				buf := make([]byte, max(len(tt.app), 1)) // a Read must happen
+				_, err := io.ReadFull(sc, buf)
+				server <- result{string(buf), err}
+			}()
+			tc := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13})
+			defer tc.Close()
+			if _, err := tc.Write(tt.send); err != nil {
+				t.Fatal(err)
+			}
+			if tt.fresh || tt.clientErr != "" {
+				doc, err := attest.ReadFreshResponse(tc)
+				if tt.clientErr != "" {
+					if err == nil || !strings.Contains(err.Error(), tt.clientErr) {
+						t.Fatalf("client: %v, want %q", err, tt.clientErr)
+					}
+				} else {
+					if err != nil {
+						t.Fatal(err)
+					}
+					cs := tc.ConnectionState()
+					nonce, _ := cs.ExportKeyingMaterial(attest.ExporterLabel, nil, attest.ExporterSize)
+					if _, err := attest.Verify(doc, attest.VerifyOptions{Roots: emu.Roots(), Nonce: nonce, PublicKey: ln.PublicKey()}); err != nil {
+						t.Fatalf("fresh document: %v", err)
+					}
+				}
+			}
+			r := <-server
+			if tt.serverErr != "" {
+				if r.err == nil || !strings.Contains(r.err.Error(), tt.serverErr) || !errors.Is(r.err, ErrAttestedTLS) {
+					t.Fatalf("server: %v, want %q", r.err, tt.serverErr)
+				}
+				return
+			}
+			if r.err != nil || r.got != tt.app {
+				t.Fatalf("application read %q, %v; want %q", r.got, r.err, tt.app)
+			}
+			if sc.FreshServed() != tt.fresh {
+				t.Fatalf("FreshServed = %v", sc.FreshServed())
+			}
+		})
+	}
+}
