@@ -175,12 +175,23 @@ func (a nonceAttester) Attest(ctx context.Context, req attest.Request) ([]byte, 
 	return a.Attester.Attest(ctx, req)
 }
 
+// hugeFresh answers the Fresh request with an oversized document.
+type hugeFresh struct{ attest.Attester }
+
+func (a hugeFresh) Attest(ctx context.Context, req attest.Request) ([]byte, error) {
+	if req.Nonce != nil {
+		return make([]byte, attest.MaxDocumentSize+1), nil
+	}
+	return a.Attester.Attest(ctx, req)
+}
+
 // TestAttestedTLS: a verifying client accepts the genuine enclave and
 // refuses each failure with its own sentinel.
 func TestAttestedTLS(t *testing.T) {
 	srv := startATLS(t, atlsPCRs(), nil)
 	debug := startATLS(t, nil, nil)
 	replay := startATLS(t, atlsPCRs(), func(a attest.Attester) attest.Attester { return nonceAttester{a} })
+	huge := startATLS(t, atlsPCRs(), func(a attest.Attester) attest.Attester { return hugeFresh{a} })
 	other, err := nsmtest.New(nsmtest.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -223,6 +234,7 @@ func TestAttestedTLS(t *testing.T) {
 		{"proxy with an ordinary certificate", mitmPlain, attest.TLSOptions{Roots: roots}, attest.ErrNoAttestation, attest.ExtensionOIDString},
 		{"replayed fresh document", replay.addr, attest.TLSOptions{Roots: replay.emu.Roots(), PCRs: replay.pcrs, Fresh: true}, attest.ErrNotSessionBound, "replayed"},
 		{"replayed document, no fresh check", replay.addr, attest.TLSOptions{Roots: replay.emu.Roots(), PCRs: replay.pcrs}, nil, ""},
+		{"enclave cannot attest the session", huge.addr, attest.TLSOptions{Roots: huge.emu.Roots(), PCRs: huge.pcrs, Fresh: true}, attest.ErrFreshExchange, "attestation unavailable"},
 		{"fresh against a plain TLS server", mitmPlain, attest.TLSOptions{Roots: roots, Fresh: true}, attest.ErrNoAttestation, ""},
 		{"bad options", srv.addr, attest.TLSOptions{MaxAge: -1}, attest.ErrTLSOptions, "negative"},
 	}

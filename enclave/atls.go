@@ -443,6 +443,9 @@ func (c *AttestedConn) serveFresh() error {
 		doc, err = c.l.att.Attest(ctx, attest.Request{Nonce: nonce, PublicKey: c.l.spki})
 		cancel()
 	}
+	if err == nil && (len(doc) == 0 || len(doc) > attest.MaxDocumentSize) {
+		err = fmt.Errorf("the attester returned a %d-byte document (want 1..%d)", len(doc), attest.MaxDocumentSize)
+	}
 	var resp []byte
 	if err != nil {
 		c.l.log.Warn("attested TLS: Fresh attestation failed", "remote", c.RemoteAddr(), "err", err)
