@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -400,5 +401,57 @@ func TestAttestedFreshOnTheWire(t *testing.T) {
 				t.Fatalf("FreshServed = %v", sc.FreshServed())
 			}
 		})
+	}
+}
+
+// TestAttestedOverProxyV2: NewProxyV2Listener stacks under the attested
+// listener: the header is read before the TLS handshake, and the client
+// verifies as usual.
+func TestAttestedOverProxyV2(t *testing.T) {
+	emu, att := newTestAttester(t)
+	if err := emu.SetPCRs(map[int][]byte{0: bytes.Repeat([]byte{1}, 48)}); err != nil {
+		t.Fatal(err)
+	}
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := NewAttestedListener(t.Context(), NewProxyV2Listener(inner, time.Second), att, quietATLS(AttestedTLSConfig{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client := netip.MustParseAddrPort("198.51.100.9:40000")
+	done := make(chan error, 1)
+	go func() {
+		raw, err := net.Dial("tcp", inner.Addr().String())
+		if err != nil {
+			done <- err
+			return
+		}
+		raw.Write(v2(0x21, 0x11, tcp4Block(client, netip.MustParseAddrPort("127.0.0.1:443"))))
+		c, err := attest.ClientHandshake(t.Context(), raw, attest.TLSOptions{Roots: emu.Roots(), Fresh: true})
+		if err != nil {
+			done <- err
+			return
+		}
+		defer c.Close()
+		_, err = c.Write([]byte("hello"))
+		done <- err
+	}()
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(sc, buf); err != nil || string(buf) != "hello" {
+		t.Fatalf("Read = %q, %v", buf, err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := sc.RemoteAddr().String(); got != client.String() {
+		t.Fatalf("RemoteAddr = %s, want %s", got, client)
 	}
 }
