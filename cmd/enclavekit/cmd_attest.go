@@ -23,7 +23,7 @@ import (
 )
 
 func init() {
-	register(command{name: "attest", summary: "verify or inspect an attestation document", run: runAttest})
+	register(command{name: "attest", summary: "verify or inspect an attestation document; check an attested TLS endpoint", run: runAttest})
 }
 
 const attestUsage = `usage:

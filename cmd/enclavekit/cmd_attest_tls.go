@@ -57,7 +57,7 @@ func attestTLS(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	maxAge := fs.Duration("max-age", attest.DefaultTLSMaxAge, "reject documents older than `DUR`")
 	fresh := fs.Bool("fresh", false, "also ask for a document bound to this TLS session (proves the enclave is live and terminates this session)")
 	allowDebug := fs.Bool("allow-debug", false, "accept a debug-mode enclave (PCR0 all zeros), for development only")
-	timeout := fs.Duration("timeout", 10*time.Second, "time for connecting, the handshake and --fresh")
+	timeout := fs.Duration("timeout", 10*time.Second, "`DUR` allowed for connecting, the handshake and --fresh")
 	pcrs := attestPCRFlags{}
 	fs.Var(pcrs, "pcr", "expected PCR value `N=HEX` (repeatable)")
 	pos, err := attestParseArgs(fs, args)
