@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -95,6 +97,7 @@ func TestAttestedTLSDocCommands(t *testing.T) {
 	closedAddr := "tcp://" + closed.Addr().String()
 	closed.Close()
 	env := map[string]string{}
+	checkedSample := false
 	paths := strings.NewReplacer("/tmp/enclavekit-emulator-root.pem", filepath.Join(tmp, "root.pem"),
 		"enclave.eif", "../../build/eif/testdata/golden_v4.eif")
 
@@ -201,6 +204,18 @@ func TestAttestedTLSDocCommands(t *testing.T) {
 			if code == exitOK && !strings.Contains(stdout.String(), `"verified": true`) {
 				t.Fatalf("%s: no verified report:\n%s", c.line, stdout.String())
 			}
+			if code == exitOK && !checkedSample {
+				// The page's sample report is the first one's.
+				checkedSample = true
+				var got, want struct{ Checks []string }
+				json.Unmarshal(stdout.Bytes(), &got)
+				if err := json.Unmarshal([]byte(docJSONSample(t, "../../docs/attested-tls.md")), &want); err != nil {
+					t.Fatalf("the page's sample report: %v", err)
+				}
+				if !slices.Equal(got.Checks, want.Checks) {
+					t.Fatalf("the page's sample report lists checks %v, the command reports %v", want.Checks, got.Checks)
+				}
+			}
 
 		case c.ec2 && strings.HasPrefix(c.line, "sed -i "):
 			src, err := os.ReadFile("../../build/Dockerfile")
@@ -245,6 +260,21 @@ func TestAttestedTLSDocCommands(t *testing.T) {
 			t.Errorf("a command in docs/attested-tls.md that no test runs: %s", c.line)
 		}
 	}
+}
+
+// docJSONSample returns the page's first json block.
+func docJSONSample(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "```json\n")
+	if !ok {
+		t.Fatal("no json block in the page")
+	}
+	block, _, _ := strings.Cut(rest, "```")
+	return block
 }
 
 // lockedWriter is a writer safe for concurrent use, readable as a string.
