@@ -374,9 +374,10 @@ func (c *AttestedConn) setup() error {
 	}
 	c.restoreDeadlines()
 	if err != nil {
-		if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() && !isFresh && len(pending) == 0 {
-			// Nothing arrived before the deadline: like a plain read
-			// timeout, a later Read may try again.
+		if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() && !errors.Is(err, ErrAttestedTLS) {
+			// Not one byte arrived before the deadline (errors after the
+			// first byte wrap ErrAttestedTLS): like a plain read timeout,
+			// a later Read may try again.
 			c.setupDone = false
 			return err
 		}

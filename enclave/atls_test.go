@@ -580,3 +580,38 @@ func BenchmarkAttestedHandshake(b *testing.B) {
 		})
 	}
 }
+
+// TestAttestedStalledPrefixIsFinal: a timeout in the middle of the magic
+// is final (the bytes already read cannot be handed back in order), unlike
+// a timeout before the first byte.
+func TestAttestedStalledPrefixIsFinal(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, att := newTestAttester(t)
+		pl := newPipeListener(nil)
+		ln, err := NewAttestedListener(t.Context(), pl, att, quietATLS(AttestedTLSConfig{HandshakeTimeout: 5 * time.Second}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		accepted := make(chan net.Conn, 1)
+		go func() {
+			sc, _ := ln.Accept()
+			accepted <- sc
+		}()
+		raw, _ := pl.Dial()
+		sc := <-accepted
+		defer sc.Close()
+		tc := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13})
+		defer tc.Close()
+		go func() {
+			if tc.Handshake() == nil {
+				tc.Write(attest.FreshMagic[:2])
+			}
+		}()
+		for range 2 {
+			if _, err := sc.Read(make([]byte, 1)); !errors.Is(err, ErrAttestedTLS) {
+				t.Fatalf("Read = %v, want a final attested TLS error", err)
+			}
+		}
+	})
+}
