@@ -88,7 +88,8 @@ type Env struct {
 	Emulator *nsmtest.Emulator
 	// Handlers, when set, returns methods to register beside echo (e.g. the
 	// harness's egress probe); it gets the server's logger, whose records
-	// stream to the parent log sink.
+	// stream to the parent log sink. It is called once per server: twice
+	// with --tls-listen.
 	Handlers func(log *slog.Logger) map[string]enclave.Handler
 	// Ready, when set, is called with the listen address once listening.
 	Ready func(addr string)
