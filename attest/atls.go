@@ -122,9 +122,10 @@ const (
 	CheckFreshSession = "fresh-nonce" // a new document bound to this session's exporter
 )
 
-// TLSOptions configure the client side of attested TLS. The zero value
-// verifies to the pinned AWS root, with DefaultTLSMaxAge and no PCRs:
-// set PCRs to say which enclave image you expect.
+// TLSOptions configure the client side of attested TLS. PCRs (or AnyImage)
+// must be set: a document signed under the AWS root only says that some
+// enclave holds the key, and anyone can run an enclave. The rest defaults
+// to the pinned AWS root and DefaultTLSMaxAge.
 type TLSOptions struct {
 	// Roots are the trust anchors of the document's chain. Nil pins the
 	// AWS Nitro Enclaves root (AWSRootSHA256). Development: the emulator's
@@ -132,8 +133,14 @@ type TLSOptions struct {
 	Roots *x509.CertPool
 
 	// PCRs maps PCR index (0..31) to its expected 48-byte value; each must
-	// match.
+	// match. Required unless AnyImage: usually PCR0 (the whole image), or
+	// PCR0..2, or PCR8 (the signing certificate) from the EIF build.
 	PCRs map[int][]byte
+
+	// AnyImage accepts an enclave running any image: no PCR is checked.
+	// For inspecting an endpoint only (enclavekit attest tls without
+	// --pcr): whoever runs an enclave of their own passes.
+	AnyImage bool
 
 	// MaxAge is the oldest document accepted. Zero means DefaultTLSMaxAge;
 	// it must not be negative.
@@ -165,6 +172,9 @@ func (o *TLSOptions) Validate() error {
 	v := VerifyOptions{PCRs: o.PCRs}
 	if err := v.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrTLSOptions, err)
+	}
+	if len(o.PCRs) == 0 && !o.AnyImage {
+		return fmt.Errorf("%w: no expected PCRs: any enclave image would pass; give the PCRs of your EIF (enclavekit eif pcrs)", ErrTLSOptions)
 	}
 	return nil
 }

@@ -227,16 +227,17 @@ func TestAttestedTLS(t *testing.T) {
 		{"AWS root", srv.addr, attest.TLSOptions{PCRs: srv.pcrs}, attest.ErrRootNotPinned, "AWS Nitro root"},
 		{"unknown root", srv.addr, attest.TLSOptions{Roots: other.Roots(), PCRs: srv.pcrs}, attest.ErrRootNotPinned, "trusted roots"},
 		{"stale", srv.addr, attest.TLSOptions{Roots: roots, PCRs: srv.pcrs, Now: func() time.Time { return time.Now().Add(11 * time.Minute) }}, attest.ErrStale, "max age 10m0s"},
-		{"stale by max age", srv.addr, attest.TLSOptions{Roots: roots, MaxAge: time.Nanosecond}, attest.ErrStale, "max age 1ns"},
-		{"debug mode", debug.addr, attest.TLSOptions{Roots: debug.emu.Roots()}, attest.ErrDebugMode, "PCR0 all zeros"},
-		{"debug mode allowed", debug.addr, attest.TLSOptions{Roots: debug.emu.Roots(), AllowDebug: true}, nil, ""},
+		{"stale by max age", srv.addr, attest.TLSOptions{Roots: roots, AnyImage: true, MaxAge: time.Nanosecond}, attest.ErrStale, "max age 1ns"},
+		{"debug mode", debug.addr, attest.TLSOptions{Roots: debug.emu.Roots(), AnyImage: true}, attest.ErrDebugMode, "PCR0 all zeros"},
+		{"debug mode allowed", debug.addr, attest.TLSOptions{Roots: debug.emu.Roots(), AnyImage: true, AllowDebug: true}, nil, ""},
 		{"proxy replays the genuine document", mitmReplay, attest.TLSOptions{Roots: roots, PCRs: srv.pcrs}, attest.ErrTLSKeyMismatch, "another key"},
-		{"proxy with an ordinary certificate", mitmPlain, attest.TLSOptions{Roots: roots}, attest.ErrNoAttestation, attest.ExtensionOIDString},
+		{"proxy with an ordinary certificate", mitmPlain, attest.TLSOptions{Roots: roots, PCRs: srv.pcrs}, attest.ErrNoAttestation, attest.ExtensionOIDString},
 		{"replayed fresh document", replay.addr, attest.TLSOptions{Roots: replay.emu.Roots(), PCRs: replay.pcrs, Fresh: true}, attest.ErrNotSessionBound, "replayed"},
 		{"replayed document, no fresh check", replay.addr, attest.TLSOptions{Roots: replay.emu.Roots(), PCRs: replay.pcrs}, nil, ""},
 		{"enclave cannot attest the session", huge.addr, attest.TLSOptions{Roots: huge.emu.Roots(), PCRs: huge.pcrs, Fresh: true}, attest.ErrFreshExchange, "attestation unavailable"},
-		{"fresh against a plain TLS server", mitmPlain, attest.TLSOptions{Roots: roots, Fresh: true}, attest.ErrNoAttestation, ""},
+		{"fresh against a plain TLS server", mitmPlain, attest.TLSOptions{Roots: roots, PCRs: srv.pcrs, Fresh: true}, attest.ErrNoAttestation, ""},
 		{"bad options", srv.addr, attest.TLSOptions{MaxAge: -1}, attest.ErrTLSOptions, "negative"},
+		{"no expected PCRs", srv.addr, attest.TLSOptions{Roots: roots}, attest.ErrTLSOptions, "any enclave image would pass"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -327,7 +328,7 @@ func TestNewTLSConfig(t *testing.T) {
 		err  error
 	}{
 		{"ok", attest.TLSOptions{Roots: srv.emu.Roots(), PCRs: srv.pcrs}, nil},
-		{"AWS root", attest.TLSOptions{}, attest.ErrRootNotPinned},
+		{"AWS root", attest.TLSOptions{PCRs: srv.pcrs}, attest.ErrRootNotPinned},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg, err := attest.NewTLSConfig(tt.opts)

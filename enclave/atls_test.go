@@ -430,7 +430,7 @@ func TestAttestedOverProxyV2(t *testing.T) {
 			return
 		}
 		raw.Write(v2(0x21, 0x11, tcp4Block(client, netip.MustParseAddrPort("127.0.0.1:443"))))
-		c, err := attest.ClientHandshake(t.Context(), raw, attest.TLSOptions{Roots: emu.Roots(), Fresh: true})
+		c, err := attest.ClientHandshake(t.Context(), raw, attest.TLSOptions{Roots: emu.Roots(), AnyImage: true, Fresh: true})
 		if err != nil {
 			done <- err
 			return
@@ -485,7 +485,7 @@ func TestAttestedConnConcurrentIO(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := attest.ClientHandshake(t.Context(), raw, attest.TLSOptions{Roots: emu.Roots(), Fresh: true})
+	c, err := attest.ClientHandshake(t.Context(), raw, attest.TLSOptions{Roots: emu.Roots(), AnyImage: true, Fresh: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -569,7 +569,7 @@ func BenchmarkAttestedHandshake(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				c, err := attest.ClientHandshake(b.Context(), raw, attest.TLSOptions{Roots: emu.Roots(), Fresh: fresh})
+				c, err := attest.ClientHandshake(b.Context(), raw, attest.TLSOptions{Roots: emu.Roots(), AnyImage: true, Fresh: fresh})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -41,6 +41,7 @@ type attestTLSReport struct {
 	PublicKey    string          `json:"public_key_sha256"`
 	Fresh        *attestTLSFresh `json:"fresh,omitempty"`
 	Checks       []string        `json:"checks"`
+	Warning      string          `json:"warning,omitempty"`
 	DebugAllowed bool            `json:"debug_allowed,omitempty"`
 }
 
@@ -85,7 +86,7 @@ func attestTLS(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "%s: ADDR %q: %s (want tcp://HOST:PORT or vsock://CID:PORT)\n", name, addr, attestOneLine(err))
 		return exitUsage
 	}
-	opts := attest.TLSOptions{PCRs: pcrs, MaxAge: *maxAge, Fresh: *fresh, AllowDebug: *allowDebug}
+	opts := attest.TLSOptions{PCRs: pcrs, AnyImage: len(pcrs) == 0, MaxAge: *maxAge, Fresh: *fresh, AllowDebug: *allowDebug}
 	rootName := "AWS Nitro Enclaves root (pinned, sha256 " + attest.AWSRootSHA256 + ")"
 	if *root != "" {
 		pool, err := attestLoadRoots(*root)
@@ -125,6 +126,10 @@ func attestTLS(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		PublicKey:    hex.EncodeToString(sum[:]),
 		Checks:       res.Checks,
 		DebugAllowed: *allowDebug,
+	}
+	if len(pcrs) == 0 {
+		out.Warning = "no --pcr given: any enclave image passes; pass the PCRs of your EIF (enclavekit eif pcrs) to check that it is yours"
+		fmt.Fprintln(stderr, "enclavekit attest tls: WARNING: "+out.Warning)
 	}
 	if res.Fresh != nil {
 		out.Fresh = &attestTLSFresh{Timestamp: res.Fresh.Timestamp.UTC().Format(time.RFC3339Nano), Nonce: hex.EncodeToString(res.Fresh.Nonce)}

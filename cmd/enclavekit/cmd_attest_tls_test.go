@@ -226,6 +226,9 @@ func TestAttestTLSCLI(t *testing.T) {
 			if slices.Contains(tt.args, "--fresh") && (rep.Fresh == nil || len(rep.Fresh.Nonce) != 2*attest.ExporterSize) {
 				t.Fatalf("no fresh nonce in the report:\n%s", stdout)
 			}
+			if hasPCR := slices.Contains(tt.args, "--pcr"); hasPCR == strings.Contains(stdout, `"warning": "no --pcr given`) || hasPCR == strings.Contains(stderr, "WARNING: no --pcr given") {
+				t.Fatalf("the any-image warning is wrong (--pcr given: %v):\n%s\n%s", hasPCR, stdout, stderr)
+			}
 			if pcr0 := rep.PCRs["0"]; tt.name == "verified" && pcr0 != hex.EncodeToString(enc.pcrs[0]) {
 				t.Fatalf("PCR0 %s", pcr0)
 			}

@@ -82,10 +82,10 @@ func TestTLSListen(t *testing.T) {
 		return attest.ClientHandshake(ctx, raw, opts)
 	}
 	// The emulator's PCRs are zero, as in a debug-mode enclave.
-	if _, err := dial(attest.TLSOptions{Roots: roots}); !errors.Is(err, attest.ErrDebugMode) {
+	if _, err := dial(attest.TLSOptions{Roots: roots, AnyImage: true}); !errors.Is(err, attest.ErrDebugMode) {
 		t.Fatalf("debug-mode document accepted: %v", err)
 	}
-	c, err := dial(attest.TLSOptions{Roots: roots, AllowDebug: true, Fresh: true})
+	c, err := dial(attest.TLSOptions{Roots: roots, AnyImage: true, AllowDebug: true, Fresh: true})
 	if err != nil {
 		t.Fatal(err)
 	}
