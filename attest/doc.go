@@ -23,6 +23,15 @@
 // Verified cabundle chains are cached (ChainCache), so that documents from
 // one host verify faster.
 //
+// Attested TLS (atls.go) is the client side of enclave.NewAttestedListener:
+// NewTLSConfig, ClientHandshake and TLSDialer accept a TLS 1.3 peer only
+// if its certificate's extension ExtensionOID carries a document that
+// verifies as above and whose public_key is the certificate's key; with
+// TLSOptions.Fresh they also ask, over the session, for a document whose
+// nonce is the session's exporter value (ExporterLabel). Each failed check
+// has its sentinel: ErrNoAttestation, ErrTLSKeyMismatch, ErrDebugMode,
+// ErrNotSessionBound, ErrFreshExchange, besides those of Verify.
+//
 // Formats: the attestation document of aws-nitro-enclaves-nsm-api
 // (src/api/mod.rs, AttestationDoc) and its docs/attestation_process.md;
 // COSE_Sign1 and Sig_structure from RFC 8152; NitroTPM documents from the

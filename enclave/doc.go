@@ -90,6 +90,21 @@
 // enclavekit.attest (protocol.AttestRequest → protocol.AttestResponse, from
 // Config.Attester; each field at most 1024 bytes).
 //
+// # Attested TLS
+//
+// NewAttestedListener wraps any net.Listener so that it serves TLS 1.3 with
+// an ECDSA P-256 key generated in the enclave and never serialized. The
+// self-signed certificate carries, in the non-critical extension
+// attest.ExtensionOID, an attestation document whose public_key is the
+// certificate's SubjectPublicKeyInfo, renewed at half
+// AttestedTLSConfig.MaxDocumentAge. A client may start the session with
+// the Fresh request (attest.FreshRequest) to get a document whose nonce is
+// the session's TLS exporter value. The handshake and the Fresh exchange
+// run on a connection's first Read, bounded by HandshakeTimeout and
+// FirstByteTimeout, so Server.ServeListener and net/http sit behind it
+// unchanged. Clients verify with attest.ClientHandshake or attest.TLSDialer;
+// docs/attested-tls.md has the wire format.
+//
 // # Randomness
 //
 // Randomness in the enclave comes from crypto/rand (getrandom(2)), whose

@@ -23,12 +23,13 @@ import (
 )
 
 func init() {
-	register(command{name: "attest", summary: "verify or inspect an attestation document", run: runAttest})
+	register(command{name: "attest", summary: "verify or inspect an attestation document; check an attested TLS endpoint", run: runAttest})
 }
 
 const attestUsage = `usage:
   enclavekit attest verify [--root FILE.pem] [--max-age DUR] [--nonce HEX] [--pcr N=HEX]... FILE
   enclavekit attest inspect FILE
+  enclavekit attest tls ADDR [--root FILE.pem] [--pcr N=HEX]... [--fresh] [--max-age DUR] [--allow-debug]
 
 verify checks the document (CBOR, COSE_Sign1 ES384, certificate chain to the
 AWS Nitro root or --root at the document's timestamp, signature, then the
@@ -47,6 +48,8 @@ func runAttest(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return attestVerify(args[1:], stdout, stderr)
 	case "inspect":
 		return attestInspect(args[1:], stdout, stderr)
+	case "tls":
+		return attestTLS(ctx, args[1:], stdout, stderr) // cmd_attest_tls.go
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, attestUsage)
 		return exitOK

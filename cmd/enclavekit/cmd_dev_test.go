@@ -13,8 +13,8 @@ func TestDevCommand(t *testing.T) {
 		wantCode int
 		wantOut  string
 	}{
-		{[]string{"dev"}, exitOK, "all 7 steps passed"},
-		{[]string{"dev", "--kill", "log-sink", "--step-timeout", "2s"}, exitFailure, "step 7 (logs) failed"},
+		{[]string{"dev"}, exitOK, "all 8 steps passed"},
+		{[]string{"dev", "--kill", "log-sink", "--step-timeout", "2s"}, exitFailure, "step 8 (logs) failed"},
 		{[]string{"dev", "--kill", "kms", "--step-timeout", "2s"}, exitFailure, "step 6 (kms) failed"},
 		{[]string{"dev", "--kill", "vault"}, exitUsage, `cannot kill "vault"`},
 		{[]string{"dev", "extra"}, exitUsage, "unexpected arguments"},

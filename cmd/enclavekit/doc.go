@@ -3,7 +3,7 @@
 //	enclavekit dev          the whole system on loopback and a scripted session (make dev)
 //	enclavekit call         call a method of an enclave server (JSON in, JSON out)
 //	enclavekit health       an enclave server's health
-//	enclavekit attest       verify or inspect an attestation document
+//	enclavekit attest       verify or inspect an attestation document; check an attested TLS endpoint (attest tls)
 //	enclavekit proxy        the egress proxy with allowlist (--config FILE)
 //	enclavekit vsock-proxy  drop-in for AWS vsock-proxy's command line
 //	enclavekit ingress      forward parent TCP connections into the enclave

@@ -42,7 +42,7 @@ const (
 	ComponentHTTPS   = "https"    // stopped before step 4 (egress)
 	ComponentIMDS    = "imds"     // stopped before step 5 (credentials)
 	ComponentKMS     = "kms"      // stopped before step 6 (kms)
-	ComponentLogSink = "log-sink" // stopped before step 7 (logs)
+	ComponentLogSink = "log-sink" // stopped before step 8 (logs)
 )
 
 // Components lists the names Options.Kill accepts.
@@ -131,6 +131,7 @@ type env struct {
 	enclaveDone  chan int
 	enclaveGone  atomic.Bool
 	client       *parent.Client
+	tlsAddr      string // enclaved --tls-listen (atls.go)
 	lastDocument []byte
 	tmpDir       string
 
@@ -169,6 +170,7 @@ func Run(ctx context.Context, opts Options) error {
 		{"egress", []string{ComponentProxy, ComponentHTTPS}, e.stepEgress},
 		{"credentials", []string{ComponentIMDS}, e.stepCredentials},
 		{"kms", []string{ComponentKMS}, e.stepKMS},
+		{"attested tls", nil, e.stepTLS}, // atls.go
 		{"logs", []string{ComponentLogSink}, e.stepLogs},
 	}
 	for i, s := range steps {
@@ -315,11 +317,13 @@ func (e *env) startAll(ctx context.Context) error {
 	args := []string{"--dev", "--nsm", "emulated", "--listen", "tcp://127.0.0.1:0",
 		"--log-sink", e.sinkAddr, "--log-level", "debug", "--drain-timeout", "2s"}
 	args = append(args, e.k.enclaveArgs(e.kmsRouteAddr)...)
+	args = append(args, tlsEnclaveArgs...)
 	go func() {
 		e.enclaveDone <- enclaved.Run(ectx, args, enclaved.Env{
 			Stdout: console, Stderr: console, Emulator: e.emu,
 			Handlers: e.enclaveHandlers,
 			Ready:    func(addr string) { ready <- addr },
+			TLSReady: func(addr string) { e.tlsAddr = addr },
 		})
 	}()
 	select {

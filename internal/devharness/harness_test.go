@@ -29,15 +29,16 @@ func TestRun(t *testing.T) {
 		t.Fatalf("Run: %v\n%s", err, out.String())
 	}
 	for _, want := range []string{
-		"[1/7] health", "dev=true", "overridden by --dev",
-		"[2/7] attestation", "PCR0 ", "PCR1 ", "PCR2 ", "refused as expected",
-		"[3/7] echo", "byte for byte",
-		"[4/7] egress", "200", "TLS 1.3 inside the enclave", `403 from the proxy, reason "not_allowlisted", nothing dialled`,
-		"[5/7] credentials", "read with the SDK's IMDSv2 client (session token), pushed into the enclave",
-		"[6/7] kms", "GenerateDataKey with Recipient sealed", "Decrypt of the stored CiphertextBlob opened them",
+		"[1/8] health", "dev=true", "overridden by --dev",
+		"[2/8] attestation", "PCR0 ", "PCR1 ", "PCR2 ", "refused as expected",
+		"[3/8] echo", "byte for byte",
+		"[4/8] egress", "200", "TLS 1.3 inside the enclave", `403 from the proxy, reason "not_allowlisted", nothing dialled`,
+		"[5/8] credentials", "read with the SDK's IMDSv2 client (session token), pushed into the enclave",
+		"[6/8] kms", "GenerateDataKey with Recipient sealed", "Decrypt of the stored CiphertextBlob opened them",
 		"another PCR0: refused by KMS", "no data key, state or credential in them, nor in any log line",
-		"[7/7] logs", "fresh marker",
-		"all 7 steps passed",
+		"[7/8] attested tls", "fresh-nonce", "canary is not among them", "replaying the genuine document (key mismatch)", "ordinary certificate (no attestation extension)",
+		"[8/8] logs", "fresh marker",
+		"all 8 steps passed",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
@@ -61,7 +62,7 @@ func TestKill(t *testing.T) {
 		{ComponentHTTPS, 4, "egress"},
 		{ComponentIMDS, 5, "credentials"},
 		{ComponentKMS, 6, "kms"},
-		{ComponentLogSink, 7, "logs"},
+		{ComponentLogSink, 8, "logs"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.component, func(t *testing.T) {
@@ -79,7 +80,7 @@ func TestKill(t *testing.T) {
 				t.Fatalf("output lacks %q:\n%s", wantLine, out.String())
 			}
 			for i := 1; i < tt.step; i++ {
-				if !strings.Contains(out.String(), fmt.Sprintf("[%d/7]", i)) {
+				if !strings.Contains(out.String(), fmt.Sprintf("[%d/8]", i)) {
 					t.Fatalf("step %d did not run before the failure:\n%s", i, out.String())
 				}
 			}

@@ -82,30 +82,31 @@ func (noAttester) Attest(context.Context, attest.Request) ([]byte, error) {
 	return nil, errors.New("no attester")
 }
 
-// register sets up the credential store, the KMS client and the example
-// methods on srv.
-func (k *kmsOptions) register(srv *enclave.Server, att attest.Attester, log *slog.Logger) error {
+// handlers sets up the credential store and the KMS client once, and
+// returns the methods to register on every server (the plain listener and
+// the attested TLS one share the store).
+func (k *kmsOptions) handlers(att attest.Attester, log *slog.Logger) (map[string]enclave.Handler, error) {
 	if len(k.keys) == 0 {
-		return nil
+		return nil, nil
 	}
 	var roots *x509.CertPool
 	if k.roots != "" {
 		b, err := os.ReadFile(k.roots)
 		if err != nil {
-			return fmt.Errorf("--kms-roots: %w", err)
+			return nil, fmt.Errorf("--kms-roots: %w", err)
 		}
 		roots = x509.NewCertPool()
 		if !roots.AppendCertsFromPEM(b) {
-			return fmt.Errorf("--kms-roots %s: no PEM certificate in the file", k.roots)
+			return nil, fmt.Errorf("--kms-roots %s: no PEM certificate in the file", k.roots)
 		}
 	}
 	store := kms.NewCredentialStore(kms.CredentialStoreOptions{Logger: log})
 	client, err := kms.New(kms.Config{Keys: k.keys, ProxyAddr: k.proxy, RootCAs: roots, Credentials: store, Attester: att, Logger: log})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	srv.Handle(protocol.MethodCredentials, store.Handle)
-	srv.Handle(MethodSeal, func(ctx context.Context, body []byte) ([]byte, error) {
+	hs := map[string]enclave.Handler{protocol.MethodCredentials: store.Handle}
+	hs[MethodSeal] = func(ctx context.Context, body []byte) ([]byte, error) {
 		var req SealRequest
 		if err := protocol.Unmarshal(body, &req); err != nil {
 			return nil, fmt.Errorf("%w: %s body: %w", protocol.ErrBadRequest, MethodSeal, err)
@@ -119,8 +120,8 @@ func (k *kmsOptions) register(srv *enclave.Server, att attest.Attester, log *slo
 			return nil, kmsError(err)
 		}
 		return protocol.Marshal(sealed)
-	})
-	srv.Handle(MethodOpenDigest, func(ctx context.Context, body []byte) ([]byte, error) {
+	}
+	hs[MethodOpenDigest] = func(ctx context.Context, body []byte) ([]byte, error) {
 		var req OpenRequest
 		if err := protocol.Unmarshal(body, &req); err != nil {
 			return nil, fmt.Errorf("%w: %s body: %w", protocol.ErrBadRequest, MethodOpenDigest, err)
@@ -132,9 +133,9 @@ func (k *kmsOptions) register(srv *enclave.Server, att attest.Attester, log *slo
 		sum := sha256.Sum256(state.Bytes())
 		protocol.Zero(state.Bytes())
 		return protocol.Marshal(sum[:])
-	})
+	}
 	log.Info("enclaved: KMS enabled", "keys", strings.Join(k.keys, ","), "endpoint", client.Endpoint(), "via", k.proxy)
-	return nil
+	return hs, nil
 }
 
 // kmsError maps KMS failures to the protocol's codes; the detail stays in

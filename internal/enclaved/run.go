@@ -36,6 +36,7 @@ type options struct {
 	logLevel slog.Level
 	kms      kmsOptions
 	version  bool
+	tls      tlsOptions // --tls-listen, --emulator-root (atls.go)
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -62,6 +63,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fl.DurationVar(&o.cfg.MaxClockSkew, "max-clock-skew", enclave.DefaultMaxClockSkew, "largest difference allowed between the system clock and the NSM's time")
 	fl.DurationVar(&o.cfg.ClockCheckInterval, "clock-check-interval", enclave.DefaultClockCheckInterval, "time between re-checks of the clock against the NSM while serving")
 	fl.DurationVar(&o.cfg.NSMTimeout, "nsm-timeout", enclave.DefaultNSMTimeout, "time the NSM gets to answer each attestation request of the startup and clock checks")
+	o.tls.flags(fl)
 	if err := fl.Parse(args); err != nil {
 		return nil, err
 	}
@@ -83,6 +85,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if o.nsm == nsmEmulated && !o.cfg.Dev {
 		return nil, errors.New("--nsm emulated produces attestation documents no verifier trusts; it needs --dev")
 	}
+	if err := o.tls.validate(o); err != nil {
+		return nil, err
+	}
 	return o, nil
 }
 
@@ -98,10 +103,14 @@ type Env struct {
 	Emulator *nsmtest.Emulator
 	// Handlers, when set, returns methods to register beside echo (e.g. the
 	// harness's egress probe); it gets the server's logger, whose records
-	// stream to the parent log sink.
+	// stream to the parent log sink. It is called once per server: twice
+	// with --tls-listen.
 	Handlers func(log *slog.Logger) map[string]enclave.Handler
 	// Ready, when set, is called with the listen address once listening.
 	Ready func(addr string)
+	// TLSReady, when set, is called with the --tls-listen address once
+	// listening, before Ready.
+	TLSReady func(addr string)
 }
 
 // Run is enclaved's main without the process: it parses args, runs until
@@ -151,7 +160,12 @@ func Run(ctx context.Context, args []string, env Env) int {
 		fmt.Fprintln(stderr, "enclaved:", err)
 		return exitFailure
 	}
-	a, err := newAttester(o.nsm, env.Emulator)
+	emu, err := emulatorFor(o, env.Emulator)
+	if err != nil {
+		fmt.Fprintln(stderr, "enclaved:", err)
+		return exitFailure
+	}
+	a, err := newAttester(o.nsm, emu)
 	if err != nil {
 		fmt.Fprintln(stderr, "enclaved:", err)
 		return exitFailure
@@ -164,16 +178,29 @@ func Run(ctx context.Context, args []string, env Env) int {
 		log.Warn("DEVELOPMENT MODE: enclavekit.attest is served by the NSM emulator; its documents are not trusted by any verifier")
 		printEmulatedPCRs(ctx, stdout, a)
 	}
-	srv.Handle(methodEcho, func(_ context.Context, body []byte) ([]byte, error) { return body, nil })
-	if err := o.kms.register(srv, &att, log); err != nil {
+	kmsHandlers, err := o.kms.handlers(&att, log)
+	if err != nil {
 		fmt.Fprintln(stderr, "enclaved:", err)
 		return exitFailure
 	}
-	if env.Handlers != nil {
-		for m, h := range env.Handlers(log) {
+	register := func(srv *enclave.Server) {
+		srv.Handle(methodEcho, func(_ context.Context, body []byte) ([]byte, error) { return body, nil })
+		for m, h := range kmsHandlers {
 			srv.Handle(m, h)
 		}
+		if env.Handlers != nil {
+			for m, h := range env.Handlers(log) {
+				srv.Handle(m, h)
+			}
+		}
 	}
+	register(srv)
+	stopTLS, err := serveTLS(ctx, o, &att, log, register, stdout, env.TLSReady)
+	if err != nil {
+		fmt.Fprintln(stderr, "enclaved:", err)
+		return exitFailure
+	}
+	defer stopTLS()
 
 	if err := srv.Listen(ctx); err != nil {
 		if h := transport.Hint(err); h != "" {

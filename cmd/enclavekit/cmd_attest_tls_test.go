@@ -1,0 +1,237 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha512"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/enclavekit/enclavekit/attest"
+	"github.com/enclavekit/enclavekit/attest/nsmtest"
+	"github.com/enclavekit/enclavekit/enclave"
+)
+
+// tlsEnclave is an attested TLS echo endpoint on loopback.
+type tlsEnclave struct {
+	addr string // tcp://127.0.0.1:PORT
+	root string // PEM file of the emulator's root
+	pcrs map[int][]byte
+	ln   *enclave.AttestedListener
+}
+
+// replayNonce answers the Fresh request with a document for another nonce.
+type replayNonce struct{ attest.Attester }
+
+func (a replayNonce) Attest(ctx context.Context, req attest.Request) ([]byte, error) {
+	if req.Nonce != nil {
+		req.Nonce = make([]byte, attest.ExporterSize)
+	}
+	return a.Attester.Attest(ctx, req)
+}
+
+func startTLSEnclave(t *testing.T, pcrs map[int][]byte, replay bool) *tlsEnclave {
+	t.Helper()
+	emu, err := nsmtest.New(nsmtest.Options{PCRs: pcrs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := attest.OpenNSM(emu.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	var a attest.Attester = n
+	if replay {
+		a = replayNonce{n}
+	}
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := enclave.NewAttestedListener(t.Context(), inner, a, enclave.AttestedTLSConfig{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoServe(t, ln)
+	root := filepath.Join(t.TempDir(), "root.pem")
+	if err := os.WriteFile(root, emu.RootPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &tlsEnclave{addr: "tcp://" + inner.Addr().String(), root: root, pcrs: pcrs, ln: ln}
+}
+
+func echoServe(t *testing.T, ln net.Listener) {
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				io.Copy(c, c)
+			})
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+}
+
+// tlsMITM serves ordinary TLS with its own key; doc, if set, is copied
+// into its certificate.
+func tlsMITM(t *testing.T, doc []byte) string {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	if doc != nil {
+		v, err := attest.MarshalExtensionValue(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl.ExtraExtensions = []pkix.Extension{{Id: attest.ExtensionOID, Value: v}}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoServe(t, tls.NewListener(inner, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}))
+	return "tcp://" + inner.Addr().String()
+}
+
+func pcrFlags(pcrs map[int][]byte) []string {
+	var out []string
+	for i := range 3 {
+		out = append(out, "--pcr", fmt.Sprintf("%d=%x", i, pcrs[i]))
+	}
+	return out
+}
+
+func testPCRs() map[int][]byte {
+	m := map[int][]byte{}
+	for i := range 3 {
+		h := sha512.Sum384(fmt.Appendf(nil, "cli PCR%d", i))
+		m[i] = h[:]
+	}
+	return m
+}
+
+func TestAttestTLSCLI(t *testing.T) {
+	enc := startTLSEnclave(t, testPCRs(), false)
+	debug := startTLSEnclave(t, nil, false)
+	replay := startTLSEnclave(t, testPCRs(), true)
+	genuine, err := attest.DocumentFromCertificate(enc.ln.Certificate())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mitmReplay := tlsMITM(t, genuine)
+	mitmPlain := tlsMITM(t, nil)
+	closed, _ := net.Listen("tcp", "127.0.0.1:0")
+	closedAddr := "tcp://" + closed.Addr().String()
+	closed.Close()
+	wrong := testPCRs()
+	wrong[2] = bytes.Repeat([]byte{1}, 48)
+
+	args := func(addr, root string, pcrs map[int][]byte, extra ...string) []string {
+		a := []string{"attest", "tls", addr}
+		if root != "" {
+			a = append(a, "--root", root)
+		}
+		if pcrs != nil {
+			a = append(a, pcrFlags(pcrs)...)
+		}
+		return append(a, extra...)
+	}
+	tests := []struct {
+		name   string
+		args   []string
+		code   int
+		stderr string
+		checks []string
+	}{
+		{"verified", args(enc.addr, enc.root, enc.pcrs), exitOK, "", []string{"tls1.3", "extension", "root", "max-age", "pcrs", "debug-mode", "public-key"}},
+		{"verified fresh", args(enc.addr, enc.root, enc.pcrs, "--fresh"), exitOK, "", []string{"public-key", "fresh-nonce"}},
+		{"wrong PCR2", args(enc.addr, enc.root, wrong), exitFailure, "FAILED PCR check: attest: the certificate's document: attest: PCR mismatch: PCR2", nil},
+		{"AWS root", args(enc.addr, "", enc.pcrs), exitFailure, "FAILED root pin check", nil},
+		{"stale", args(enc.addr, enc.root, enc.pcrs, "--max-age", "1ns"), exitFailure, "FAILED freshness check", nil},
+		{"debug mode refused", args(debug.addr, debug.root, nil), exitFailure, "FAILED debug mode check: attest: the certificate's document: attest: document is from a debug-mode enclave (PCR0 all zeros) (pass --allow-debug only for a development enclave)", nil},
+		{"debug mode allowed", args(debug.addr, debug.root, nil, "--allow-debug"), exitOK, "", []string{"public-key"}},
+		{"proxy replaying the document", args(mitmReplay, enc.root, enc.pcrs), exitFailure, "FAILED public key binding check", nil},
+		{"proxy with its own certificate", args(mitmPlain, enc.root, enc.pcrs), exitFailure, "FAILED attestation extension check", nil},
+		{"replayed fresh document", args(replay.addr, replay.root, replay.pcrs, "--fresh"), exitFailure, "FAILED fresh session binding check", nil},
+		{"nothing listening", args(closedAddr, enc.root, nil), exitFailure, "FAILED connect", nil},
+		{"bad address", args("http://x", "", nil), exitUsage, "want tcp://HOST:PORT or vsock://CID:PORT", nil},
+		{"no address", []string{"attest", "tls"}, exitUsage, "want exactly one ADDR", nil},
+		{"bad max age", args(enc.addr, enc.root, nil, "--max-age", "0s"), exitUsage, "--max-age must be positive", nil},
+		{"missing root file", args(enc.addr, "/nonexistent.pem", nil), exitFailure, "--root", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, stdout, stderr := runAttestCLI(tt.args...)
+			if code != tt.code {
+				t.Fatalf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tt.code, stdout, stderr)
+			}
+			if !strings.Contains(stderr, tt.stderr) {
+				t.Fatalf("stderr %q lacks %q", stderr, tt.stderr)
+			}
+			if code == exitFailure && strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+				t.Fatalf("failure is not one line:\n%s", stderr)
+			}
+			if code != exitOK {
+				return
+			}
+			var rep struct {
+				Verified bool              `json:"verified"`
+				ModuleID string            `json:"module_id"`
+				PCRs     map[string]string `json:"pcrs"`
+				Checks   []string          `json:"checks"`
+				Fresh    *struct{ Nonce string }
+			}
+			if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+				t.Fatalf("report is not JSON: %v\n%s", err, stdout)
+			}
+			if !rep.Verified || rep.ModuleID == "" || len(rep.PCRs) == 0 {
+				t.Fatalf("report %+v", rep)
+			}
+			for _, c := range tt.checks {
+				if !slices.Contains(rep.Checks, c) {
+					t.Errorf("checks %v lack %q", rep.Checks, c)
+				}
+			}
+			if slices.Contains(tt.args, "--fresh") && (rep.Fresh == nil || len(rep.Fresh.Nonce) != 2*attest.ExporterSize) {
+				t.Fatalf("no fresh nonce in the report:\n%s", stdout)
+			}
+			if hasPCR := slices.Contains(tt.args, "--pcr"); hasPCR == strings.Contains(stdout, `"warning": "no --pcr given`) || hasPCR == strings.Contains(stderr, "WARNING: no --pcr given") {
+				t.Fatalf("the any-image warning is wrong (--pcr given: %v):\n%s\n%s", hasPCR, stdout, stderr)
+			}
+			if pcr0 := rep.PCRs["0"]; tt.name == "verified" && pcr0 != hex.EncodeToString(enc.pcrs[0]) {
+				t.Fatalf("PCR0 %s", pcr0)
+			}
+		})
+	}
+}
