@@ -50,7 +50,7 @@ func newConn(s *Server, parent context.Context, nc net.Conn) *conn {
 	c := &conn{
 		s:      s,
 		nc:     nc,
-		remote: remoteString(nc),
+		remote: "?", // set by serve: RemoteAddr may read a PROXY header
 		ctx:    ctx,
 		cancel: cancel,
 		sem:    make(chan struct{}, s.cfg.MaxInFlight),
@@ -80,6 +80,10 @@ type closeReason struct {
 // No goroutine of this connection outlives serve.
 func (c *conn) serve() {
 	defer c.s.removeConn(c)
+	// On a NewProxyV2Listener connection this reads the PROXY header
+	// (bounded by its header timeout, and by abort), here on the
+	// connection's goroutine and never in the accept loop.
+	c.remote = remoteString(c.nc)
 	r := c.readLoop()
 	if r.hostile {
 		c.s.dropped.Add(1)

@@ -294,7 +294,7 @@ func (s *Server) acceptLoop(ctx, hard context.Context, ln net.Listener) error {
 			if now := time.Now(); now.Sub(lastRejectWarn) >= rejectWarnEvery {
 				lastRejectWarn = now
 				s.log.Warn("enclave server: connections rejected: MaxConns reached (closed at once, not queued)",
-					"max_conns", s.cfg.MaxConns, "rejected_total", n, "remote", nc.RemoteAddr())
+					"max_conns", s.cfg.MaxConns, "rejected_total", n)
 			}
 			continue
 		}
