@@ -91,6 +91,10 @@ type Stats struct {
 	// SuppressedLogs counts log records caused by peers (bad or failed
 	// requests, dropped connections) that the rate limit left out.
 	SuppressedLogs uint64
+	// ConsoleDropped counts log records the console dropped because it did
+	// not keep up, when Config.Logger's handler reports them (a LogHandler
+	// or a ConsoleHandler); logging never waits for the console.
+	ConsoleDropped uint64
 }
 
 // New validates cfg, runs the startup checks (StartupChecks, read from
@@ -177,7 +181,17 @@ func (s *Server) Stats() Stats {
 		BudgetWaits:   s.budget.waits.Load(),
 
 		SuppressedLogs: s.suppressedLogs.Load(),
+		ConsoleDropped: s.consoleDropped(),
 	}
+}
+
+// consoleDropped reads the console's dropped-records count from the
+// logger's handler, when it keeps one.
+func (s *Server) consoleDropped() uint64 {
+	if d, ok := s.log.Handler().(consoleDropper); ok {
+		return d.ConsoleDropped()
+	}
+	return 0
 }
 
 // Listen opens the listener on Config.Addr, so that Addr can report the
