@@ -39,9 +39,24 @@ type Config struct {
 	Addr string
 
 	// MaxConns caps the number of open client connections (default 256).
-	// A connection accepted while the cap is reached is closed at once and
-	// counted in Stats.RejectedConns; it is never queued.
+	// A connection accepted while the cap is reached makes room: the server
+	// evicts (closes) the open connection that has been idle or stalled
+	// the longest, counted in Stats.EvictedConns: the one whose last
+	// progress (accepted, a request frame completed, a response written,
+	// or, while a frame is arriving, that frame's first byte) is oldest; a
+	// connection with a request in flight is the last to go. So no number
+	// of silent or trickling connections keeps a client out: the newcomer
+	// is served.
+	// Only when every open connection is already being evicted is the
+	// newcomer closed at once and counted in Stats.RejectedConns; it is
+	// never queued.
 	MaxConns int
+
+	// RefuseAtCap restores the old policy at MaxConns: the newcomer is
+	// closed at once and counted in Stats.RejectedConns, and nothing is
+	// evicted. It lets a holder of MaxConns idle connections lock every
+	// other client out until IdleTimeout; leave it off.
+	RefuseAtCap bool
 
 	// MaxInFlight caps the requests being handled at once on one connection
 	// (default 32). Requests may be pipelined; once the cap is reached the

@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/enclavekit/enclavekit/protocol"
@@ -31,7 +32,7 @@ type conn struct {
 	nc     net.Conn
 	remote string
 	ctx    context.Context // canceled by abort
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 
 	rmu      sync.Mutex // guards draining and the read deadline
 	draining bool
@@ -43,10 +44,47 @@ type conn struct {
 	sem       chan struct{} // in-flight request slots
 	handlers  sync.WaitGroup
 	closeOnce sync.Once
+
+	// For eviction at MaxConns (Server.evictOne): since is when the
+	// connection last made progress (accepted, a frame completed, a
+	// response written) or, while a frame is being received, when that
+	// frame began: it has been idle or stalled since then.
+	since   atomic.Int64
+	frames  atomic.Uint64 // request frames received: breaks ties of since
+	evicted bool          // guarded by Server.mu
 }
 
+// Eviction tiers, evicted lowest first.
+const (
+	tierWaiting = iota // idle, or stalled inside a frame or the PROXY header
+	tierBusy           // a request in flight
+)
+
+// errEvicted is the cause of an evicted connection's cancellation.
+var errEvicted = errors.New("enclave: connection evicted at MaxConns to make room for a new one")
+
+// evictionRank orders connections for eviction: lower tier first, then
+// older since, then fewer request frames received.
+func (c *conn) evictionRank() (tier int, since int64, frames uint64) {
+	since, frames = c.since.Load(), c.frames.Load()
+	if len(c.sem) > 0 {
+		return tierBusy, since, frames
+	}
+	return tierWaiting, since, frames
+}
+
+// evict closes the connection for a newcomer; its handlers are canceled.
+func (c *conn) evict() {
+	c.closeOnce.Do(func() {
+		c.cancel(errEvicted)
+		c.nc.Close()
+	})
+}
+
+func (c *conn) progress() { c.since.Store(time.Now().UnixNano()) }
+
 func newConn(s *Server, parent context.Context, nc net.Conn) *conn {
-	ctx, cancel := context.WithCancel(parent)
+	ctx, cancel := context.WithCancelCause(parent)
 	c := &conn{
 		s:      s,
 		nc:     nc,
@@ -55,6 +93,7 @@ func newConn(s *Server, parent context.Context, nc net.Conn) *conn {
 		cancel: cancel,
 		sem:    make(chan struct{}, s.cfg.MaxInFlight),
 	}
+	c.progress()
 	// MaxFrameSize was validated by Config.Validate.
 	c.fw, _ = protocol.NewFrameWriter(retryConn{nc}, s.cfg.MaxFrameSize)
 	return c
@@ -98,7 +137,7 @@ func (c *conn) serve() {
 // writes return at once. It is safe to call more than once.
 func (c *conn) abort() {
 	c.closeOnce.Do(func() {
-		c.cancel()
+		c.cancel(nil)
 		c.nc.Close()
 	})
 }
@@ -144,6 +183,9 @@ func (c *conn) readLoop() closeReason {
 				return c.readFailed(err, "idle timeout: no request within IdleTimeout", false)
 			}
 		}
+		// A frame has begun: from now on the connection is stalled, not
+		// idle, until the frame is whole.
+		c.progress()
 		// The whole frame must arrive within ReadHeaderTimeout.
 		if !c.setReadDeadline(cfg.ReadHeaderTimeout) {
 			return closeReason{msg: "server is shutting down", level: slog.LevelDebug}
@@ -152,6 +194,8 @@ func (c *conn) readLoop() closeReason {
 		if err != nil {
 			return c.readFailed(err, "frame not received within ReadHeaderTimeout (slow or stalled peer)", true)
 		}
+		c.frames.Add(1)
+		c.progress()
 		size := int64(len(payload))
 		env, err := protocol.UnmarshalEnvelope(payload)
 		if cap(payload) > retainFrameBuf {
@@ -192,6 +236,8 @@ func (c *conn) readLoop() closeReason {
 // expiry; hostileTimeout says whether such an expiry is the peer's fault.
 func (c *conn) readFailed(err error, timeoutMsg string, hostileTimeout bool) closeReason {
 	switch {
+	case errors.Is(context.Cause(c.ctx), errEvicted):
+		return closeReason{msg: "evicted at MaxConns to make room for a new connection (it was idle or stalled the longest)", level: slog.LevelInfo}
 	case c.ctx.Err() != nil:
 		return closeReason{msg: "connection aborted", err: err, level: slog.LevelDebug}
 	case errors.Is(err, os.ErrDeadlineExceeded) && c.isDraining():
@@ -290,7 +336,11 @@ func (c *conn) writeResponse(resp *protocol.Envelope) {
 		return
 	}
 	_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
-	if err := c.fw.WriteFrame(b); err != nil {
+	err = c.fw.WriteFrame(b)
+	if err == nil {
+		c.progress()
+	}
+	if err != nil {
 		c.werr = err
 		lvl := slog.LevelDebug // the connection was already being closed
 		if c.ctx.Err() == nil {

@@ -55,8 +55,10 @@ type Server struct {
 	suppressedLogs atomic.Uint64
 
 	open     atomic.Int64
+	evicting atomic.Int64 // evicted connections not yet removed
 	total    atomic.Uint64
 	rejected atomic.Uint64
+	evicted  atomic.Uint64
 	requests atomic.Uint64
 	failures atomic.Uint64
 	panics   atomic.Uint64
@@ -70,8 +72,12 @@ type Stats struct {
 	// TotalConns counts connections accepted and served.
 	TotalConns uint64
 	// RejectedConns counts connections closed at once because MaxConns
-	// connections were already open.
+	// connections were already open and none could be evicted (see
+	// Config.MaxConns).
 	RejectedConns uint64
+	// EvictedConns counts open connections closed to make room for a new
+	// one at MaxConns: the ones idle or stalled the longest.
+	EvictedConns uint64
 	// Requests counts requests dispatched to a handler.
 	Requests uint64
 	// Errors counts error responses (including bad requests and unknown methods).
@@ -173,6 +179,7 @@ func (s *Server) Stats() Stats {
 		OpenConns:     uint64(max(s.open.Load(), 0)),
 		TotalConns:    s.total.Load(),
 		RejectedConns: s.rejected.Load(),
+		EvictedConns:  s.evicted.Load(),
 		Requests:      s.requests.Load(),
 		Errors:        s.failures.Load(),
 		Panics:        s.panics.Load(),
@@ -275,8 +282,9 @@ func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
-// acceptLoop accepts until ln fails. Connections over the cap are closed at
-// once and counted.
+// acceptLoop accepts until ln fails. At the cap it evicts a connection to
+// make room (see Config.MaxConns); a connection that still finds no room
+// is closed at once and counted.
 func (s *Server) acceptLoop(ctx, hard context.Context, ln net.Listener) error {
 	var backoff time.Duration
 	var lastRejectWarn time.Time
@@ -302,7 +310,10 @@ func (s *Server) acceptLoop(ctx, hard context.Context, ln net.Listener) error {
 			continue
 		}
 		backoff = 0
-		if s.open.Load() >= int64(s.cfg.MaxConns) {
+		if s.open.Load()-s.evicting.Load() >= int64(s.cfg.MaxConns) && !s.cfg.RefuseAtCap {
+			s.evictOne()
+		}
+		if s.open.Load()-s.evicting.Load() >= int64(s.cfg.MaxConns) {
 			n := s.rejected.Add(1)
 			nc.Close()
 			if now := time.Now(); now.Sub(lastRejectWarn) >= rejectWarnEvery {
@@ -392,7 +403,42 @@ const ignoredCancelWarnEvery = 5 * time.Second
 func (s *Server) removeConn(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
+	if c.evicted {
+		s.evicting.Add(-1)
+	}
 	s.mu.Unlock()
 	s.open.Add(-1)
 	s.connWG.Done()
+}
+
+// evictOne closes the open connection that matters least (see
+// Config.MaxConns and conn.evictionRank) to make room for a new one. The
+// evicted connection leaves the count of open ones when its goroutine
+// ends; until then it counts in s.evicting, so the newcomer is admitted
+// at once.
+func (s *Server) evictOne() {
+	s.mu.Lock()
+	var victim *conn
+	var vTier int
+	var vSince int64
+	var vFrames uint64
+	for c := range s.conns {
+		if c.evicted {
+			continue
+		}
+		tier, since, frames := c.evictionRank()
+		if victim == nil || tier < vTier || (tier == vTier && (since < vSince || since == vSince && frames < vFrames)) {
+			victim, vTier, vSince, vFrames = c, tier, since, frames
+		}
+	}
+	if victim != nil {
+		victim.evicted = true
+		s.evicting.Add(1)
+	}
+	s.mu.Unlock()
+	if victim == nil {
+		return
+	}
+	s.evicted.Add(1)
+	victim.evict()
 }
