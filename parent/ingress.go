@@ -318,9 +318,9 @@ func (in *Ingress) ListenAndServe(ctx context.Context) error {
 // closed and its goroutines have ended. It returns nil when ctx ended.
 func (in *Ingress) Serve(ctx context.Context, ln net.Listener) error {
 	l := acceptLoop{
-		what: "ingress",
-		log:  in.cfg.Logger,
-		sem:  in.sem,
+		what:     "ingress",
+		log:      in.cfg.Logger,
+		sem:      in.sem,
 		makeRoom: in.makeRoom,
 		reject: func(c net.Conn) {
 			n := in.rejected.Add(1)
