@@ -30,6 +30,10 @@ type acceptLoop struct {
 	log *slog.Logger
 	// sem holds one slot per connection being served.
 	sem chan struct{}
+	// admit, if not nil, is called with every accepted connection before
+	// it takes a slot; when it returns false the connection is closed at
+	// once (the hook counts or logs it).
+	admit func(c net.Conn) bool
 	// makeRoom, if not nil, is called with a connection accepted while sem
 	// is full. When it returns true it has closed a connection being served
 	// to make room: the newcomer's goroutine waits for that slot and is
@@ -86,6 +90,10 @@ func (l *acceptLoop) run(ctx context.Context, ln net.Listener) error {
 			return fmt.Errorf("parent: %s accept: %w", l.what, err)
 		}
 		backoff = 0
+		if l.admit != nil && !l.admit(c) {
+			c.Close()
+			continue
+		}
 		wait := false
 		select {
 		case l.sem <- struct{}{}:
