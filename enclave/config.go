@@ -90,6 +90,19 @@ type Config struct {
 	// (the wait is counted in Stats.BudgetWaits); requests are admitted in
 	// arrival order.
 	//
+	// The budget is shared fairly: a connection is admitted requests only
+	// while what it holds (requests and the responses being written to it)
+	// is below its share, MaxInFlightBytes divided by the connections
+	// holding or waiting for bytes (a connection holding nothing may
+	// always have one request admitted when it fits), and a waiter over its
+	// share does not hold up the queue. So a connection that pipelines
+	// large requests and does not read its responses holds about its share
+	// until WriteTimeout disconnects it, never the whole budget. A small
+	// request (up to 64 KiB, or MaxInFlightBytes/64 if less) from a
+	// connection holding nothing is admitted at once even when the budget
+	// is full, so a health check never queues behind bulk traffic; this
+	// adds at most MaxConns × 64 KiB to the bound below.
+	//
 	// Without it the worst case would be MaxConns × MaxInFlight ×
 	// MaxFrameSize (8 GiB with the defaults), far more than an enclave has.
 	// With it, request memory is at most MaxInFlightBytes plus, per open

@@ -37,10 +37,15 @@ type conn struct {
 	rmu      sync.Mutex // guards draining and the read deadline
 	draining bool
 
-	wmu  sync.Mutex // serializes response frames
+	// wmu serializes response frames: a one-slot channel rather than a
+	// sync.Mutex, so that handlers queued behind a write to a peer that
+	// does not read are durably blocked (testing/synctest can then advance
+	// time past WriteTimeout).
+	wmu  chan struct{}
 	fw   *protocol.FrameWriter
 	werr error
 
+	budget    budgetOwner   // this connection's account in Server.budget
 	sem       chan struct{} // in-flight request slots
 	handlers  sync.WaitGroup
 	closeOnce sync.Once
@@ -92,6 +97,7 @@ func newConn(s *Server, parent context.Context, nc net.Conn) *conn {
 		ctx:    ctx,
 		cancel: cancel,
 		sem:    make(chan struct{}, s.cfg.MaxInFlight),
+		wmu:    make(chan struct{}, 1),
 	}
 	c.progress()
 	// MaxFrameSize was validated by Config.Validate.
@@ -223,7 +229,7 @@ func (c *conn) readLoop() closeReason {
 		}
 		// The server-wide memory bound: stop reading this connection until
 		// the request fits in MaxInFlightBytes.
-		if err := c.s.budget.acquire(c.ctx, size); err != nil {
+		if err := c.s.budget.acquireFor(c.ctx, &c.budget, size); err != nil {
 			<-c.sem
 			return closeReason{msg: "connection aborted", err: err, level: slog.LevelDebug}
 		}
@@ -265,7 +271,7 @@ func (c *conn) readFailed(err error, timeoutMsg string, hostileTimeout bool) clo
 func (c *conn) handle(req protocol.Envelope, charged int64) {
 	defer c.handlers.Done()
 	defer func() { <-c.sem }()
-	defer c.s.budget.release(charged)
+	defer c.s.budget.releaseFor(&c.budget, charged)
 	c.s.requests.Add(1)
 	start := time.Now()
 	body, err := c.call(&req)
@@ -328,10 +334,10 @@ func (c *conn) writeResponse(resp *protocol.Envelope) {
 		b, _ = protocol.MarshalEnvelope(&protocol.Envelope{ID: resp.ID, Code: protocol.CodeInternal, Message: protocol.CodeInternal.Message()})
 	}
 	// The response counts against MaxInFlightBytes until it is written.
-	c.s.budget.charge(int64(len(b)))
-	defer c.s.budget.release(int64(len(b)))
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
+	c.s.budget.chargeFor(&c.budget, int64(len(b)))
+	defer c.s.budget.releaseFor(&c.budget, int64(len(b)))
+	c.wmu <- struct{}{}
+	defer func() { <-c.wmu }()
 	if c.werr != nil {
 		return
 	}
