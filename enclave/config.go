@@ -43,10 +43,12 @@ type Config struct {
 	// evicts (closes) the open connection that has been idle or stalled
 	// the longest, counted in Stats.EvictedConns: the one whose last
 	// progress (accepted, a request frame completed, a response written,
-	// or, while a frame is arriving, that frame's first byte) is oldest; a
+	// or, while a frame is arriving, that frame's first byte) is oldest.
+	// Connections that have not yet completed a request (silent, or
+	// stalled in their first frame) go before those that have; a
 	// connection with a request in flight is the last to go. So no number
 	// of silent or trickling connections keeps a client out: the newcomer
-	// is served.
+	// is served, and a client that has been served keeps its connection.
 	// Only when every open connection is already being evicted is the
 	// newcomer closed at once and counted in Stats.RejectedConns; it is
 	// never queued.

@@ -61,8 +61,9 @@ type conn struct {
 
 // Eviction tiers, evicted lowest first.
 const (
-	tierWaiting = iota // idle, or stalled inside a frame or the PROXY header
-	tierBusy           // a request in flight
+	tierUnproven = iota // no whole request yet: silent, or stalled in its first frame or PROXY header
+	tierWaiting         // idle between requests, or stalled inside a later frame
+	tierBusy            // a request in flight
 )
 
 // errEvicted is the cause of an evicted connection's cancellation.
@@ -72,8 +73,11 @@ var errEvicted = errors.New("enclave: connection evicted at MaxConns to make roo
 // older since, then fewer request frames received.
 func (c *conn) evictionRank() (tier int, since int64, frames uint64) {
 	since, frames = c.since.Load(), c.frames.Load()
-	if len(c.sem) > 0 {
+	switch {
+	case len(c.sem) > 0:
 		return tierBusy, since, frames
+	case frames == 0:
+		return tierUnproven, since, frames
 	}
 	return tierWaiting, since, frames
 }

@@ -38,7 +38,8 @@ func TestEvictAtCap(t *testing.T) {
 		{"idle longest", []string{"call", "call", "call"}, false, 0},
 		{"stalled longest", []string{"partial", "call", "call"}, false, 0},
 		{"silent since accept", []string{"call", "silent", "call"}, false, 1},
-		{"in flight is last", []string{"busy", "call", "partial"}, false, 1},
+		{"in flight is last", []string{"busy", "call", "call"}, false, 1},
+		{"no request yet goes first", []string{"call", "call", "partial"}, false, 2},
 		{"all in flight: oldest", []string{"busy", "busy", "busy"}, false, 0},
 		{"refuse at cap", []string{"call", "call", "call"}, true, -1},
 	}

@@ -43,7 +43,8 @@ type IngressConfig struct {
 	// MaxConns caps the connections forwarded at once. 0 means
 	// DefaultIngressMaxConns. A connection accepted at the cap makes room:
 	// the connection idle or stalled inside a message the longest is
-	// closed (counted in LimitStats().Evicted) and the newcomer is served; one
+	// closed (counted in LimitStats().Evicted) and the newcomer is served:
+	// connections that have not completed a message yet go first, one
 	// that sent a whole message and awaits the answer is the last to go.
 	// When the newcomer's source is at MaxConnsPerSource, the victim is
 	// one of that source's own connections.

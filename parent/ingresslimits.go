@@ -146,8 +146,9 @@ type ingressConn struct {
 
 // Eviction tiers of ingress connections, evicted lowest first.
 const (
-	ingressTierWaiting = iota // idle, or stalled inside a message
-	ingressTierBusy           // a whole message sent, the answer not begun
+	ingressTierUnproven = iota // no whole message yet (or no framing known)
+	ingressTierWaiting         // idle, or stalled inside a later message
+	ingressTierBusy            // a whole message sent, the answer not begun
 )
 
 // rank orders connections for eviction: lower tier first, then older
@@ -155,14 +156,18 @@ const (
 // fewer messages.
 func (ic *ingressConn) rank() (tier int, since int64, msgs uint64) {
 	msgs = ic.watch.messages.Load()
+	tier = ingressTierWaiting
+	if msgs == 0 {
+		tier = ingressTierUnproven
+	}
 	if ic.watch.incomplete.Load() {
-		return ingressTierWaiting, ic.watch.start.Load(), msgs
+		return tier, ic.watch.start.Load(), msgs
 	}
 	since = ic.sp.last.Load()
 	if msgs > 0 && ic.sp.lastUp.Load() > ic.sp.lastDwn.Load() {
 		return ingressTierBusy, since, msgs
 	}
-	return ingressTierWaiting, since, msgs
+	return tier, since, msgs
 }
 
 // sourceKey groups client addresses for MaxConnsPerSource: an IPv4
