@@ -359,3 +359,38 @@ func TestNonReadingPipelinersDoNotStarveOthers(t *testing.T) {
 		}
 	})
 }
+
+// TestNonReaderStopsBeingRead: once a response write to a connection has
+// been stuck for stuckWrite, the server reads nothing more from it, so a
+// peer that pipelines without reading cannot pile up requests (up to
+// MaxInFlight) and their responses.
+func TestNonReaderStopsBeingRead(t *testing.T) {
+	checkLeaks(t)
+	synctest.Test(t, func(t *testing.T) {
+		cfg := bubbleConfig()
+		s, ln, stop := bubbleServer(t, cfg, nil)
+		hog := pipeClient(t, ln)
+		go func() {
+			for i := range uint64(40) {
+				if err := hog.send(protocol.Envelope{ID: i, Method: "echo", Body: []byte("x")}); err != nil {
+					return
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}()
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if n := s.Stats().Requests; n > 2 {
+			t.Errorf("%d requests read from a peer that reads no response; want at most 2", n)
+		}
+		good := pipeClient(t, ln)
+		if e := good.call("echo", 1, []byte("ok")); string(e.Body) != "ok" {
+			t.Fatalf("good call: %+v", e)
+		}
+		hog.nc.Close()
+		good.nc.Close()
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

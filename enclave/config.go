@@ -103,7 +103,11 @@ type Config struct {
 	// request (up to 64 KiB, or MaxInFlightBytes/64 if less) from a
 	// connection holding nothing is admitted at once even when the budget
 	// is full, so a health check never queues behind bulk traffic; this
-	// adds at most MaxConns × 64 KiB to the bound below.
+	// adds at most MaxConns × 64 KiB to the bound below. And once a
+	// response write to a connection has been in progress for 5 ms (the
+	// peer is not reading), nothing more is read from that connection
+	// until the write completes: a client must read its responses while
+	// it sends more requests (parent.Client does).
 	//
 	// Without it the worst case would be MaxConns × MaxInFlight ×
 	// MaxFrameSize (8 GiB with the defaults), far more than an enclave has.

@@ -21,6 +21,10 @@ import (
 // frames; a larger one is released after its frame is decoded.
 const retainFrameBuf = 64 << 10
 
+// stuckWrite is how long a response write may be in progress before the
+// connection's reader stops reading until it completes.
+const stuckWrite = 5 * time.Millisecond
+
 // readBufSize is the per-connection read buffer. Small frames that arrive
 // together (pipelined requests) are read with one system call.
 const readBufSize = 4 << 10
@@ -42,6 +46,10 @@ type conn struct {
 	// does not read are durably blocked (testing/synctest can then advance
 	// time past WriteTimeout).
 	wmu  chan struct{}
+	// writeStart is when the response write in progress began (unix
+	// nanos), 0 when none is: a write in progress for longer than
+	// stuckWrite means the peer is not reading its responses.
+	writeStart atomic.Int64
 	fw   *protocol.FrameWriter
 	werr error
 
@@ -184,6 +192,17 @@ func (c *conn) readLoop() closeReason {
 	br := bufio.NewReaderSize(retryConn{c.nc}, readBufSize)
 	fr, _ := protocol.NewFrameReader(br, cfg.MaxFrameSize)
 	for {
+		// A peer that does not take its responses gets nothing more read
+		// until it does (or WriteTimeout disconnects it): pipelining
+		// without reading cannot pile up requests and responses.
+		if ws := c.writeStart.Load(); ws != 0 && time.Since(time.Unix(0, ws)) > stuckWrite {
+			select {
+			case c.wmu <- struct{}{}:
+				<-c.wmu
+			case <-c.ctx.Done():
+				return closeReason{msg: "connection aborted", err: context.Cause(c.ctx), level: slog.LevelDebug}
+			}
+		}
 		// Wait for the first byte of the next frame: the idle timeout.
 		if br.Buffered() == 0 {
 			if !c.setReadDeadline(cfg.IdleTimeout) {
@@ -346,7 +365,9 @@ func (c *conn) writeResponse(resp *protocol.Envelope) {
 		return
 	}
 	_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
+	c.writeStart.Store(time.Now().UnixNano())
 	err = c.fw.WriteFrame(b)
+	c.writeStart.Store(0)
 	if err == nil {
 		c.progress()
 	}
