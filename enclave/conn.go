@@ -45,13 +45,13 @@ type conn struct {
 	// sync.Mutex, so that handlers queued behind a write to a peer that
 	// does not read are durably blocked (testing/synctest can then advance
 	// time past WriteTimeout).
-	wmu  chan struct{}
+	wmu chan struct{}
 	// writeStart is when the response write in progress began (unix
 	// nanos), 0 when none is: a write in progress for longer than
 	// stuckWrite means the peer is not reading its responses.
 	writeStart atomic.Int64
-	fw   *protocol.FrameWriter
-	werr error
+	fw         *protocol.FrameWriter
+	werr       error
 
 	budget    budgetOwner   // this connection's account in Server.budget
 	sem       chan struct{} // in-flight request slots
