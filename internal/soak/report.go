@@ -66,7 +66,8 @@ type Report struct {
 	// CallErrors holds the first few call errors.
 	CallErrors []string
 	// P50, P99 and Max are the latencies of all successful calls, every
-	// one of them made while the slowloris connections were held.
+	// one of them made after the slowloris connections were opened (the
+	// server evicts or times them out as its default limits say).
 	P50, P99, Max time.Duration
 
 	// StreamsOK and StreamsFailed count proxied streams.
@@ -210,7 +211,7 @@ func (r *Report) WriteTo(w io.Writer) (int64, error) {
 	}
 	fmt.Fprintf(&b, "  rpc         %d goroutines on a %d-connection parent.Client, echo bodies 0..%d B\n", o.Concurrency, o.PoolSize, o.MaxBody)
 	fmt.Fprintf(&b, "    calls     %d ok, %d failed (%d wrong bytes), %.0f calls/s\n", r.CallsOK, r.CallsFailed, r.Mismatched, rate(r.CallsOK))
-	fmt.Fprintf(&b, "    latency   p50 %s  p99 %s  max %s  (every call made while the slowloris connections were held)\n",
+	fmt.Fprintf(&b, "    latency   p50 %s  p99 %s  max %s  (slowloris connections opened before the load)\n",
 		dur(r.P50), dur(r.P99), dur(r.Max))
 	for _, e := range r.CallErrors {
 		fmt.Fprintf(&b, "    error     %s\n", e)
