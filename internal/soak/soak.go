@@ -555,6 +555,10 @@ func (r *runner) finish() {
 	// count so is a failure.
 	rep.SlowlorisCut = max(int(cut.Load())-int(rep.Server.EvictedConns)-int(rep.Server.DroppedConns), 0)
 	rep.SlowlorisEvictedOrTimedOut = int(cut.Load()) - rep.SlowlorisCut
+	// The attack phases start from a server without them.
+	for _, c := range r.slow {
+		c.Close()
+	}
 
 	all := r.hist.snap()
 	rep.P50, rep.P99, rep.Max = all.quantile(0.50), all.quantile(0.99), time.Duration(r.hist.max.Load())
