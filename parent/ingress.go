@@ -46,14 +46,15 @@ type IngressConfig struct {
 	// closed (counted in LimitStats().Evicted) and the newcomer is served:
 	// connections that have not completed a message yet go first, one
 	// that sent a whole message and awaits the answer is the last to go.
-	// When the newcomer's source is at MaxConnsPerSource, the victim is
-	// one of that source's own connections.
 	MaxConns int
 	// MaxConnsPerSource caps the connections of one source address (an
-	// IPv4 address, or an IPv6 /64). A source's connection beyond it evicts
-	// that source's connection idle or stalled the longest, so one host
-	// can displace only its own connections. 0 means
-	// DefaultIngressMaxConnsPerSource; negative disables the cap.
+	// IPv4 address, or an IPv6 /64). A source's connection beyond it
+	// displaces that source's connection idle or stalled the longest if
+	// that one has been so for at least MinRateGrace; otherwise it is
+	// closed at once (LimitStats().SourceRefused), before anything is
+	// dialed. So one host can hold at most this many connections and
+	// displace only its own. 0 means DefaultIngressMaxConnsPerSource;
+	// negative disables the cap.
 	MaxConnsPerSource int
 	// MinRate, in bytes per second, is the least a client must send while
 	// one of its messages (a TLS record or an enclavekit frame; see
@@ -131,8 +132,9 @@ type IngressStats struct {
 
 // IngressLimitStats count what the ingress's limits did (Ingress.LimitStats).
 type IngressLimitStats struct {
-	Evicted int64 // connections closed to make room at MaxConns or MaxConnsPerSource
-	Slow    int64 // connections closed for sending a message slower than MinRate
+	Evicted       int64 // connections closed to make room at MaxConns or MaxConnsPerSource
+	Slow          int64 // connections closed for sending a message slower than MinRate
+	SourceRefused int64 // newcomers closed at once: their source was at MaxConnsPerSource with no connection to displace
 }
 
 // Ingress forwards TCP connections to an address in the enclave, byte for
@@ -142,12 +144,14 @@ type Ingress struct {
 	framing                       framing
 	sem                           chan struct{}
 	open, total, rejected, failed atomic.Int64
-	evicted, slow                 atomic.Int64
+	evicted, slow, sourceRefused  atomic.Int64
 	rejectLog, failLog, evictLog  logLimiter
+	sourceLog                     logLimiter
 
 	mu       sync.Mutex
-	conns    map[*ingressConn]struct{}
-	bySource map[string]map[*ingressConn]struct{}
+	conns    map[*ingressConn]struct{}            // being forwarded
+	bySource map[string]map[*ingressConn]struct{} // the same, by sourceKey
+	srcCount map[string]int                       // admitted and not ended nor evicted, by sourceKey
 }
 
 // logLimiter lets one warning through per interval, so that a flood of
@@ -195,6 +199,7 @@ func NewIngress(cfg IngressConfig) (*Ingress, error) {
 	return &Ingress{
 		cfg: cfg, framing: fr, sem: make(chan struct{}, cfg.MaxConns),
 		conns: make(map[*ingressConn]struct{}), bySource: make(map[string]map[*ingressConn]struct{}),
+		srcCount: make(map[string]int),
 	}, nil
 }
 
@@ -205,27 +210,76 @@ func (in *Ingress) Stats() IngressStats {
 
 // LimitStats returns the counters of connections the limits closed.
 func (in *Ingress) LimitStats() IngressLimitStats {
-	return IngressLimitStats{Evicted: in.evicted.Load(), Slow: in.slow.Load()}
+	return IngressLimitStats{Evicted: in.evicted.Load(), Slow: in.slow.Load(), SourceRefused: in.sourceRefused.Load()}
 }
 
-// makeRoom evicts a connection for c, accepted at MaxConns: one of c's
-// source's own when that source is at MaxConnsPerSource, else the lowest
-// ranked of all (see ingressConn.rank). It reports whether it did.
+// admit applies MaxConnsPerSource to a newly accepted connection, before
+// it takes a slot: at the cap, the source's lowest ranked connection is
+// evicted if it has been idle or stalled for MinRateGrace, else c is
+// refused. An admitted connection is counted for its source until it
+// ends (forgetSource) or is evicted.
+func (in *Ingress) admit(c net.Conn) (ok, freed bool) {
+	src := sourceKey(c.RemoteAddr())
+	in.mu.Lock()
+	var victim *ingressConn
+	if !in.cfg.RefuseAtCap && in.cfg.MaxConnsPerSource > 0 && in.srcCount[src] >= in.cfg.MaxConnsPerSource {
+		victim = pickVictim(mapKeys(in.bySource[src]))
+		if victim != nil {
+			tier, since, _ := victim.rank()
+			if tier == ingressTierBusy || time.Since(time.Unix(0, since)) < in.cfg.MinRateGrace {
+				victim = nil
+			}
+		}
+		if victim == nil {
+			in.mu.Unlock()
+			n := in.sourceRefused.Add(1)
+			if in.sourceLog.allow() {
+				in.cfg.Logger.Warn("enclavekit ingress: per-source connection cap reached; closing the source's new connections",
+					"client", c.RemoteAddr().String(), "max_conns_per_source", in.cfg.MaxConnsPerSource, "source_refused_total", n)
+			}
+			return false, false
+		}
+		in.evictedLocked(victim)
+	}
+	in.srcCount[src]++
+	in.mu.Unlock()
+	if victim != nil {
+		in.evict(victim, "per-source connection cap reached")
+	}
+	return true, victim != nil
+}
+
+// forgetSource undoes admit's count for a connection that ends or is
+// closed without being served.
+func (in *Ingress) forgetSource(src string) {
+	in.mu.Lock()
+	in.forgetSourceLocked(src)
+	in.mu.Unlock()
+}
+
+func (in *Ingress) forgetSourceLocked(src string) {
+	if in.srcCount[src]--; in.srcCount[src] <= 0 {
+		delete(in.srcCount, src)
+	}
+}
+
+// evictedLocked marks ic as being evicted; it no longer counts for its
+// source.
+func (in *Ingress) evictedLocked(ic *ingressConn) {
+	ic.evicted = true
+	in.forgetSourceLocked(ic.source)
+}
+
+// makeRoom evicts the lowest ranked connection (see ingressConn.rank) for
+// c, accepted at MaxConns. It reports whether it did.
 func (in *Ingress) makeRoom(c net.Conn) bool {
 	if in.cfg.RefuseAtCap {
 		return false
 	}
-	src := sourceKey(c.RemoteAddr())
 	in.mu.Lock()
-	var victim *ingressConn
-	if same := in.bySource[src]; in.cfg.MaxConnsPerSource > 0 && liveCount(same) >= in.cfg.MaxConnsPerSource {
-		victim = pickVictim(mapKeys(same))
-	}
-	if victim == nil {
-		victim = pickVictim(mapKeys(in.conns))
-	}
+	victim := pickVictim(mapKeys(in.conns))
 	if victim != nil {
-		victim.evicted = true
+		in.evictedLocked(victim)
 	}
 	in.mu.Unlock()
 	if victim == nil {
@@ -245,8 +299,8 @@ func (in *Ingress) evict(victim *ingressConn, why string) {
 	}
 }
 
-// register adds ic to the live connections, evicting one of its source's
-// when the source is over MaxConnsPerSource; the returned func removes it.
+// register adds ic, admitted by admit, to the live connections; the
+// returned func removes it and ends its count for its source.
 func (in *Ingress) register(ic *ingressConn) (unregister func()) {
 	in.mu.Lock()
 	in.conns[ic] = struct{}{}
@@ -256,43 +310,19 @@ func (in *Ingress) register(ic *ingressConn) (unregister func()) {
 		in.bySource[ic.source] = same
 	}
 	same[ic] = struct{}{}
-	var victim *ingressConn
-	if !in.cfg.RefuseAtCap && in.cfg.MaxConnsPerSource > 0 && liveCount(same) > in.cfg.MaxConnsPerSource {
-		victim = pickVictim(func(yield func(*ingressConn) bool) {
-			for o := range same {
-				if o != ic && !yield(o) {
-					return
-				}
-			}
-		})
-		if victim != nil {
-			victim.evicted = true
-		}
-	}
 	in.mu.Unlock()
-	if victim != nil {
-		in.evict(victim, "per-source connection cap reached")
-	}
 	return func() {
 		in.mu.Lock()
 		delete(in.conns, ic)
 		delete(same, ic)
-		if len(same) == 0 && in.bySource[ic.source] != nil && len(in.bySource[ic.source]) == 0 {
+		if len(same) == 0 {
 			delete(in.bySource, ic.source)
+		}
+		if !ic.evicted {
+			in.forgetSourceLocked(ic.source)
 		}
 		in.mu.Unlock()
 	}
-}
-
-// liveCount counts the connections of m not being evicted.
-func liveCount(m map[*ingressConn]struct{}) int {
-	n := 0
-	for ic := range m {
-		if !ic.evicted {
-			n++
-		}
-	}
-	return n
 }
 
 func mapKeys(m map[*ingressConn]struct{}) func(yield func(*ingressConn) bool) {
@@ -322,7 +352,9 @@ func (in *Ingress) Serve(ctx context.Context, ln net.Listener) error {
 		what:     "ingress",
 		log:      in.cfg.Logger,
 		sem:      in.sem,
+		admit:    in.admit,
 		makeRoom: in.makeRoom,
+		dropped:  func(c net.Conn) { in.forgetSource(sourceKey(c.RemoteAddr())) },
 		reject: func(c net.Conn) {
 			n := in.rejected.Add(1)
 			if in.rejectLog.allow() {

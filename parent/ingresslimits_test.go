@@ -209,8 +209,9 @@ func TestIngressMinRateSynctest(t *testing.T) {
 }
 
 // TestIngressEvictionSynctest: at MaxConns the connection idle or stalled
-// the longest makes room for the newcomer, and a source over
-// MaxConnsPerSource displaces only its own connections.
+// the longest makes room for the newcomer; a source at MaxConnsPerSource
+// displaces only its own connections, and only one idle for MinRateGrace,
+// else its newcomer is refused.
 func TestIngressEvictionSynctest(t *testing.T) {
 	type held struct {
 		ip   string
@@ -220,19 +221,21 @@ func TestIngressEvictionSynctest(t *testing.T) {
 		name      string
 		maxConns  int
 		perSource int
+		grace     time.Duration
 		held      []held
 		newcomer  string
-		victim    int
+		victim    int // -1: the newcomer is refused
 	}{
-		{"idle longest", 3, 0, []held{{"10.0.0.1", "idle"}, {"10.0.0.2", "idle"}, {"10.0.0.3", "idle"}}, "10.0.0.9", 0},
-		{"stalled longest", 3, 0, []held{{"10.0.0.1", "stalled"}, {"10.0.0.2", "idle"}, {"10.0.0.3", "idle"}}, "10.0.0.9", 0},
-		{"per source: own oldest", 10, 2, []held{{"10.0.0.1", "idle"}, {"10.0.0.2", "idle"}, {"10.0.0.2", "idle"}}, "10.0.0.2", 1},
-		{"cap and source: own oldest", 3, 2, []held{{"10.0.0.1", "idle"}, {"10.0.0.2", "idle"}, {"10.0.0.2", "idle"}}, "10.0.0.2", 1},
+		{"idle longest", 3, 0, time.Hour, []held{{"10.0.0.1", "idle"}, {"10.0.0.2", "idle"}, {"10.0.0.3", "idle"}}, "10.0.0.9", 0},
+		{"stalled longest", 3, 0, time.Hour, []held{{"10.0.0.1", "stalled"}, {"10.0.0.2", "idle"}, {"10.0.0.3", "idle"}}, "10.0.0.9", 0},
+		{"per source: own oldest", 10, 2, 2 * time.Second, []held{{"10.0.0.1", "idle"}, {"10.0.0.2", "idle"}, {"10.0.0.2", "idle"}}, "10.0.0.2", 1},
+		{"per source: none idle long enough", 10, 2, 10 * time.Second, []held{{"10.0.0.1", "idle"}, {"10.0.0.2", "idle"}, {"10.0.0.2", "idle"}}, "10.0.0.2", -1},
+		{"cap and source: own oldest", 3, 2, 2 * time.Second, []held{{"10.0.0.1", "idle"}, {"10.0.0.2", "idle"}, {"10.0.0.2", "idle"}}, "10.0.0.2", 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				m := startMemIngress(t, IngressConfig{MaxConns: tt.maxConns, MaxConnsPerSource: tt.perSource, IdleTimeout: time.Hour, MinRateGrace: time.Hour})
+				m := startMemIngress(t, IngressConfig{MaxConns: tt.maxConns, MaxConnsPerSource: tt.perSource, IdleTimeout: time.Hour, MinRateGrace: tt.grace})
 				var conns []net.Conn
 				for _, h := range tt.held {
 					time.Sleep(time.Second)
@@ -251,7 +254,12 @@ func TestIngressEvictionSynctest(t *testing.T) {
 				}
 				time.Sleep(time.Second)
 				nc := m.dial(tt.newcomer)
-				if !echoOnce(nc, []byte{0, 0, 0, 1, 'n'}) {
+				if tt.victim < 0 {
+					synctest.Wait()
+					if !closedNow(nc) {
+						t.Fatal("newcomer over the per-source cap not refused")
+					}
+				} else if !echoOnce(nc, []byte{0, 0, 0, 1, 'n'}) {
 					t.Fatal("newcomer not served")
 				}
 				synctest.Wait()
@@ -263,8 +271,12 @@ func TestIngressEvictionSynctest(t *testing.T) {
 						t.Errorf("held[%d] closed = %v, want %v", i, got, i == tt.victim)
 					}
 				}
-				if st, ls := m.in.Stats(), m.in.LimitStats(); ls.Evicted != 1 || st.Rejected != 0 {
-					t.Errorf("stats %+v %+v", st, ls)
+				wantEvicted, wantRefused := int64(1), int64(0)
+				if tt.victim < 0 {
+					wantEvicted, wantRefused = 0, 1
+				}
+				if st, ls := m.in.Stats(), m.in.LimitStats(); ls.Evicted != wantEvicted || ls.SourceRefused != wantRefused || st.Rejected != 0 {
+					t.Errorf("stats %+v %+v; want %d evicted, %d refused by source", st, ls, wantEvicted, wantRefused)
 				}
 				for _, c := range conns {
 					c.Close()

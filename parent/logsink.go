@@ -212,9 +212,9 @@ func (s *LogSink) peerKey(a net.Addr) (key string, ok bool) {
 }
 
 // admit refuses connections from peers AllowCIDs does not admit.
-func (s *LogSink) admit(c net.Conn) bool {
+func (s *LogSink) admit(c net.Conn) (ok, freed bool) {
 	if _, ok := s.peerKey(c.RemoteAddr()); ok {
-		return true
+		return true, false
 	}
 	n := s.refused.Add(1)
 	if s.refuseLog.allow() {
@@ -222,7 +222,7 @@ func (s *LogSink) admit(c net.Conn) bool {
 			"enclavekit log sink: refused a connection not from an allowed enclave CID (see AllowCIDs)",
 			slog.String("peer", transport.AddrOf(c.RemoteAddr())), slog.Int64("refused_total", n))
 	}
-	return false
+	return false, false
 }
 
 // makeRoom evicts a connection for c, accepted at MaxConns: c's own

@@ -32,7 +32,7 @@ func runIngress(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	listen := fs.String("listen", "", "address to accept clients on, e.g. tcp://0.0.0.0:443 (required)")
 	to := fs.String("to", "", "enclave address to forward to, e.g. vsock://16:443 (required)")
 	maxConns := fs.Int("max-conns", parent.DefaultIngressMaxConns, "connections forwarded at once; a newcomer at the cap evicts the connection idle or stalled the longest")
-	perSource := fs.Int("max-conns-per-source", parent.DefaultIngressMaxConnsPerSource, "connections of one source address (IPv4, or IPv6 /64); beyond it the source's own idlest connection is evicted (negative: no cap)")
+	perSource := fs.Int("max-conns-per-source", parent.DefaultIngressMaxConnsPerSource, "connections of one source address (IPv4, or IPv6 /64); beyond it the source's own connection idle for --min-rate-grace is evicted, else the newcomer is refused (negative: no cap)")
 	minRate := fs.Int64("min-rate", parent.DefaultIngressMinRate, "bytes per second a client must send while a TLS record or frame is incomplete, after --min-rate-grace (negative: no check)")
 	minRateGrace := fs.Duration("min-rate-grace", parent.DefaultIngressMinRateGrace, "time a message may take before --min-rate applies")
 	framing := fs.String("framing", parent.FramingAuto, "message boundaries for --min-rate: auto, tls, frames or none")
