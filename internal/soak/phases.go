@@ -321,8 +321,8 @@ func (r *runner) phaseIngress(ctx context.Context, p *phaseRun) (func(), error) 
 		icancel()
 		<-idone
 		ls := in.LimitStats()
-		p.rep.Limits = fmt.Sprintf("ingress evicted %d, cut %d below MinRate (MaxConnsPerSource %d, MinRate %d B/s after %s)",
-			ls.Evicted, ls.Slow, parent.DefaultIngressMaxConnsPerSource, parent.DefaultIngressMinRate, parent.DefaultIngressMinRateGrace)
+		p.rep.Limits = fmt.Sprintf("ingress refused %d at the per-source cap, evicted %d, cut %d below MinRate (MaxConnsPerSource %d, MinRate %d B/s after %s)",
+			ls.SourceRefused, ls.Evicted, ls.Slow, parent.DefaultIngressMaxConnsPerSource, parent.DefaultIngressMinRate, parent.DefaultIngressMinRateGrace)
 	}
 	n := r.o.Tricklers
 	p.rep.Attack = fmt.Sprintf("%d connections from 127.0.0.1 held against the ingress, trickling a 256-byte frame one byte per %s, reconnecting %s after each cut; the good client calls from 127.0.0.2", n, trickleEvery, redialPause)
