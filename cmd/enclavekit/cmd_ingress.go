@@ -46,6 +46,12 @@ func runIngress(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fs.Usage()
 		return exitUsage
 	}
+	switch *framing {
+	case parent.FramingAuto, parent.FramingTLS, parent.FramingFrames, parent.FramingNone:
+	default:
+		fmt.Fprintf(stderr, "enclavekit ingress: --framing %q: want auto, tls, frames or none\n", *framing)
+		return exitUsage
+	}
 	if *idle == 0 {
 		*idle = -1 // 0 on the command line means never, as negative does
 	}

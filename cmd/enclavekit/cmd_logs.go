@@ -54,6 +54,10 @@ func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "enclavekit logs: --allow-cids: %q is not a CID; give numbers such as 16,17\n", f)
 			return exitUsage
 		}
+		if n < 4 || n == uint64(transport.CIDAny) {
+			fmt.Fprintf(stderr, "enclavekit logs: --allow-cids: %d is not an enclave CID (3 is the parent itself, 0..2 are reserved); give enclave CIDs, 4 and up, such as 16,17\n", n)
+			return exitUsage
+		}
 		cids = append(cids, uint32(n))
 	}
 	opts := &slog.HandlerOptions{Level: lv}

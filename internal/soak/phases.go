@@ -325,8 +325,16 @@ func (r *runner) phaseIngress(ctx context.Context, p *phaseRun) (func(), error) 
 			ls.SourceRefused, ls.Evicted, ls.Slow, parent.DefaultIngressMaxConnsPerSource, parent.DefaultIngressMinRate, parent.DefaultIngressMinRateGrace)
 	}
 	n := r.o.Tricklers
-	p.rep.Attack = fmt.Sprintf("%d connections from 127.0.0.1 held against the ingress, trickling a 256-byte frame one byte per %s, reconnecting %s after each cut; the good client calls from 127.0.0.2", n, trickleEvery, redialPause)
-	if err := p.good(ctx, addr, "127.0.0.2"); err != nil {
+	// The good client is another host: 127.0.0.2 where it can be bound
+	// (Linux), else it shares the attackers' address and its per-source cap.
+	from, fromNote := "127.0.0.2", "the good client calls from 127.0.0.2"
+	if l, err := net.Listen("tcp", "127.0.0.2:0"); err != nil {
+		from, fromNote = "", "the good client shares 127.0.0.1 (127.0.0.2 cannot be bound here)"
+	} else {
+		l.Close()
+	}
+	p.rep.Attack = fmt.Sprintf("%d connections from 127.0.0.1 held against the ingress, trickling a 256-byte frame one byte per %s, reconnecting %s after each cut; %s", n, trickleEvery, redialPause, fromNote)
+	if err := p.good(ctx, addr, from); err != nil {
 		return cleanup, err
 	}
 	p.attackers(n, hostPort(addr), func(_ int, c net.Conn) bool {
