@@ -310,10 +310,7 @@ func (s *Server) acceptLoop(ctx, hard context.Context, ln net.Listener) error {
 			continue
 		}
 		backoff = 0
-		if s.open.Load()-s.evicting.Load() >= int64(s.cfg.MaxConns) && !s.cfg.RefuseAtCap {
-			s.evictOne()
-		}
-		if s.open.Load()-s.evicting.Load() >= int64(s.cfg.MaxConns) {
+		if s.open.Load()-s.evicting.Load() >= int64(s.cfg.MaxConns) && (s.cfg.RefuseAtCap || !s.evictOne()) {
 			n := s.rejected.Add(1)
 			nc.Close()
 			if now := time.Now(); now.Sub(lastRejectWarn) >= rejectWarnEvery {
@@ -403,20 +400,22 @@ const ignoredCancelWarnEvery = 5 * time.Second
 func (s *Server) removeConn(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
+	// open first: open-evicting may then count one too few for a moment,
+	// never one too many (which would refuse a newcomer for nothing).
+	s.open.Add(-1)
 	if c.evicted {
 		s.evicting.Add(-1)
 	}
 	s.mu.Unlock()
-	s.open.Add(-1)
 	s.connWG.Done()
 }
 
 // evictOne closes the open connection that matters least (see
-// Config.MaxConns and conn.evictionRank) to make room for a new one. The
-// evicted connection leaves the count of open ones when its goroutine
-// ends; until then it counts in s.evicting, so the newcomer is admitted
-// at once.
-func (s *Server) evictOne() {
+// Config.MaxConns and conn.evictionRank) to make room for a new one, and
+// reports whether there was one. The evicted connection leaves the count
+// of open ones when its goroutine ends; until then it counts in
+// s.evicting, so the newcomer is admitted at once.
+func (s *Server) evictOne() bool {
 	s.mu.Lock()
 	var victim *conn
 	var vTier int
@@ -437,8 +436,9 @@ func (s *Server) evictOne() {
 	}
 	s.mu.Unlock()
 	if victim == nil {
-		return
+		return false
 	}
 	s.evicted.Add(1)
 	victim.evict()
+	return true
 }

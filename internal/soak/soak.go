@@ -255,7 +255,7 @@ func (r *runner) setup(ctx context.Context) error {
 		}
 	}
 	deadline := time.Now().Add(acceptWait)
-	for r.srv.Stats().TotalConns < uint64(len(r.slow)) {
+	for st := r.srv.Stats(); st.TotalConns+st.RejectedConns < uint64(len(r.slow)); st = r.srv.Stats() {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("soak: the enclave server accepted only %d of %d slowloris connections within %s",
 				r.srv.Stats().TotalConns, len(r.slow), acceptWait)
