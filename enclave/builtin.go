@@ -16,6 +16,10 @@ import (
 // -ldflags='-X github.com/enclavekit/enclavekit/enclave.Version=v1.2.3'.
 var Version string
 
+// BuildVersion is the version enclavekit.health reports: Version, or the
+// main module's version from the build information.
+func BuildVersion() string { return version() }
+
 func version() string {
 	if Version != "" {
 		return Version
@@ -30,9 +34,24 @@ func version() string {
 // enclavekit.attest, in bytes (the NSM's limit).
 const MaxAttestField = 1024
 
-// Health returns what enclavekit.health reports.
+// Health returns what enclavekit.health reports, the clock included (the
+// method sends it only to clients that ask for it).
 func (s *Server) Health() protocol.HealthResponse {
 	st := s.Stats()
+	last, _ := s.nsm.clock.Last()
+	clock := &protocol.ClockHealth{
+		SkewNanos:        int64(last.Skew),
+		UncertaintyNanos: int64(last.Uncertainty),
+		MaxSkewNanos:     int64(s.cfg.MaxClockSkew),
+		IntervalMillis:   uint64(s.cfg.ClockCheckInterval.Milliseconds()),
+		Checks:           st.ClockChecks,
+		Exceeded:         st.ClockSkewExceeded,
+		NSMFailures:      st.NSMFailures,
+	}
+	if !last.NSMTime.IsZero() {
+		clock.NSMTimeUnixMilli = last.NSMTime.UnixMilli()
+		clock.AgeMillis = uint64(max(time.Since(last.At).Milliseconds(), 0))
+	}
 	return protocol.HealthResponse{
 		Version:       version(),
 		Dev:           s.cfg.Dev,
@@ -41,12 +60,42 @@ func (s *Server) Health() protocol.HealthResponse {
 		OpenConns:     st.OpenConns,
 		RejectedConns: st.RejectedConns,
 		TotalConns:    st.TotalConns,
+		Clock:         clock,
 	}
 }
 
-func (s *Server) handleHealth(_ context.Context, _ []byte) ([]byte, error) {
+func (s *Server) handleHealth(_ context.Context, body []byte) ([]byte, error) {
+	want, err := parseHealthRequest(body)
+	if err != nil {
+		return nil, err
+	}
 	h := s.Health()
+	if !want.Clock {
+		h.Clock = nil // keys 1..7 only: what clients before key 8 decode
+	}
 	return protocol.Marshal(&h)
+}
+
+// parseHealthRequest decodes an enclavekit.health body. Unknown keys are
+// ignored, so that a newer client asking for more gets what this server
+// has; key 1 must be a bool.
+func parseHealthRequest(body []byte) (protocol.HealthRequest, error) {
+	var req protocol.HealthRequest
+	if len(body) == 0 {
+		return req, nil
+	}
+	var m map[uint64]any
+	if err := protocol.Unmarshal(body, &m); err != nil {
+		return req, fmt.Errorf("%w: enclavekit.health body: %w", protocol.ErrBadRequest, err)
+	}
+	if v, ok := m[1]; ok {
+		b, isBool := v.(bool)
+		if !isBool {
+			return req, fmt.Errorf("%w: enclavekit.health body: key 1 (clock) is %T, want a bool", protocol.ErrBadRequest, v)
+		}
+		req.Clock = b
+	}
+	return req, nil
 }
 
 func (s *Server) handleAttest(ctx context.Context, body []byte) ([]byte, error) {

@@ -55,7 +55,8 @@ var StartupChecks = []Check{
 // maxCheckFile bounds how much of a checked file is read.
 const maxCheckFile = 4096
 
-// CheckError lists the startup checks that failed.
+// CheckError lists the startup checks that failed: the file checks of New,
+// or the NSM checks of Listen and Serve.
 type CheckError struct {
 	Failed []protocol.CheckResult
 }
@@ -63,13 +64,17 @@ type CheckError struct {
 func (e *CheckError) Error() string {
 	var b strings.Builder
 	b.WriteString("enclave: refusing to start: ")
+	fileChecks := false
 	for i, r := range e.Failed {
 		if i > 0 {
 			b.WriteString("; ")
 		}
-		fmt.Fprintf(&b, "startup check %q failed: %s contains %q, required %q", r.Name, r.File, r.Found, r.Want)
+		describeFailure(&b, r)
+		fileChecks = fileChecks || strings.HasPrefix(r.File, "/")
 	}
-	b.WriteString(" (run inside a Nitro Enclave; for development only, pass --dev / set Config.Dev to downgrade this to a warning)")
+	if fileChecks {
+		b.WriteString(" (run inside a Nitro Enclave; for development only, pass --dev / set Config.Dev to downgrade this to a warning)")
+	}
 	return b.String()
 }
 

@@ -142,9 +142,34 @@ type Config struct {
 	// nil means the real one (os.DirFS("/")); tests pass an fstest.MapFS.
 	SysFS fs.FS
 
-	// Attester serves enclavekit.attest. nil makes that method answer
-	// "unavailable".
+	// Attester serves enclavekit.attest, and is the NSM that the startup
+	// checks of Listen and Serve ask for a document (see AllowDebug,
+	// MaxClockSkew): in an enclave, the NSM device (attest.OpenDefaultNSM).
+	// nil makes enclavekit.attest answer "unavailable" and fails the "nsm"
+	// check, so that only Dev can start such a server.
 	Attester attest.Attester
+
+	// AllowDebug accepts an NSM whose documents report an all-zero PCR0,
+	// i.e. a debug-mode enclave, whose memory and console the parent can
+	// read: the "debug" check then logs a loud warning instead of refusing
+	// to start. Like every field here it must come from the enclave image
+	// (a flag of its command line), never from the parent.
+	AllowDebug bool
+
+	// MaxClockSkew bounds how far the system clock may be from the NSM's
+	// time (the timestamp of a fresh attestation document), default 5s. At
+	// start a larger skew refuses to start (check "clock"); while serving
+	// it is logged as an error.
+	MaxClockSkew time.Duration
+
+	// ClockCheckInterval is how often a serving server re-reads the NSM's
+	// time to re-check the clock and feed the TrustedClock (default 1m, at
+	// least 1s).
+	ClockCheckInterval time.Duration
+
+	// NSMTimeout bounds each attestation request of the NSM checks
+	// (default 5s); an NSM that does not answer in time fails check "nsm".
+	NSMTimeout time.Duration
 }
 
 // withDefaults returns c with zero fields set to their defaults.
@@ -182,6 +207,15 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.MaxClockSkew == 0 {
+		c.MaxClockSkew = DefaultMaxClockSkew
+	}
+	if c.ClockCheckInterval == 0 {
+		c.ClockCheckInterval = DefaultClockCheckInterval
+	}
+	if c.NSMTimeout == 0 {
+		c.NSMTimeout = DefaultNSMTimeout
+	}
 	return c
 }
 
@@ -205,6 +239,8 @@ func (c Config) Validate() error {
 		return bad("MaxFrameSize", c.MaxFrameSize, fmt.Sprintf("1..%d bytes (64 MiB), or 0 for the default of 1 MiB", protocol.MaxFrameLimit))
 	case c.MaxInFlightBytes < 0:
 		return bad("MaxInFlightBytes", c.MaxInFlightBytes, "a positive byte count, or 0 for the default of 64 MiB")
+	case c.ClockCheckInterval > 0 && c.ClockCheckInterval < time.Second:
+		return bad("ClockCheckInterval", c.ClockCheckInterval, "at least 1s, or 0 for the default of 1m")
 	}
 	frame := int64(c.MaxFrameSize)
 	if frame == 0 {
@@ -222,6 +258,9 @@ func (c Config) Validate() error {
 		{"WriteTimeout", c.WriteTimeout},
 		{"HandlerTimeout", c.HandlerTimeout},
 		{"DrainTimeout", c.DrainTimeout},
+		{"MaxClockSkew", c.MaxClockSkew},
+		{"ClockCheckInterval", c.ClockCheckInterval},
+		{"NSMTimeout", c.NSMTimeout},
 	} {
 		if d.v < 0 {
 			return bad(d.name, d.v, "a positive duration, or 0 for the default")

@@ -42,6 +42,38 @@
 // flag of cmd/enclaved) downgrades failures to loud warnings and makes
 // enclavekit.health report dev=true.
 //
+// Listen (or Serve, or ServeListener, whichever comes first) then asks the
+// NSM (Config.Attester) for an attestation document bound to a fresh nonce
+// and runs three more checks, also failing closed: "nsm" (a document
+// arrives within Config.NSMTimeout), "debug" (PCR0 is not all zeros, which
+// would be a debug-mode enclave; Config.AllowDebug accepts one with a loud
+// warning) and "clock" (the system clock is within Config.MaxClockSkew of
+// the document's timestamp). Config.Dev downgrades these too. While
+// serving, the clock is re-checked every Config.ClockCheckInterval: the
+// skew is in Stats and health, and a skew past the bound is logged as an
+// error. The checks' options are fields of Config, set by the enclave
+// program (flags of cmd/enclaved, which are part of the measured image);
+// nothing the parent sends can change them.
+//
+// # Trusted time and the NSM
+//
+// The NSM is the Nitro hypervisor, reached through /dev/nsm; the parent
+// instance cannot see or alter that channel. A document read from it is
+// therefore authentic without verifying its signature, and the checks do
+// not verify it: they parse it, require the nonce they just sent (so the
+// answer is fresh, not replayed by a faulty attester) and read its
+// timestamp and PCR0. Verifying the chain to the AWS root would add
+// nothing the hypervisor does not already guarantee, and would itself
+// need a trusted clock. This reasoning holds only when Config.Attester is
+// the local NSM, as in cmd/enclaved; an Attester that forwards to anything
+// outside the enclave makes these checks meaningless.
+//
+// Server.TrustedClock gives the NSM-anchored time for code that must not
+// rely on the system clock (attestation freshness, certificate validity):
+// the last document's timestamp plus the monotonic time elapsed since,
+// refused once the reading is older than two re-check intervals plus
+// NSMTimeout.
+//
 // Serve stops accepting when its context is canceled (cmd/enclaved cancels
 // it on SIGTERM and SIGINT), lets in-flight requests finish for up to
 // Config.DrainTimeout, then cancels the rest and closes every connection.

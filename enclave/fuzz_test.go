@@ -71,3 +71,41 @@ func FuzzConn(f *testing.F) {
 		}
 	})
 }
+
+// FuzzHealthRequest: the enclavekit.health body decoder never panics, and
+// accepts at least what the strict decoder of protocol.HealthRequest
+// accepts, with the same meaning (it also ignores unknown keys), except a
+// null or undefined key 1, which it refuses as the wrong type.
+func FuzzHealthRequest(f *testing.F) {
+	for _, v := range []any{
+		protocol.HealthRequest{}, protocol.HealthRequest{Clock: true},
+		map[uint64]any{1: true, 9: "more"}, map[uint64]any{1: 5}, map[string]any{"1": true}, []int{1},
+	} {
+		b, err := protocol.Marshal(v)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte{})
+	f.Add([]byte{0xbf, 0x01, 0xf5, 0xff})
+	f.Add([]byte{0xa2, 0x01, 0xf5, 0x01, 0xf4})
+	f.Add([]byte{0xa1, 0x01, 0xf6})
+	f.Add([]byte{0xa1, 0x01, 0xf7})
+	f.Fuzz(func(t *testing.T, body []byte) {
+		got, err := parseHealthRequest(body)
+		var strict protocol.HealthRequest
+		if len(body) > 0 && protocol.Unmarshal(body, &strict) != nil {
+			return
+		}
+		var m map[uint64]any
+		if err != nil && protocol.Unmarshal(body, &m) == nil {
+			if v, ok := m[1]; ok && v == nil {
+				return // null or undefined: refused on purpose
+			}
+		}
+		if err != nil || got != strict {
+			t.Fatalf("parseHealthRequest(%x) = %+v, %v; the strict decoder gives %+v", body, got, err, strict)
+		}
+	})
+}

@@ -15,6 +15,8 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/enclavekit/enclavekit/attest"
+	"github.com/enclavekit/enclavekit/attest/nsmtest"
 	"github.com/enclavekit/enclavekit/protocol"
 	"github.com/enclavekit/enclavekit/transport"
 )
@@ -56,11 +58,27 @@ func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func echo(_ context.Context, body []byte) ([]byte, error) { return body, nil }
 
-// testConfig is a config for loopback tests with short timeouts.
+// testNSM is an emulated NSM, shared by the tests, that looks like a
+// production enclave's: non-zero PCR0..2 and the system's time.
+var testNSM = sync.OnceValue(func() attest.Attester {
+	emu, err := nsmtest.New(nsmtest.Options{PCRs: nsmtest.DevPCRs()})
+	if err != nil {
+		panic(err)
+	}
+	n, err := attest.OpenNSM(emu.Options())
+	if err != nil {
+		panic(err)
+	}
+	return n
+})
+
+// testConfig is a config for loopback tests with short timeouts, whose
+// startup checks all pass.
 func testConfig() Config {
 	return Config{
 		Addr:              "tcp://127.0.0.1:0",
 		SysFS:             nitroFS(),
+		Attester:          testNSM(),
 		Logger:            discardLogger(),
 		ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout:       10 * time.Second,

@@ -54,6 +54,8 @@ type Server struct {
 	peerLogs       peerLimiter // bounds the records peers can cause
 	suppressedLogs atomic.Uint64
 
+	nsm nsmState // the NSM checks of Listen and Serve, and the clock
+
 	open     atomic.Int64
 	evicting atomic.Int64 // evicted connections not yet removed
 	total    atomic.Uint64
@@ -101,6 +103,8 @@ type Stats struct {
 	// not keep up, when Config.Logger's handler reports them (a LogHandler
 	// or a ConsoleHandler); logging never waits for the console.
 	ConsoleDropped uint64
+	// ClockStats: the measured clock skew and the NSM re-check counters.
+	ClockStats
 }
 
 // New validates cfg, runs the startup checks (StartupChecks, read from
@@ -131,6 +135,7 @@ func New(cfg Config) (*Server, error) {
 		conns:   make(map[*conn]struct{}),
 		budget:  newByteBudget(cfg.MaxInFlightBytes),
 	}
+	s.nsm.clock.maxAge = 2*cfg.ClockCheckInterval + cfg.NSMTimeout
 	s.handlers.Store(&map[string]Handler{})
 	s.Handle(protocol.MethodHealth, s.handleHealth)
 	s.Handle(protocol.MethodAttest, s.handleAttest)
@@ -165,9 +170,11 @@ func (s *Server) Handle(method string, h Handler) {
 }
 
 // Checks returns the startup check results (failed ones are marked
-// Overridden in dev mode).
+// Overridden in dev mode): the file checks of New, then, once Listen or
+// Serve has run them, the NSM checks, whose "nsm" and "clock" results
+// follow the latest clock re-check.
 func (s *Server) Checks() []protocol.CheckResult {
-	return append([]protocol.CheckResult(nil), s.checks...)
+	return append(append([]protocol.CheckResult(nil), s.checks...), s.nsmResults()...)
 }
 
 // Dev reports whether the server runs with the development override.
@@ -189,6 +196,7 @@ func (s *Server) Stats() Stats {
 
 		SuppressedLogs: s.suppressedLogs.Load(),
 		ConsoleDropped: s.consoleDropped(),
+		ClockStats:     s.clockStats(),
 	}
 }
 
@@ -203,8 +211,13 @@ func (s *Server) consoleDropped() uint64 {
 
 // Listen opens the listener on Config.Addr, so that Addr can report the
 // chosen port (tcp://127.0.0.1:0) before Serve runs. Serve calls it when it
-// has not been called.
+// has not been called. It first runs the NSM startup checks (nsm, debug,
+// clock; once per server) and returns their *CheckError, without
+// listening, when one fails and Config.Dev is not set.
 func (s *Server) Listen(ctx context.Context) error {
+	if err := s.startNSMChecks(ctx); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ln != nil {
@@ -253,7 +266,15 @@ func (s *Server) Serve(ctx context.Context) error {
 // handlers, closes every connection and waits for all of the server's
 // goroutines. It returns nil after a shutdown caused by ctx, or the
 // listener's error. A Server serves once.
+//
+// It first runs the NSM startup checks unless Listen already did (on a
+// refusal it closes ln and returns the *CheckError), and while serving it
+// re-checks the clock every Config.ClockCheckInterval.
 func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
+	if err := s.startNSMChecks(ctx); err != nil {
+		ln.Close()
+		return err
+	}
 	s.mu.Lock()
 	if s.serving {
 		s.mu.Unlock()
@@ -272,6 +293,9 @@ func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 	defer cancelHard()
 	stopClose := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stopClose()
+	if s.cfg.Attester != nil {
+		defer s.watchClock(ctx)()
+	}
 
 	err := s.acceptLoop(ctx, hard, ln)
 	ln.Close()

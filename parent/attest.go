@@ -73,7 +73,7 @@ type AttestOptions struct {
 // Validate reports whether o is usable.
 func (o AttestOptions) Validate() error {
 	if len(o.PCRs) == 0 && !o.AllowAnyPCRs {
-		return errors.New("parent: AttestOptions.PCRs is empty; set the expected PCRs, or AllowAnyPCRs for development")
+		return errors.New("parent: no expected PCRs were given: pass the values the enclave image must have (enclavekit eif describe prints them); allowing any PCRs is for development only")
 	}
 	if o.MaxAge < 0 {
 		return fmt.Errorf("parent: AttestOptions.MaxAge %v is negative", o.MaxAge)

@@ -23,6 +23,18 @@
 // random nonce and returns it only after attest.Verify accepted it against
 // the caller's roots, PCRs and maximum age. It fails closed.
 //
+// # Pool
+//
+// NewPool calls a set of enclaves: fixed addresses, or whatever a discovery
+// function returns (re-asked every DiscoverInterval). Calls are spread
+// round-robin over the enclaves in service. Every enclave is probed with
+// enclavekit.health each ProbeInterval; FailThreshold consecutive failed
+// probes take it out of service and one successful probe puts it back. A
+// failed call is retried on another enclave only when the caller passes
+// Idempotent(), and only for failures another enclave may not have (the
+// connection broke, the enclave was unreachable, or it answered
+// unavailable); an enclave's other answers are final.
+//
 // # Ingress
 //
 // Ingress accepts TCP connections on the parent and forwards each, byte for

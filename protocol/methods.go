@@ -40,10 +40,51 @@ type HealthResponse struct {
 	RejectedConns uint64 `cbor:"6,keyasint" json:"rejected_conns"`
 	// TotalConns counts connections accepted since start.
 	TotalConns uint64 `cbor:"7,keyasint" json:"total_conns"`
+	// Clock is the enclave's clock as measured against the NSM. It is sent
+	// only when the request asks for it (HealthRequest.Clock): clients that
+	// predate it decode health strictly and would refuse an unknown key.
+	Clock *ClockHealth `cbor:"8,keyasint,omitempty" json:"clock,omitempty"`
 }
 
-// CheckResult is one startup check: which file was read, what it held, what
-// is required, and whether it passed (or was overridden in dev mode).
+// HealthRequest is the optional body of an enclavekit.health request. An
+// empty body asks for keys 1..7 of the response only, which every client
+// can decode. Servers ignore keys of the request they do not know, and
+// servers that predate it ignore the body.
+type HealthRequest struct {
+	// Clock asks for key 8 of the response (HealthResponse.Clock).
+	Clock bool `cbor:"1,keyasint,omitempty"`
+}
+
+// ClockHealth is the enclave's clock against the NSM: the system clock is
+// compared with the timestamp of a fresh attestation document at start and
+// at every re-check.
+type ClockHealth struct {
+	// SkewNanos is the system clock minus the NSM's time at the last
+	// reading, in nanoseconds: positive when the system clock is ahead.
+	SkewNanos int64 `cbor:"1,keyasint" json:"skew_ns"`
+	// UncertaintyNanos bounds the error of SkewNanos (half the NSM's
+	// answer time plus the timestamp's 1 ms resolution).
+	UncertaintyNanos int64 `cbor:"2,keyasint" json:"uncertainty_ns"`
+	// MaxSkewNanos is the configured bound on the skew.
+	MaxSkewNanos int64 `cbor:"3,keyasint" json:"max_skew_ns"`
+	// NSMTimeUnixMilli is the last reading's document timestamp; 0 before
+	// the first reading.
+	NSMTimeUnixMilli int64 `cbor:"4,keyasint" json:"nsm_time_unix_ms"`
+	// AgeMillis is the time since the last reading.
+	AgeMillis uint64 `cbor:"5,keyasint" json:"age_ms"`
+	// IntervalMillis is the configured time between re-checks.
+	IntervalMillis uint64 `cbor:"6,keyasint" json:"interval_ms"`
+	// Checks counts readings, the one at start included.
+	Checks uint64 `cbor:"7,keyasint" json:"checks"`
+	// Exceeded counts readings whose skew was past the bound.
+	Exceeded uint64 `cbor:"8,keyasint" json:"exceeded"`
+	// NSMFailures counts NSM requests that failed or timed out.
+	NSMFailures uint64 `cbor:"9,keyasint" json:"nsm_failures"`
+}
+
+// CheckResult is one startup check: which file was read (or, for the NSM
+// checks, what was examined), what it held, what is required, and whether
+// it passed (or was overridden in dev mode).
 type CheckResult struct {
 	Name       string `cbor:"1,keyasint" json:"name"`
 	File       string `cbor:"2,keyasint" json:"file"`
@@ -74,3 +115,28 @@ type LogAttr struct {
 	Key   string
 	Value string
 }
+
+// MethodCredentials is the parent's push of AWS credentials (the instance
+// role's, read from IMDSv2) for the enclave's own calls to AWS, such as
+// KMS. Its body is a CredentialsRequest; the response body is empty.
+const MethodCredentials = "enclavekit.credentials"
+
+// CredentialsRequest is the body of an enclavekit.credentials request.
+// The secret fields are bytes so that the receiver can wrap them in a
+// Secret and wipe the decoded copy.
+type CredentialsRequest struct {
+	AccessKeyID     string `cbor:"1,keyasint"`
+	SecretAccessKey []byte `cbor:"2,keyasint"`
+	SessionToken    []byte `cbor:"3,keyasint,omitempty"`
+	// ExpiresUnix is when the credentials expire, in Unix seconds; zero
+	// means they do not expire (long-term keys, development only).
+	ExpiresUnix int64 `cbor:"4,keyasint,omitempty"`
+}
+
+// String never prints the secret fields.
+func (r CredentialsRequest) String() string {
+	return "credentials for " + r.AccessKeyID + " " + Redacted
+}
+
+// GoString never prints the secret fields.
+func (r CredentialsRequest) GoString() string { return r.String() }

@@ -13,6 +13,12 @@
 // → leaf. Pass Roots() (or RootPEM()) to the verifier instead of the AWS
 // root.
 //
+// To exercise an enclave's startup checks, the emulator's clock can run
+// ahead of or behind the system's (Options.ClockOffset, SetClockOffset)
+// and it can emulate a debug-mode enclave, whose documents report all-zero
+// PCRs (Options.Debug, SetDebug). Its PCRs start as zeros too; DevPCRs are
+// non-zero stand-ins for an image's PCR0..2.
+//
 // Formats follow aws-nitro-enclaves-nsm-api (src/api/mod.rs: the Request,
 // Response, ErrorCode and AttestationDoc types, serialized with serde CBOR)
 // and RFC 8152 for COSE_Sign1.

@@ -49,7 +49,8 @@ type Options struct {
 	LockedPCRs int
 
 	// PCRs are initial PCR values (index 0..31, 48 bytes each); the others
-	// start as 48 zero bytes (a debug-mode enclave's PCR0..2).
+	// start as 48 zero bytes (a debug-mode enclave's PCR0..2). DevPCRs has
+	// non-zero stand-ins for PCR0..2.
 	PCRs map[int][]byte
 
 	// Intermediates is the number of CA certificates between the root and
@@ -66,6 +67,16 @@ type Options struct {
 	// IndefinitePayload encodes the document payload as an indefinite-length
 	// map, as 2025+ NSMs do.
 	IndefinitePayload bool
+
+	// ClockOffset is added to Clock to give the emulated NSM's time: the
+	// documents' timestamps and the validity of the certificates it issues.
+	// A positive offset emulates an enclave whose system clock is behind the
+	// NSM's by that much. Change it later with SetClockOffset.
+	ClockOffset time.Duration
+
+	// Debug emulates a debug-mode enclave: every document reports all-zero
+	// PCRs, whatever the PCRs hold. Change it later with SetDebug.
+	Debug bool
 }
 
 // Validate reports whether the options are usable (after defaults).
@@ -105,8 +116,10 @@ func checkPCR(i int, v []byte) error {
 // CBOR as the device, and signs real COSE_Sign1 ES384 documents with a
 // generated P-384 chain whose root is Roots(). It is safe for concurrent use.
 type Emulator struct {
-	opts  Options
-	calls atomic.Int64
+	opts   Options
+	calls  atomic.Int64
+	offset atomic.Int64 // ClockOffset, in nanoseconds
+	debug  atomic.Bool
 
 	mu     sync.Mutex
 	pcrs   [MaxPCRs][]byte
@@ -149,6 +162,8 @@ func New(opts Options) (*Emulator, error) {
 		opts.ModuleID = "i-0" + h[:16] + "-enc" + h[16:]
 	}
 	e := &Emulator{opts: opts}
+	e.offset.Store(int64(opts.ClockOffset))
+	e.debug.Store(opts.Debug)
 	for i := range e.pcrs {
 		e.pcrs[i] = make([]byte, PCRSize)
 	}
@@ -225,6 +240,32 @@ func (e *Emulator) SetPCRs(pcrs map[int][]byte) error {
 	return nil
 }
 
+// SetClockOffset sets the difference between the emulated NSM's time and
+// Options.Clock (see Options.ClockOffset); later documents use it.
+func (e *Emulator) SetClockOffset(d time.Duration) { e.offset.Store(int64(d)) }
+
+// SetDebug switches debug mode (see Options.Debug) on or off for later
+// documents.
+func (e *Emulator) SetDebug(on bool) { e.debug.Store(on) }
+
+// now is the emulated NSM's time.
+func (e *Emulator) now() time.Time {
+	return e.opts.Clock().Add(time.Duration(e.offset.Load()))
+}
+
+// DevPCRs returns fixed, recognisable, non-zero values for PCR0..2 that
+// stand in for an image's measurements in development (an emulator that
+// keeps the default all-zero PCRs looks like a debug-mode enclave). Each is
+// SHA-384 of "enclavekit dev emulated PCR<i>".
+func DevPCRs() map[int][]byte {
+	m := make(map[int][]byte, 3)
+	for i := range 3 {
+		h := sha512.Sum384(fmt.Appendf(nil, "enclavekit dev emulated PCR%d", i))
+		m[i] = h[:]
+	}
+	return m
+}
+
 // PCR returns the current value of PCR index and whether it is locked.
 func (e *Emulator) PCR(index int) (value []byte, locked bool) {
 	if index < 0 || index >= MaxPCRs {
@@ -242,7 +283,7 @@ func serial() (*big.Int, error) {
 }
 
 func (e *Emulator) newChain() error {
-	now := e.opts.Clock().UTC().Truncate(time.Second)
+	now := e.now().UTC().Truncate(time.Second)
 	key, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	if err != nil {
 		return err
@@ -519,7 +560,7 @@ func (e *Emulator) attest(userData, nonce, publicKey []byte) ([]byte, error) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	now := e.opts.Clock().UTC()
+	now := e.now().UTC()
 	if now.Before(e.leaf.NotBefore) || !now.Before(e.leaf.NotAfter) {
 		if err := e.issueLeaf(now); err != nil {
 			return nil, ecInternalError
@@ -533,8 +574,13 @@ func (e *Emulator) attest(userData, nonce, publicKey []byte) ([]byte, error) {
 		moduleID: e.opts.ModuleID, timestamp: uint64(ms), cert: e.leaf.Raw, cabundle: e.cabundle,
 		userData: userData, nonce: nonce, publicKey: publicKey,
 	}
+	debug := e.debug.Load()
 	for i := 0; i < e.opts.DocumentPCRs; i++ {
-		p.pcrs = append(p.pcrs, e.pcrs[i])
+		if debug {
+			p.pcrs = append(p.pcrs, make([]byte, PCRSize))
+		} else {
+			p.pcrs = append(p.pcrs, e.pcrs[i])
+		}
 	}
 	doc, err := signCOSE(e.leafKey, p.marshal(e.opts.IndefinitePayload))
 	if err != nil {

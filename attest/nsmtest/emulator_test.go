@@ -262,3 +262,89 @@ func TestOptionsValidate(t *testing.T) {
 		}
 	}
 }
+
+// The emulator can be told its clock offset and debug mode, at start or
+// later, so that tests can cover an enclave whose clock disagrees with the
+// NSM's or that runs in debug mode.
+func TestClockOffsetAndDebug(t *testing.T) {
+	base := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return base }
+	dev := nsmtest.DevPCRs()
+	for _, tc := range []struct {
+		name      string
+		opts      nsmtest.Options
+		setOffset *time.Duration
+		setDebug  *bool
+		wantTime  time.Time
+		wantZero  bool
+	}{
+		{name: "default", opts: nsmtest.Options{Clock: clock, PCRs: dev}, wantTime: base},
+		{name: "offset ahead", opts: nsmtest.Options{Clock: clock, PCRs: dev, ClockOffset: 7 * time.Second}, wantTime: base.Add(7 * time.Second)},
+		{name: "offset behind", opts: nsmtest.Options{Clock: clock, PCRs: dev, ClockOffset: -90 * time.Minute}, wantTime: base.Add(-90 * time.Minute)},
+		{name: "offset set later", opts: nsmtest.Options{Clock: clock, PCRs: dev}, setOffset: ptr(-3 * time.Second), wantTime: base.Add(-3 * time.Second)},
+		{name: "debug", opts: nsmtest.Options{Clock: clock, PCRs: dev, Debug: true}, wantTime: base, wantZero: true},
+		{name: "debug set later", opts: nsmtest.Options{Clock: clock, PCRs: dev}, setDebug: ptr(true), wantTime: base, wantZero: true},
+		{name: "debug cleared later", opts: nsmtest.Options{Clock: clock, PCRs: dev, Debug: true}, setDebug: ptr(false), wantTime: base},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			emu, err := nsmtest.New(tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.setOffset != nil {
+				emu.SetClockOffset(*tc.setOffset)
+			}
+			if tc.setDebug != nil {
+				emu.SetDebug(*tc.setDebug)
+			}
+			n, err := attest.OpenNSM(emu.Options())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer n.Close()
+			raw, err := n.Attest(context.Background(), attest.Request{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The document still verifies at its own timestamp: the chain
+			// lives in the NSM's time.
+			d, err := attest.Verify(raw, attest.VerifyOptions{Roots: emu.Roots()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !d.Timestamp.Equal(tc.wantTime) {
+				t.Errorf("timestamp %v, want %v", d.Timestamp, tc.wantTime)
+			}
+			for i := range 3 {
+				want := dev[i]
+				if tc.wantZero {
+					want = make([]byte, nsmtest.PCRSize)
+				}
+				if !bytes.Equal(d.PCRs[i], want) {
+					t.Errorf("PCR%d = %x, want %x", i, d.PCRs[i], want)
+				}
+			}
+			// Debug mode hides the PCRs in documents only; the registers
+			// keep their values.
+			if v, _ := emu.PCR(0); !bytes.Equal(v, dev[0]) {
+				t.Errorf("register PCR0 = %x, want %x", v, dev[0])
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// DevPCRs are fixed and not all zero, so a dev enclave is not in debug mode.
+func TestDevPCRs(t *testing.T) {
+	a, b := nsmtest.DevPCRs(), nsmtest.DevPCRs()
+	for i := range 3 {
+		if len(a[i]) != nsmtest.PCRSize || !bytes.Equal(a[i], b[i]) || bytes.Equal(a[i], make([]byte, nsmtest.PCRSize)) {
+			t.Fatalf("PCR%d = %x", i, a[i])
+		}
+	}
+	a[0][0] ^= 1
+	if bytes.Equal(a[0], nsmtest.DevPCRs()[0]) {
+		t.Fatal("DevPCRs returns shared slices")
+	}
+}

@@ -1,9 +1,11 @@
 package nsmtest_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log"
+	"time"
 
 	"github.com/enclavekit/enclavekit/attest"
 	"github.com/enclavekit/enclavekit/attest/nsmtest"
@@ -58,4 +60,34 @@ func ExampleEmulator_SetPCRs() {
 	}
 	fmt.Printf("PCR0 %x PCR2 %x\n", d.PCRs[0][0], d.PCRs[2][0])
 	// Output: PCR0 a0 PCR2 a2
+}
+
+// Emulate a debug-mode enclave whose NSM clock runs 10 s ahead of the
+// system's, to test an enclave's startup checks.
+func ExampleEmulator_SetDebug() {
+	emu, err := nsmtest.New(nsmtest.Options{PCRs: nsmtest.DevPCRs()})
+	if err != nil {
+		log.Fatal(err)
+	}
+	emu.SetDebug(true)
+	emu.SetClockOffset(10 * time.Second)
+	n, err := attest.OpenNSM(emu.Options())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer n.Close()
+	before := time.Now()
+	doc, err := n.Attest(context.Background(), attest.Request{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	d, err := attest.ParseUnverified(doc)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("PCR0 all zeros: %v\n", bytes.Equal(d.PCRs[0], make([]byte, nsmtest.PCRSize)))
+	fmt.Println("NSM ahead by:", d.Timestamp.Sub(before).Round(time.Second))
+	// Output:
+	// PCR0 all zeros: true
+	// NSM ahead by: 10s
 }

@@ -96,22 +96,6 @@ func (h *attestHexFlag) Set(s string) error {
 	return nil
 }
 
-// attestParseArgs parses flags that may come before or after positional
-// arguments, returning the positionals.
-func attestParseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-}
-
 func attestVerify(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("enclavekit attest verify", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -122,7 +106,7 @@ func attestVerify(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&nonce, "nonce", "expected nonce, `HEX`")
 	pcrs := attestPCRFlags{}
 	fs.Var(pcrs, "pcr", "expected PCR value `N=HEX` (repeatable)")
-	pos, err := attestParseArgs(fs, args)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -169,7 +153,7 @@ func attestInspect(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("enclavekit attest inspect", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, attestUsage) }
-	pos, err := attestParseArgs(fs, args)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK

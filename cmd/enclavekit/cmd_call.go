@@ -53,13 +53,19 @@ func runCall(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() { fmt.Fprint(stderr, callUsage); fs.PrintDefaults() }
 	addr := fs.String("addr", "", "enclave server address, e.g. vsock://16:5000 or tcp://127.0.0.1:5000 (required)")
 	timeout := fs.Duration("timeout", 10*time.Second, "bound on the whole call, connection included")
-	pos, err := callParseArgs(fs, args)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
-		return callFlagExit(err)
+		return flagExit(err)
 	}
-	if *addr == "" || len(pos) < 1 || len(pos) > 2 || *timeout <= 0 {
-		fs.Usage()
-		return exitUsage
+	switch {
+	case *addr == "":
+		return usageFail(fs, stderr, "enclavekit call: --addr is required: the enclave's address, such as vsock://16:5000 or tcp://127.0.0.1:5000")
+	case len(pos) == 0:
+		return usageFail(fs, stderr, "enclavekit call: want METHOD [JSON|@FILE], such as: enclavekit call --addr ADDR echo '\"hi\"'")
+	case len(pos) > 2:
+		return usageFail(fs, stderr, "enclavekit call: %d arguments after the method; want at most one request (quote the JSON)", len(pos)-1)
+	case *timeout <= 0:
+		return usageFail(fs, stderr, "enclavekit call: --timeout %v: want a positive duration such as 10s", *timeout)
 	}
 	method := pos[0]
 	var body []byte
@@ -102,7 +108,7 @@ func callOnce(ctx context.Context, stderr io.Writer, cmd, addr string, timeout t
 	defer cancel()
 	c, err := parent.Dial(ctx, addr, parent.Options{PoolSize: 1, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
-		fmt.Fprintf(stderr, "enclavekit %s: %v\n", cmd, err)
+		fmt.Fprintf(stderr, "enclavekit %s: %s\n", cmd, withHint(err))
 		return nil, exitFailure
 	}
 	defer c.Close()
@@ -135,36 +141,6 @@ func callResponseJSON(method string, body []byte) ([]byte, error) {
 		return nil, err
 	}
 	return append(js, '\n'), nil
-}
-
-// callParseArgs parses flags that may appear before, between or after
-// the positional arguments, and returns the positional ones. "--" ends the
-// flags.
-func callParseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			return pos, nil
-		}
-		// flag stops at "--" (consumed) or at the first non-flag.
-		if len(args) >= len(rest)+1 && args[len(args)-len(rest)-1] == "--" {
-			return append(pos, rest...), nil
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
-}
-
-// callFlagExit maps a flag parsing error to an exit code: -h is not an error.
-func callFlagExit(err error) int {
-	if errors.Is(err, flag.ErrHelp) {
-		return exitOK
-	}
-	return exitUsage
 }
 
 // callJSONToCBOR converts one JSON value to canonical CBOR (see callUsage).

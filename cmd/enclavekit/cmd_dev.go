@@ -32,7 +32,7 @@ step passed.`)
 	verbose := fl.Bool("verbose", false, "also print the enclave's console, the sink's records and the proxy's log")
 	kill := fl.String("kill", "", "stop this component before the step that needs it, to see the failure path: "+strings.Join(devharness.Components, ", "))
 	timeout := fl.Duration("step-timeout", 20*time.Second, "time limit of each step")
-	if err := fl.Parse(args); err != nil {
+	if err := parseFlagSet(fl, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}

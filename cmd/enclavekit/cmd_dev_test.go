@@ -13,9 +13,10 @@ func TestDevCommand(t *testing.T) {
 		wantCode int
 		wantOut  string
 	}{
-		{[]string{"dev"}, exitOK, "all 5 steps passed"},
-		{[]string{"dev", "--kill", "log-sink", "--step-timeout", "2s"}, exitFailure, "step 5 (logs) failed"},
-		{[]string{"dev", "--kill", "kms"}, exitUsage, `cannot kill "kms"`},
+		{[]string{"dev"}, exitOK, "all 7 steps passed"},
+		{[]string{"dev", "--kill", "log-sink", "--step-timeout", "2s"}, exitFailure, "step 7 (logs) failed"},
+		{[]string{"dev", "--kill", "kms", "--step-timeout", "2s"}, exitFailure, "step 6 (kms) failed"},
+		{[]string{"dev", "--kill", "vault"}, exitUsage, `cannot kill "vault"`},
 		{[]string{"dev", "extra"}, exitUsage, "unexpected arguments"},
 	}
 	for _, tt := range tests {

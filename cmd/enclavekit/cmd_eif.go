@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,6 +28,10 @@ func init() {
 const eifUsage = `usage: enclavekit eif SUBCOMMAND [flags]
 
 subcommands:
+  build     --app BINARY [--blobs DIR] [--cmd ARG]... [--env K=V]... [--file SRC:DST]...
+            [--arch x86_64|aarch64] [--name N --version V] [--sign-cert PEM --sign-key PEM] -o OUT.eif
+            one command for your own static Go binary: nitro-cli's kernel, cmdline,
+            init and nsm.ko from --blobs (default /usr/share/nitro_enclaves/blobs), no Docker
   build     --kernel FILE --cmdline STRING --ramdisk FILE [--ramdisk FILE]...
             [--name N --version V] [--sign-cert PEM --sign-key PEM] -o OUT.eif
   describe  FILE      JSON in the shape of "nitro-cli describe-eif"; exit 1 on
@@ -71,12 +76,25 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("enclavekit eif "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: enclavekit eif %s %s\n\nflags:\n", name, eifSynopsis[name])
+		fs.PrintDefaults()
+	}
 	return fs
+}
+
+// eifSynopsis is each subcommand's usage line, required flags first.
+var eifSynopsis = map[string]string{
+	"build":             "(--app BINARY [--blobs DIR] | --kernel FILE --cmdline STRING --ramdisk FILE...) -o OUT.eif [flags]",
+	"describe":          "FILE",
+	"pcrs":              "FILE",
+	"ramdisk bootstrap": "[--init FILE] [--nsm FILE] -o OUT",
+	"ramdisk app":       "--binary FILE [--path /enclaved] [--cmd ARG]... [--env K=V]... [--file SRC:DST]... -o OUT",
 }
 
 // parseFlags returns -1 to continue, or an exit code.
 func parseFlags(fs *flag.FlagSet, args []string) int {
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlagSet(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
@@ -123,23 +141,42 @@ func eifBuild(args []string, stdout, stderr io.Writer) int {
 	memMiB := fs.Uint64("memory", eif.DefaultMemory>>20, "default enclave memory in MiB recorded in the header")
 	cpus := fs.Uint64("cpus", eif.DefaultCPUs, "default enclave CPU count recorded in the header")
 	kernelVersion := fs.String("kernel-version", "", "kernel version recorded in the metadata")
+	allowEmpty := fs.Bool("allow-empty-cmdline", false, "build with an empty kernel command line (nitro-cli's blobs have one in cmdline; an empty one rarely boots)")
+	appBinary := fs.String("app", "", "your static `BINARY`: build the whole image from it and nitro-cli's blobs (instead of --kernel, --cmdline and --ramdisk)")
+	blobs := fs.String("blobs", cpio.DefaultBlobsDir, "with --app: nitro-cli's blobs `DIR` (kernel, cmdline, init, nsm.ko)")
+	var appCmd, appEnv, appFiles listFlag
+	fs.Var(&appCmd, "cmd", "with --app: one argument of the command init runs, repeatable (default: the binary)")
+	fs.Var(&appEnv, "env", "with --app: NAME=value for the environment, repeatable")
+	fs.Var(&appFiles, "file", "with --app: SRC:DST extra file for the root filesystem, repeatable")
 	out := fs.String("o", "", "output `FILE`")
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
+	switch *arch {
+	case "arm64":
+		*arch = "aarch64" // Go's and Docker's name for it
+	case "amd64":
+		*arch = "x86_64"
+	}
 	switch {
 	case fs.NArg() != 0:
-		return usageErr(stderr, name, "unexpected arguments %q", fs.Args())
-	case *kernel == "":
-		return usageErr(stderr, name, "--kernel is required")
-	case len(ramdisks) == 0:
-		return usageErr(stderr, name, "at least one --ramdisk is required")
+		return usageErr(stderr, name, "unexpected arguments %q; every input is a flag (--app, --kernel, --ramdisk)", fs.Args())
+	case *appBinary != "" && (*kernel != "" || len(ramdisks) != 0 || *cmdline != ""):
+		return usageErr(stderr, name, "--app builds the kernel, cmdline and ramdisks from --blobs; drop --kernel, --cmdline and --ramdisk, or drop --app")
+	case *appBinary == "" && (len(appCmd) != 0 || len(appEnv) != 0 || len(appFiles) != 0):
+		return usageErr(stderr, name, "--cmd, --env and --file go with --app (or with enclavekit eif ramdisk app)")
+	case *appBinary == "" && *kernel == "":
+		return usageErr(stderr, name, "--kernel is required (or --app BINARY to build from nitro-cli's blobs)")
+	case *appBinary == "" && len(ramdisks) == 0:
+		return usageErr(stderr, name, "at least one --ramdisk is required (bootstrap first, then the application)")
+	case *appBinary == "" && *cmdline == "" && !*allowEmpty:
+		return usageErr(stderr, name, "--cmdline is empty: pass the kernel command line (nitro-cli's is in %s), or --allow-empty-cmdline", cpio.DefaultCmdlinePath)
 	case *out == "":
-		return usageErr(stderr, name, "-o is required")
+		return usageErr(stderr, name, "-o is required: the EIF file to write")
 	case (*certPath == "") != (*keyPath == ""):
 		return usageErr(stderr, name, "--sign-cert and --sign-key go together")
 	case *arch != "x86_64" && *arch != "aarch64":
-		return usageErr(stderr, name, "--arch %q: want x86_64 or aarch64", *arch)
+		return usageErr(stderr, name, "--arch %q: want x86_64 or aarch64 (arm64 and amd64 are accepted too)", *arch)
 	case *memMiB == 0 || *memMiB > 1<<44 || *cpus == 0:
 		return usageErr(stderr, name, "--memory and --cpus must be positive")
 	}
@@ -148,18 +185,25 @@ func eifBuild(args []string, stdout, stderr io.Writer) int {
 		return usageErr(stderr, name, "%v", err)
 	}
 	spec := eif.Spec{Cmdline: *cmdline, DefaultMemory: *memMiB << 20, DefaultCPUs: *cpus}
+	if *appBinary != "" {
+		if err := appImage(&spec, *appBinary, *blobs, *arch, appCmd, appEnv, appFiles, epoch); err != nil {
+			return fail(stderr, name, err)
+		}
+	}
 	if *arch == "aarch64" {
 		spec.Flags = eif.FlagARM64
 	}
-	if spec.Kernel, err = os.ReadFile(*kernel); err != nil {
-		return fail(stderr, name, err)
-	}
-	for _, r := range ramdisks {
-		b, err := os.ReadFile(r)
-		if err != nil {
+	if *appBinary == "" {
+		if spec.Kernel, err = os.ReadFile(*kernel); err != nil {
 			return fail(stderr, name, err)
 		}
-		spec.Ramdisks = append(spec.Ramdisks, b)
+		for _, r := range ramdisks {
+			b, err := os.ReadFile(r)
+			if err != nil {
+				return fail(stderr, name, err)
+			}
+			spec.Ramdisks = append(spec.Ramdisks, b)
+		}
 	}
 	if *certPath != "" {
 		certPEM, err := os.ReadFile(*certPath)
@@ -206,6 +250,70 @@ func eifBuild(args []string, stdout, stderr io.Writer) int {
 	return printJSON(stdout, stderr, name, struct {
 		Measurements measurementsJSON `json:"Measurements"`
 	}{toMeasurementsJSON(m)})
+}
+
+// appImage fills spec from a team's own binary and nitro-cli's blobs: the
+// kernel (bzImage, or Image on aarch64) and its command line, a bootstrap
+// ramdisk of init and nsm.ko, and an application ramdisk holding the
+// binary, as nitro-cli build-enclave lays them out, without Docker.
+func appImage(spec *eif.Spec, binary, blobs, arch string, cmd, env, files []string, epoch int64) error {
+	kernelName := "bzImage"
+	if arch == "aarch64" {
+		kernelName = "Image"
+	}
+	blob := func(name string) ([]byte, error) {
+		b, err := os.ReadFile(blobs + "/" + name)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%s not found in %s: point --blobs at nitro-cli's blobs (aws-nitro-enclaves-cli puts them in %s)", name, blobs, cpio.DefaultBlobsDir)
+		}
+		return b, err
+	}
+	var err error
+	if spec.Kernel, err = blob(kernelName); err != nil {
+		return err
+	}
+	cmdline, err := blob("cmdline")
+	if err != nil {
+		return err
+	}
+	spec.Cmdline = strings.TrimRight(string(cmdline), "\n")
+	initB, err := blob("init")
+	if err != nil {
+		return err
+	}
+	nsmB, err := blob("nsm.ko")
+	if err != nil {
+		return err
+	}
+	opts := cpio.Options{MTime: epoch}
+	boot, err := cpio.Bootstrap(initB, nsmB, opts)
+	if err != nil {
+		return err
+	}
+	app := cpio.App{Path: "/" + filepath.Base(binary), Cmd: cmd}
+	if len(env) > 0 {
+		app.Env = env
+	}
+	if app.Binary, err = os.ReadFile(binary); err != nil {
+		return err
+	}
+	for _, f := range files {
+		src, dst, ok := strings.Cut(f, ":")
+		if !ok || src == "" || dst == "" {
+			return fmt.Errorf("--file %q: want SRC:DST", f)
+		}
+		data, err := os.ReadFile(src)
+		if err != nil {
+			return err
+		}
+		app.Files = append(app.Files, cpio.File{Path: strings.TrimPrefix(dst, "/"), Mode: 0o644, Data: data})
+	}
+	appRD, err := cpio.Application(app, opts)
+	if err != nil {
+		return err
+	}
+	spec.Ramdisks = [][]byte{boot, appRD}
+	return nil
 }
 
 func writeFileAtomic(path string, b []byte) error {
@@ -277,7 +385,17 @@ type describeJSON struct {
 	ImageName          string            `json:"ImageName,omitempty"`
 	ImageVersion       string            `json:"ImageVersion,omitempty"`
 	Metadata           json.RawMessage   `json:"Metadata,omitempty"`
-	Error              string            `json:"Error,omitempty"`
+	// Sizing is ours: the least --memory run-enclave accepts for this
+	// file (four times its size) and the hugepages requests covering it.
+	Sizing *sizingJSON `json:"Sizing,omitempty"`
+	Error  string      `json:"Error,omitempty"`
+}
+
+type sizingJSON struct {
+	FileBytes      int64  `json:"FileBytes"`
+	MinMemoryMiB   uint64 `json:"MinMemoryMiB"`
+	HugepagesReq2M string `json:"hugepages-2Mi"`
+	HugepagesReq1G string `json:"hugepages-1Gi"`
 }
 
 type certInfoJSON struct {
@@ -300,6 +418,8 @@ func eifDescribe(args []string, stdout, stderr io.Writer) int {
 	}
 	var out describeJSON
 	var problems []string
+	sz := eif.SizingFor(int64(len(b)))
+	out.Sizing = &sizingJSON{FileBytes: sz.FileBytes, MinMemoryMiB: sz.MemoryMiB, HugepagesReq2M: sz.Hugepages2Mi, HugepagesReq1G: sz.Hugepages1Gi}
 	if len(b) >= 6 {
 		out.EifVersion = uint16(b[4])<<8 | uint16(b[5])
 	}
@@ -316,14 +436,15 @@ func eifDescribe(args []string, stdout, stderr io.Writer) int {
 	} else {
 		describeImage(img, &out, &problems, path)
 	}
-	code = printJSON(stdout, stderr, name, out)
 	if len(problems) > 0 {
+		// Nothing on stdout: PCRs of a file that fails its checks must not
+		// look like an answer to a script reading them.
 		for _, p := range problems {
 			fmt.Fprintf(stderr, "enclavekit eif describe: %s\n", p)
 		}
 		return exitFailure
 	}
-	return code
+	return printJSON(stdout, stderr, name, out)
 }
 
 func describeImage(img *eif.Image, out *describeJSON, problems *[]string, path string) {
@@ -465,6 +586,10 @@ func eifPCRs(args []string, stdout, stderr io.Writer) int {
 }
 
 func eifRamdisk(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+		fmt.Fprintf(stdout, "usage:\n  enclavekit eif ramdisk bootstrap %s\n  enclavekit eif ramdisk app %s\n", eifSynopsis["ramdisk bootstrap"], eifSynopsis["ramdisk app"])
+		return exitOK
+	}
 	if len(args) == 0 || (args[0] != "bootstrap" && args[0] != "app") {
 		return usageErr(stderr, "ramdisk", "want \"bootstrap\" or \"app\"")
 	}

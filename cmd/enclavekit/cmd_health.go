@@ -13,7 +13,7 @@ import (
 func init() {
 	register(command{
 		name:    "health",
-		summary: "print an enclave server's health report (enclavekit.health) as JSON",
+		summary: "print an enclave server's health report (enclavekit.health) as JSON: startup checks, clock skew, connections",
 		run:     runHealth,
 	})
 }
@@ -27,15 +27,25 @@ func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	addr := fs.String("addr", "", "enclave server address, e.g. vsock://16:5000 or tcp://127.0.0.1:5000 (required)")
 	timeout := fs.Duration("timeout", 10*time.Second, "bound on the whole call, connection included")
-	pos, err := callParseArgs(fs, args)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
-		return callFlagExit(err)
+		return flagExit(err)
 	}
-	if *addr == "" || len(pos) != 0 || *timeout <= 0 {
-		fs.Usage()
-		return exitUsage
+	switch {
+	case *addr == "":
+		return usageFail(fs, stderr, "enclavekit health: --addr is required: the enclave's address, such as vsock://16:5000 or tcp://127.0.0.1:5000")
+	case len(pos) != 0:
+		return usageFail(fs, stderr, "enclavekit health: unexpected arguments %q; the address goes in --addr", pos)
+	case *timeout <= 0:
+		return usageFail(fs, stderr, "enclavekit health: --timeout %v: want a positive duration such as 10s", *timeout)
 	}
-	out, code := callOnce(ctx, stderr, "health", *addr, *timeout, protocol.MethodHealth, nil)
+	// Ask for the clock too; servers that predate it ignore the request.
+	req, err := protocol.Marshal(&protocol.HealthRequest{Clock: true})
+	if err != nil {
+		fmt.Fprintf(stderr, "enclavekit health: %v\n", err)
+		return exitFailure
+	}
+	out, code := callOnce(ctx, stderr, "health", *addr, *timeout, protocol.MethodHealth, req)
 	if code != exitOK {
 		return code
 	}

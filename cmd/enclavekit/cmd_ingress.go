@@ -38,13 +38,19 @@ func runIngress(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	framing := fs.String("framing", parent.FramingAuto, "message boundaries for --min-rate: auto, tls, frames or none")
 	idle := fs.Duration("idle-timeout", parent.DefaultIngressIdleTimeout, "close connections idle this long in both directions (0 or negative: never)")
 	proxy := fs.Bool("proxy-protocol", false, "send a PROXY protocol v2 header with the client's address first")
-	pos, err := callParseArgs(fs, args)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
-		return callFlagExit(err)
+		return flagExit(err)
 	}
-	if *listen == "" || *to == "" || len(pos) != 0 || *maxConns < 1 {
-		fs.Usage()
-		return exitUsage
+	switch {
+	case *to == "":
+		return usageFail(fs, stderr, "enclavekit ingress: --to is required: the enclave's address, such as vsock://16:5000")
+	case *listen == "":
+		return usageFail(fs, stderr, "enclavekit ingress: --listen is empty: give the address outside clients connect to, such as tcp://0.0.0.0:443")
+	case len(pos) != 0:
+		return usageFail(fs, stderr, "enclavekit ingress: unexpected arguments %q; ingress takes only flags", pos)
+	case *maxConns < 1:
+		return usageFail(fs, stderr, "enclavekit ingress: --max-conns %d: want 1 or more", *maxConns)
 	}
 	switch *framing {
 	case parent.FramingAuto, parent.FramingTLS, parent.FramingFrames, parent.FramingNone:
@@ -70,12 +76,11 @@ func runIngress(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		Framing:           *framing,
 	})
 	if err != nil {
-		fmt.Fprintf(stderr, "enclavekit ingress: %v\n", err)
-		return exitUsage
+		return usageFail(fs, stderr, "enclavekit ingress: %v", err)
 	}
 	ln, err := transport.Listen(ctx, *listen)
 	if err != nil {
-		fmt.Fprintf(stderr, "enclavekit ingress: %v\n", err)
+		fmt.Fprintf(stderr, "enclavekit ingress: %s\n", withHint(err))
 		return exitFailure
 	}
 	log.Info("enclavekit ingress: forwarding", "listen", transport.AddrOf(ln.Addr()), "to", *to,

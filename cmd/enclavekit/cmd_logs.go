@@ -35,14 +35,16 @@ func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	name := fs.String("enclave", "", "value of the enclave attribute (default: the sender's CID or IP)")
 	level := fs.String("level", "debug", "lowest level printed: debug, info, warn or error")
 	allow := fs.String("allow-cids", "", "comma-separated enclave CIDs whose streams are accepted (default: every enclave CID, 4 and up; never the parent's 3)")
-	pos, err := callParseArgs(fs, args)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
-		return callFlagExit(err)
+		return flagExit(err)
 	}
 	var lv slog.Level
-	if len(pos) != 0 || lv.UnmarshalText([]byte(*level)) != nil {
-		fs.Usage()
-		return exitUsage
+	switch {
+	case len(pos) != 0:
+		return usageFail(fs, stderr, "enclavekit logs: unexpected arguments %q; logs takes only flags", pos)
+	case lv.UnmarshalText([]byte(*level)) != nil:
+		return usageFail(fs, stderr, "enclavekit logs: --level %q: want debug, info, warn or error", *level)
 	}
 	var cids []uint32
 	for _, f := range strings.Split(*allow, ",") {
@@ -67,12 +69,11 @@ func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	sink, err := parent.NewLogSink(parent.LogSinkConfig{Listen: *listen, Handler: h, Enclave: *name, AllowCIDs: cids})
 	if err != nil {
-		fmt.Fprintf(stderr, "enclavekit logs: %v\n", err)
-		return exitUsage
+		return usageFail(fs, stderr, "enclavekit logs: %v", err)
 	}
 	ln, err := transport.Listen(ctx, *listen)
 	if err != nil {
-		fmt.Fprintf(stderr, "enclavekit logs: %v\n", err)
+		fmt.Fprintf(stderr, "enclavekit logs: %s\n", withHint(err))
 		return exitFailure
 	}
 	fmt.Fprintf(stderr, "enclavekit logs: listening on %s\n", transport.AddrOf(ln.Addr()))

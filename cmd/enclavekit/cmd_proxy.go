@@ -39,15 +39,17 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintln(stderr, "usage: enclavekit proxy --config FILE\n\nRuns the egress proxy. SIGHUP reloads the allowlist from FILE; SIGTERM drains and exits.\n\nflags:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlagSet(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
 		return exitUsage
 	}
-	if *config == "" || fs.NArg() != 0 {
-		fs.Usage()
-		return exitUsage
+	switch {
+	case *config == "":
+		return usageFail(fs, stderr, "enclavekit proxy: --config is required: the routes and allowlist file, such as /etc/enclavekit/proxy.yaml (deploy/config/proxy.yaml is a template)")
+	case fs.NArg() != 0:
+		return usageFail(fs, stderr, "enclavekit proxy: unexpected arguments %q; for vsock-proxy's LOCAL_PORT REMOTE_HOST REMOTE_PORT use enclavekit vsock-proxy", fs.Args())
 	}
 	log, err := proxyLogger(stderr, *level)
 	if err != nil {
@@ -79,19 +81,17 @@ func runVsockProxy(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, "usage: enclavekit vsock-proxy [--config FILE] [-4|-6] [-w N] LOCAL_PORT REMOTE_HOST REMOTE_PORT\n\nForwards vsock port LOCAL_PORT to REMOTE_HOST:REMOTE_PORT, which must be on the allowlist\n(default file "+proxy.DefaultAllowlistFile+"), like AWS vsock-proxy.\n\nflags:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlagSet(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
 		return exitUsage
 	}
 	if fs.NArg() != 3 {
-		fs.Usage()
-		return exitUsage
+		return usageFail(fs, stderr, "enclavekit vsock-proxy: want LOCAL_PORT REMOTE_HOST REMOTE_PORT, got %d arguments", fs.NArg())
 	}
 	usageErr := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "enclavekit vsock-proxy: "+format+"\n", a...)
-		return exitUsage
+		return usageFail(fs, stderr, "enclavekit vsock-proxy: "+format, a...)
 	}
 	localPort, err := strconv.ParseUint(fs.Arg(0), 10, 32)
 	if err != nil {
@@ -155,7 +155,7 @@ func serveProxy(ctx context.Context, cfg proxy.Config, path string, log *slog.Lo
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	if err := p.Listen(ctx); err != nil {
-		fmt.Fprintln(stderr, "enclavekit proxy:", err)
+		fmt.Fprintln(stderr, "enclavekit proxy:", withHint(err))
 		return exitFailure
 	}
 	for i := range cfg.Routes {

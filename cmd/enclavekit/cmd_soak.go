@@ -49,7 +49,7 @@ counted as evicted or timed out, a good call failed or its p99 reached
 	fl.DurationVar(&o.ProgressEvery, "progress", soak.DefaultProgressEvery, "interval of progress lines")
 	fl.Uint64Var(&o.Seed, "seed", 0, "seed of the random bodies and payloads (0: random)")
 	verbose := fl.Bool("verbose", false, "print the components' logs at info level (default: warnings and errors)")
-	if err := fl.Parse(args); err != nil {
+	if err := parseFlagSet(fl, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}

@@ -9,6 +9,7 @@
 //	enclavekit ingress      forward parent TCP connections into the enclave
 //	enclavekit logs         the log sink for the enclave's log stream
 //	enclavekit eif          build, describe and measure EIF images
+//	enclavekit run          supervise up to four enclaves and their parent components (--config FILE)
 //
 // Run "enclavekit help" for the list and "enclavekit COMMAND -h" for a
 // command's flags. Exit codes: 0 success, 1 the operation failed (a remote

@@ -40,11 +40,13 @@ const (
 	ComponentEnclave = "enclave"  // stopped before step 1 (health)
 	ComponentProxy   = "proxy"    // stopped before step 4 (egress)
 	ComponentHTTPS   = "https"    // stopped before step 4 (egress)
-	ComponentLogSink = "log-sink" // stopped before step 5 (logs)
+	ComponentIMDS    = "imds"     // stopped before step 5 (credentials)
+	ComponentKMS     = "kms"      // stopped before step 6 (kms)
+	ComponentLogSink = "log-sink" // stopped before step 7 (logs)
 )
 
 // Components lists the names Options.Kill accepts.
-var Components = []string{ComponentEnclave, ComponentProxy, ComponentHTTPS, ComponentLogSink}
+var Components = []string{ComponentEnclave, ComponentProxy, ComponentHTTPS, ComponentIMDS, ComponentKMS, ComponentLogSink}
 
 // Methods the harness registers in the enclave beside enclaved's own. They
 // exist only in the development harness.
@@ -113,12 +115,13 @@ type env struct {
 	sinkStop context.CancelFunc
 	sinkDone chan error
 
-	proxy       *proxy.Proxy
-	proxyLogs   *captureHandler
-	routeAddr   string // fixed route to the HTTPS test server
-	connectAddr string // CONNECT route
-	proxyStop   context.CancelFunc
-	proxyDone   chan error
+	proxy        *proxy.Proxy
+	proxyLogs    *captureHandler
+	routeAddr    string // fixed route to the HTTPS test server
+	kmsRouteAddr string // fixed route to KMS (through the recorder)
+	connectAddr  string // CONNECT route
+	proxyStop    context.CancelFunc
+	proxyDone    chan error
 
 	emu          *nsmtest.Emulator
 	pcrs         map[int][]byte
@@ -130,6 +133,8 @@ type env struct {
 	client       *parent.Client
 	lastDocument []byte
 	tmpDir       string
+
+	k kmsEnv // IMDS and KMS emulators, the KMS route recorder
 }
 
 // Run starts the system on loopback, runs the scripted session and stops
@@ -162,6 +167,8 @@ func Run(ctx context.Context, opts Options) error {
 		{"attestation", nil, e.stepAttest},
 		{"echo", nil, e.stepEcho},
 		{"egress", []string{ComponentProxy, ComponentHTTPS}, e.stepEgress},
+		{"credentials", []string{ComponentIMDS}, e.stepCredentials},
+		{"kms", []string{ComponentKMS}, e.stepKMS},
 		{"logs", []string{ComponentLogSink}, e.stepLogs},
 	}
 	for i, s := range steps {
@@ -230,6 +237,20 @@ func (e *env) startAll(ctx context.Context) error {
 		}
 	}()
 
+	// The NSM emulator (the enclave's), and the KMS side, whose emulator
+	// verifies Recipient documents against the NSM emulator's root.
+	e.pcrs = nsmtest.DevPCRs()
+	e.emu, err = nsmtest.New(nsmtest.Options{PCRs: e.pcrs})
+	if err != nil {
+		return fmt.Errorf("NSM emulator: %w", err)
+	}
+	if e.tmpDir, err = os.MkdirTemp("", "enclavekit-dev-"); err != nil {
+		return err
+	}
+	if err := e.startKMS(e.tmpDir); err != nil {
+		return err
+	}
+
 	// Log sink.
 	e.sinkLogs = newCaptureHandler(e.verboseWriter("sink"))
 	e.sink, err = parent.NewLogSink(parent.LogSinkConfig{Handler: e.sinkLogs, Enclave: "dev"})
@@ -253,13 +274,19 @@ func (e *env) startAll(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("egress proxy: %w", err)
 	}
+	kmsHost, kmsPort, err := proxy.SplitHostPort(e.k.recorder.addr())
+	if err != nil {
+		return fmt.Errorf("egress proxy: %w", err)
+	}
+	kmsAllow := proxy.AllowEntry{Address: kmsHost, Port: kmsPort}
 	e.proxyLogs = newCaptureHandler(e.verboseWriter("proxy"))
 	e.proxy, err = proxy.New(proxy.Config{
 		Routes: []proxy.Route{
 			{Name: "https-test", Listen: "tcp://127.0.0.1:0", To: httpsHost},
 			{Name: "connect", Listen: "tcp://127.0.0.1:0", Connect: true},
+			{Name: "kms", Listen: "tcp://127.0.0.1:0", To: e.k.recorder.addr()},
 		},
-		Allowlist: []proxy.AllowEntry{{Address: host, Port: port}},
+		Allowlist: []proxy.AllowEntry{{Address: host, Port: port}, kmsAllow},
 		Limits:    proxy.Limits{DrainTimeout: 2 * time.Second, DialTimeout: 5 * time.Second},
 	}, proxy.Options{Logger: slog.New(e.proxyLogs)})
 	if err != nil {
@@ -268,7 +295,7 @@ func (e *env) startAll(ctx context.Context) error {
 	if err := e.proxy.Listen(ctx); err != nil {
 		return fmt.Errorf("egress proxy: %w", err)
 	}
-	e.routeAddr, e.connectAddr = e.proxy.Addr(0), e.proxy.Addr(1)
+	e.routeAddr, e.connectAddr, e.kmsRouteAddr = e.proxy.Addr(0), e.proxy.Addr(1), e.proxy.Addr(2)
 	var pctx context.Context
 	pctx, e.proxyStop = context.WithCancel(context.Background())
 	e.proxyDone = make(chan error, 1)
@@ -276,11 +303,6 @@ func (e *env) startAll(ctx context.Context) error {
 
 	// The enclave: enclaved's own code path (flags, checks, logging,
 	// server), in dev mode with an emulated NSM whose root we keep.
-	e.pcrs = devPCRs()
-	e.emu, err = nsmtest.New(nsmtest.Options{PCRs: e.pcrs})
-	if err != nil {
-		return fmt.Errorf("NSM emulator: %w", err)
-	}
 	e.enclaveOut = &syncBuffer{}
 	console := io.Writer(e.enclaveOut)
 	if w := e.verboseWriter("enclave"); w != nil {
@@ -292,6 +314,7 @@ func (e *env) startAll(ctx context.Context) error {
 	e.enclaveDone = make(chan int, 1)
 	args := []string{"--dev", "--nsm", "emulated", "--listen", "tcp://127.0.0.1:0",
 		"--log-sink", e.sinkAddr, "--log-level", "debug", "--drain-timeout", "2s"}
+	args = append(args, e.k.enclaveArgs(e.kmsRouteAddr)...)
 	go func() {
 		e.enclaveDone <- enclaved.Run(ectx, args, enclaved.Env{
 			Stdout: console, Stderr: console, Emulator: e.emu,
@@ -315,7 +338,9 @@ func (e *env) startAll(ctx context.Context) error {
 	fmt.Fprintf(e.out, "  enclave server   %s   enclaved --dev --nsm emulated (same code path as the binary)\n", e.enclaveAddr)
 	fmt.Fprintf(e.out, "  log sink         %s   (vsock://3:5001 on EC2)\n", e.sinkAddr)
 	fmt.Fprintf(e.out, "  egress proxy     %s -> %s (fixed route), %s (CONNECT)\n", e.routeAddr, httpsHost, e.connectAddr)
-	fmt.Fprintf(e.out, "  https server     %s   (the only allowlisted destination)\n", e.https.URL)
+	fmt.Fprintf(e.out, "  https server     %s   (allowlisted, like the KMS route)\n", e.https.URL)
+	fmt.Fprintf(e.out, "  KMS emulator     %s   via the proxy's route %s (vsock://3:8000 on EC2); keys pinned in the enclave\n", e.k.kms.URL(), e.kmsRouteAddr)
+	fmt.Fprintf(e.out, "  IMDSv2 emulator  %s   role %s\n", e.k.imds.URL(), e.k.imds.Role())
 	return nil
 }
 
@@ -414,8 +439,11 @@ func connectThrough(ctx context.Context, connectAddr, target string) (egressResu
 
 func (e *env) stepHealth(ctx context.Context) (string, error) {
 	var h protocol.HealthResponse
-	if err := e.client.Call(ctx, protocol.MethodHealth, nil, &h); err != nil {
+	if err := e.client.Call(ctx, protocol.MethodHealth, &protocol.HealthRequest{Clock: true}, &h); err != nil {
 		return "", err
+	}
+	if h.Clock == nil || h.Clock.Checks == 0 {
+		return "", errors.New("health reports no clock reading from the NSM")
 	}
 	if !h.Dev {
 		return "", errors.New("the server does not report dev mode, but it was started with --dev")
@@ -429,12 +457,18 @@ func (e *env) stepHealth(ctx context.Context) (string, error) {
 		case !c.OK:
 			return "", fmt.Errorf("startup check %s failed and was not overridden: %s contains %q, want %q", c.Name, c.File, c.Found, c.Want)
 		}
+		// The emulated NSM stands in for a production enclave: not in
+		// debug mode, with a clock that agrees, even under --dev.
+		if !c.OK && (c.Name == enclave.CheckNSM || c.Name == enclave.CheckDebug || c.Name == enclave.CheckClock) {
+			return "", fmt.Errorf("startup check %s failed against the emulated NSM: %s is %s, want %s", c.Name, c.File, c.Found, c.Want)
+		}
 		checks = append(checks, fmt.Sprintf("%s: %s is %q, want %q (%s)", c.Name, c.File, c.Found, c.Want, state))
 	}
 	if len(checks) == 0 {
 		return "", errors.New("health reports no startup checks")
 	}
-	return fmt.Sprintf("version %s, dev=%v, uptime %dms\n      %s", h.Version, h.Dev, h.UptimeMillis, strings.Join(checks, "\n      ")), nil
+	return fmt.Sprintf("version %s, dev=%v, uptime %dms, clock skew %v (bound ±%v)\n      %s", h.Version, h.Dev, h.UptimeMillis,
+		time.Duration(h.Clock.SkewNanos).Round(time.Microsecond), time.Duration(h.Clock.MaxSkewNanos), strings.Join(checks, "\n      ")), nil
 }
 
 func (e *env) stepAttest(ctx context.Context) (string, error) {
@@ -555,6 +589,10 @@ func (e *env) kill(component string) {
 		e.proxyStop = nil
 	case ComponentHTTPS:
 		e.https.Close()
+	case ComponentIMDS:
+		e.k.imds.Close()
+	case ComponentKMS:
+		e.k.kms.Close()
 	case ComponentLogSink:
 		e.sinkStop()
 		<-e.sinkDone
@@ -591,6 +629,7 @@ func (e *env) stop() {
 	if e.canary != nil {
 		e.canary.Close()
 	}
+	e.k.stop()
 	if e.tmpDir != "" {
 		os.RemoveAll(e.tmpDir)
 	}
@@ -598,11 +637,7 @@ func (e *env) stop() {
 
 // printKeep prints the addresses and commands for exploring a kept system.
 func (e *env) printKeep() error {
-	dir, err := os.MkdirTemp("", "enclavekit-dev-")
-	if err != nil {
-		return err
-	}
-	e.tmpDir = dir
+	dir := e.tmpDir
 	root := filepath.Join(dir, "emulator-root.pem")
 	doc := filepath.Join(dir, "attestation.cbor")
 	if err := os.WriteFile(root, e.emu.RootPEM(), 0o600); err != nil {
@@ -659,17 +694,6 @@ func fmtDuration(d time.Duration) string {
 		return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond))
 	}
 	return d.Round(10 * time.Millisecond).String()
-}
-
-// devPCRs are the emulated boot measurements: fixed, recognisable values
-// standing in for an EIF's PCR0-2 (see build/eif for real ones).
-func devPCRs() map[int][]byte {
-	m := make(map[int][]byte, 3)
-	for i := range 3 {
-		h := sha512.Sum384([]byte(fmt.Sprintf("enclavekit dev emulated PCR%d", i)))
-		m[i] = h[:]
-	}
-	return m
 }
 
 func (e *env) verboseWriter(prefix string) io.Writer {

@@ -29,12 +29,15 @@ func TestRun(t *testing.T) {
 		t.Fatalf("Run: %v\n%s", err, out.String())
 	}
 	for _, want := range []string{
-		"[1/5] health", "dev=true", "overridden by --dev",
-		"[2/5] attestation", "PCR0 ", "PCR1 ", "PCR2 ", "refused as expected",
-		"[3/5] echo", "byte for byte",
-		"[4/5] egress", "200", "TLS 1.3 inside the enclave", `403 from the proxy, reason "not_allowlisted", nothing dialled`,
-		"[5/5] logs", "fresh marker",
-		"all 5 steps passed",
+		"[1/7] health", "dev=true", "overridden by --dev",
+		"[2/7] attestation", "PCR0 ", "PCR1 ", "PCR2 ", "refused as expected",
+		"[3/7] echo", "byte for byte",
+		"[4/7] egress", "200", "TLS 1.3 inside the enclave", `403 from the proxy, reason "not_allowlisted", nothing dialled`,
+		"[5/7] credentials", "read with the SDK's IMDSv2 client (session token), pushed into the enclave",
+		"[6/7] kms", "GenerateDataKey with Recipient sealed", "Decrypt of the stored CiphertextBlob opened them",
+		"another PCR0: refused by KMS", "no data key, state or credential in them, nor in any log line",
+		"[7/7] logs", "fresh marker",
+		"all 7 steps passed",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
@@ -56,7 +59,9 @@ func TestKill(t *testing.T) {
 		{ComponentEnclave, 1, "health"},
 		{ComponentProxy, 4, "egress"},
 		{ComponentHTTPS, 4, "egress"},
-		{ComponentLogSink, 5, "logs"},
+		{ComponentIMDS, 5, "credentials"},
+		{ComponentKMS, 6, "kms"},
+		{ComponentLogSink, 7, "logs"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.component, func(t *testing.T) {
@@ -74,7 +79,7 @@ func TestKill(t *testing.T) {
 				t.Fatalf("output lacks %q:\n%s", wantLine, out.String())
 			}
 			for i := 1; i < tt.step; i++ {
-				if !strings.Contains(out.String(), fmt.Sprintf("[%d/5]", i)) {
+				if !strings.Contains(out.String(), fmt.Sprintf("[%d/7]", i)) {
 					t.Fatalf("step %d did not run before the failure:\n%s", i, out.String())
 				}
 			}
@@ -140,7 +145,7 @@ func TestOptionsValidate(t *testing.T) {
 	}{
 		{Options{Out: io.Discard}, ""},
 		{Options{}, "Out is nil"},
-		{Options{Out: io.Discard, Kill: "kms"}, `cannot kill "kms"`},
+		{Options{Out: io.Discard, Kill: "vault"}, `cannot kill "vault"`},
 		{Options{Out: io.Discard, StepTimeout: -1}, "negative"},
 	}
 	for _, tt := range tests {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"runtime"
 	"strings"
 	"time"
 
@@ -33,6 +34,8 @@ type options struct {
 	nsm      string
 	logSink  string
 	logLevel slog.Level
+	kms      kmsOptions
+	version  bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -53,17 +56,29 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fl.DurationVar(&o.cfg.WriteTimeout, "write-timeout", enclave.DefaultWriteTimeout, "time to write one response")
 	fl.DurationVar(&o.cfg.HandlerTimeout, "handler-timeout", enclave.DefaultHandlerTimeout, "time a handler may take")
 	fl.DurationVar(&o.cfg.DrainTimeout, "drain-timeout", enclave.DefaultDrainTimeout, "on SIGTERM, time in-flight requests get to finish")
+	o.kms.flags(fl)
+	fl.BoolVar(&o.version, "version", false, "print the version and exit")
+	fl.BoolVar(&o.cfg.AllowDebug, "allow-debug", false, "start even if the NSM reports an all-zero PCR0 (a debug-mode enclave, which the parent can read), with a loud warning")
+	fl.DurationVar(&o.cfg.MaxClockSkew, "max-clock-skew", enclave.DefaultMaxClockSkew, "largest difference allowed between the system clock and the NSM's time")
+	fl.DurationVar(&o.cfg.ClockCheckInterval, "clock-check-interval", enclave.DefaultClockCheckInterval, "time between re-checks of the clock against the NSM while serving")
+	fl.DurationVar(&o.cfg.NSMTimeout, "nsm-timeout", enclave.DefaultNSMTimeout, "time the NSM gets to answer each attestation request of the startup and clock checks")
 	if err := fl.Parse(args); err != nil {
 		return nil, err
 	}
 	if fl.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q: enclaved takes only flags", fl.Args())
 	}
+	if o.version {
+		return o, nil
+	}
 	if err := o.cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%w (check the matching flag)", err)
 	}
 	if o.nsm != nsmDevice && o.nsm != nsmEmulated {
 		return nil, fmt.Errorf("--nsm %q: want %s or %s", o.nsm, nsmDevice, nsmEmulated)
+	}
+	if err := o.kms.check(); err != nil {
+		return nil, err
 	}
 	if o.nsm == nsmEmulated && !o.cfg.Dev {
 		return nil, errors.New("--nsm emulated produces attestation documents no verifier trusts; it needs --dev")
@@ -100,6 +115,10 @@ func Run(ctx context.Context, args []string, env Env) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "enclaved:", err)
 		return exitUsage
+	}
+	if o.version {
+		fmt.Fprintf(stdout, "enclaved %s (%s)\n", enclave.BuildVersion(), runtime.Version())
+		return exitOK
 	}
 
 	var handler slog.Handler
@@ -150,8 +169,13 @@ func Run(ctx context.Context, args []string, env Env) int {
 	att.a = a
 	if o.nsm == nsmEmulated {
 		log.Warn("DEVELOPMENT MODE: enclavekit.attest is served by the NSM emulator; its documents are not trusted by any verifier")
+		printEmulatedPCRs(ctx, stdout, a)
 	}
 	srv.Handle(methodEcho, func(_ context.Context, body []byte) ([]byte, error) { return body, nil })
+	if err := o.kms.register(srv, &att, log); err != nil {
+		fmt.Fprintln(stderr, "enclaved:", err)
+		return exitFailure
+	}
 	if env.Handlers != nil {
 		for m, h := range env.Handlers(log) {
 			srv.Handle(m, h)
@@ -159,6 +183,9 @@ func Run(ctx context.Context, args []string, env Env) int {
 	}
 
 	if err := srv.Listen(ctx); err != nil {
+		if h := transport.Hint(err); h != "" {
+			err = fmt.Errorf("%w; %s", err, h)
+		}
 		fmt.Fprintln(stderr, "enclaved:", err)
 		return exitFailure
 	}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -20,6 +21,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/enclavekit/enclavekit/attest"
+	"github.com/enclavekit/enclavekit/attest/nsmtest"
 	"github.com/enclavekit/enclavekit/protocol"
 	"github.com/enclavekit/enclavekit/transport"
 )
@@ -66,6 +68,14 @@ func TestFlags(t *testing.T) {
 		{"bad log level", []string{"--log-level", "loud"}, exitUsage, "log-level"},
 		{"bad log sink", []string{"--log-sink", "udp://x:1", "--dev"}, exitUsage, "--log-sink"},
 		{"arguments", []string{"serve"}, exitUsage, "only flags"},
+		{"kms alias", []string{"--kms-key", "alias/app"}, exitUsage, "--kms-key/--kms-proxy: kms: bad configuration: KMS key \"alias/app\" is an alias"},
+		{"kms two regions", []string{"--kms-key", "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+			"--kms-key", "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"}, exitUsage, "different regions"},
+		{"kms bad proxy", []string{"--kms-key", "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab", "--kms-proxy", "http://x"}, exitUsage, "KMS proxy address"},
+		{"kms roots without key", []string{"--kms-roots", "/dev/null"}, exitUsage, "--kms-roots needs at least one --kms-key"},
+		{"negative clock skew", []string{"--max-clock-skew", "-1s"}, exitUsage, "MaxClockSkew"},
+		{"negative clock interval", []string{"--clock-check-interval", "-1m"}, exitUsage, "ClockCheckInterval"},
+		{"negative nsm timeout", []string{"--nsm-timeout", "-1s"}, exitUsage, "NSMTimeout"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -154,8 +164,20 @@ func TestDevServer(t *testing.T) {
 	}
 	r := call(t, addr, protocol.MethodHealth, nil)
 	var h protocol.HealthResponse
-	if err := protocol.Unmarshal(r.Body, &h); err != nil || !h.Dev || len(h.Checks) != 2 || !h.Checks[0].Overridden {
+	if err := protocol.Unmarshal(r.Body, &h); err != nil || !h.Dev || len(h.Checks) != 5 || !h.Checks[0].Overridden {
 		t.Fatalf("health %+v, %v", h, err)
+	}
+	// The standalone emulated NSM is not in debug mode, and its clock
+	// agrees: those checks pass, and its PCRs were printed at start.
+	for _, c := range h.Checks[2:] {
+		if !c.OK {
+			t.Errorf("check %+v failed", c)
+		}
+	}
+	for i, v := range nsmtest.DevPCRs() {
+		if line := fmt.Sprintf("enclaved: emulated NSM: PCR%d %x\n", i, v); !strings.Contains(stdout.String(), line) {
+			t.Errorf("stdout lacks %q:\n%s", line, stdout.String())
+		}
 	}
 	body, _ := protocol.Marshal(&protocol.AttestRequest{Nonce: []byte("nonce-1")})
 	r = call(t, addr, protocol.MethodAttest, body)
@@ -338,5 +360,51 @@ func BenchmarkEcho(b *testing.B) {
 		if _, err := fr.ReadFrame(); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// The NSM checks' options are enclaved's own flags: a debug-mode emulator
+// starts only as a loud warning under --dev, and the flags reach the
+// server's configuration (the clock bound shows in health).
+func TestDevServerDebugNSM(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	emu, err := nsmtest.New(nsmtest.Options{Debug: true, ClockOffset: 40 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		done <- Run(ctx, []string{"--dev", "--nsm", "emulated", "--listen", "tcp://127.0.0.1:0", "--log-sink", "none",
+			"--max-clock-skew", "30s", "--clock-check-interval", "1h", "--drain-timeout", "2s"},
+			Env{Stdout: &stdout, Stderr: &stderr, SysFS: virtioFS(), Emulator: emu})
+	}()
+	addr := waitListening(t, stdout.String)
+	body, _ := protocol.Marshal(&protocol.HealthRequest{Clock: true})
+	r := call(t, addr, protocol.MethodHealth, body)
+	var h protocol.HealthResponse
+	if err := protocol.Unmarshal(r.Body, &h); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]protocol.CheckResult{}
+	for _, c := range h.Checks {
+		got[c.Name] = c
+	}
+	if c := got["debug"]; c.OK || !c.Overridden || !strings.Contains(c.Found, "all zeros") {
+		t.Errorf("debug check %+v", c)
+	}
+	if c := got["clock"]; c.OK || !c.Overridden || !strings.Contains(c.Want, "30s") {
+		t.Errorf("clock check %+v", c)
+	}
+	if h.Clock == nil || h.Clock.MaxSkewNanos != int64(30*time.Second) || h.Clock.IntervalMillis != uint64(time.Hour.Milliseconds()) {
+		t.Errorf("clock %+v", h.Clock)
+	}
+	cancel()
+	if code := <-done; code != exitOK {
+		t.Fatalf("exit %d; stderr:\n%s", code, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "check=debug") {
+		t.Fatalf("no warning about the debug check:\n%s", stderr.String())
 	}
 }

@@ -17,6 +17,8 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/enclavekit/enclavekit/attest"
+	"github.com/enclavekit/enclavekit/attest/nsmtest"
 	"github.com/enclavekit/enclavekit/enclave"
 	"github.com/enclavekit/enclavekit/parent"
 	"github.com/enclavekit/enclavekit/parent/proxy"
@@ -57,6 +59,16 @@ func sysFS() fstest.MapFS {
 		"sys/devices/virtual/misc/hw_random/rng_current":                  {Data: []byte("nsm-hwrng\n")},
 		"sys/devices/system/clocksource/clocksource0/current_clocksource": {Data: []byte("kvm-clock\n")},
 	}
+}
+
+// emulatedNSM is an NSM emulator session that passes the server's NSM
+// checks: non-zero PCRs (not a debug-mode enclave) and the system's time.
+func emulatedNSM() (*attest.NSM, error) {
+	emu, err := nsmtest.New(nsmtest.Options{PCRs: nsmtest.DevPCRs()})
+	if err != nil {
+		return nil, err
+	}
+	return attest.OpenNSM(emu.Options())
 }
 
 // runner is one soak run.
@@ -219,7 +231,13 @@ func (r *runner) setup(ctx context.Context) error {
 	// stalled connections beyond the cap are evicted, and those left are
 	// cut at ReadHeaderTimeout, as in production.
 	r.rep.ReadHeaderTimeout = enclave.DefaultReadHeaderTimeout
+	nsm, err := emulatedNSM()
+	if err != nil {
+		return fmt.Errorf("soak: enclave server: %w", err)
+	}
+	r.closers = append(r.closers, func() { nsm.Close() })
 	srv, err := enclave.New(enclave.Config{
+		Attester:     nsm,
 		Addr:         "tcp://127.0.0.1:0",
 		DrainTimeout: 5 * time.Second,
 		Logger:       o.Logger,

@@ -17,6 +17,8 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/enclavekit/enclavekit/attest"
+	"github.com/enclavekit/enclavekit/attest/nsmtest"
 	"github.com/enclavekit/enclavekit/enclave"
 	"github.com/enclavekit/enclavekit/parent"
 	"github.com/enclavekit/enclavekit/parent/proxy"
@@ -53,7 +55,16 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 // and its accept loop stops cleanly on cancel.
 func TestEnclaveServerOnVsock(t *testing.T) {
 	requireVsock(t)
-	srv, err := enclave.New(enclave.Config{Addr: "vsock://any:0", SysFS: enclaveSys, Logger: quiet(), DrainTimeout: time.Second})
+	emu, err := nsmtest.New(nsmtest.Options{PCRs: nsmtest.DevPCRs()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nsm, err := attest.OpenNSM(emu.Options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nsm.Close()
+	srv, err := enclave.New(enclave.Config{Addr: "vsock://any:0", SysFS: enclaveSys, Logger: quiet(), DrainTimeout: time.Second, Attester: nsm})
 	if err != nil {
 		t.Fatal(err)
 	}

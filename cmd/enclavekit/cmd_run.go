@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/enclavekit/enclavekit/parent/supervisor"
+)
+
+func init() {
+	register(command{
+		name:    "run",
+		summary: "run enclaves with nitro-cli and their log sinks, ingress and egress from a YAML config; restart them when they fail",
+		run:     runRun,
+	})
+}
+
+// runRun: enclavekit run --config FILE [--slot N] [--check]
+func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	config := fs.String("config", "", "YAML configuration `file` (enclaves, egress, health, restart)")
+	slot := fs.Int("slot", -1, "supervisor slot 0..15 on this instance (moves CIDs and parent vsock ports); default: the file's")
+	check := fs.Bool("check", false, "check the configuration, print the CIDs and ports assigned, and exit")
+	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	asJSON := fs.Bool("log-json", false, "log JSON lines instead of text")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "usage: enclavekit run --config FILE [--slot N] [--check]\n\n"+
+			"Starts each enclave of FILE with nitro-cli, beside it its log sink and ingress and the\n"+
+			"egress routes; restarts an enclave that crashes or stops answering; serves /healthz,\n"+
+			"/readyz and /metrics. SIGTERM drains the ingress, then terminates the enclaves.\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if err := parseFlagSet(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	switch {
+	case *config == "":
+		return usageFail(fs, stderr, "enclavekit run: --config is required: the run.yaml that lists the enclaves (docs/operations.md shows one)")
+	case fs.NArg() != 0:
+		return usageFail(fs, stderr, "enclavekit run: unexpected arguments %q; the file goes in --config", fs.Args())
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(*level)); err != nil {
+		return usageFail(fs, stderr, "enclavekit run: bad --log-level %q: want debug, info, warn or error", *level)
+	}
+	var lo supervisor.LoadOptions
+	if *slot >= 0 {
+		lo.Slot = slot
+	}
+	cfg, err := supervisor.LoadConfigWith(*config, lo)
+	if err != nil {
+		fmt.Fprintln(stderr, "enclavekit run:", err)
+		return exitFailure
+	}
+	if *check {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(struct {
+			Slot     int                     `json:"slot"`
+			Enclaves []supervisor.Assignment `json:"enclaves"`
+			Egress   []string                `json:"egress_routes"`
+			HTTP     string                  `json:"http"`
+		}{cfg.Slot, cfg.Assignments(), cfg.EgressListens(), cfg.HTTP})
+		return exitOK
+	}
+	for _, e := range cfg.Enclaves {
+		if e.Debug {
+			fmt.Fprintf(stderr, "enclavekit run: WARNING: enclave %q runs in DEBUG MODE (debug: true in %s): all-zero PCRs, console readable from the parent; never in production\n", e.Name, *config)
+		}
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	var h slog.Handler = slog.NewTextHandler(stderr, opts)
+	if *asJSON {
+		h = slog.NewJSONHandler(stderr, opts)
+	}
+	s, err := supervisor.New(cfg, supervisor.Options{Logger: slog.New(h)})
+	if err != nil {
+		fmt.Fprintln(stderr, "enclavekit run:", err)
+		return exitFailure
+	}
+	if err := s.Listen(ctx); err != nil {
+		fmt.Fprintln(stderr, "enclavekit run:", withHint(err))
+		return exitFailure
+	}
+	slog.New(h).Info("enclavekit run: serving /healthz, /readyz, /metrics", "addr", s.HTTPAddr())
+	if err := s.Serve(ctx); err != nil {
+		fmt.Fprintln(stderr, "enclavekit run:", err)
+		return exitFailure
+	}
+	return exitOK
+}

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/enclavekit/enclavekit/parent/proxy"
+)
+
+// The files operators deploy live in deploy/; docs/deploy.md quotes them.
+const deployDir = "../../deploy/"
+
+// TestDeployFilesQuotedInDocs: every unit and config template appears in
+// docs/deploy.md exactly as in the file, so the docs and the files cannot
+// drift.
+func TestDeployFilesQuotedInDocs(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/deploy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(deployDir + "systemd/*.service")
+	configs, _ := filepath.Glob(deployDir + "config/*.yaml")
+	if len(files) < 4 || len(configs) < 2 {
+		t.Fatalf("deploy/ has %d units and %d configs", len(files), len(configs))
+	}
+	for _, f := range append(files, configs...) {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(doc), "```"+fenceLang(f)+"\n"+string(b)+"```") {
+			t.Errorf("docs/deploy.md does not quote %s as it is", f)
+		}
+	}
+}
+
+func fenceLang(path string) string {
+	if strings.HasSuffix(path, ".yaml") {
+		return "yaml"
+	}
+	return "ini"
+}
+
+// TestDeployConfigsLoad: the config templates load with the proxy's own
+// loaders.
+func TestDeployConfigsLoad(t *testing.T) {
+	if _, err := proxy.LoadConfig(deployDir + "config/proxy.yaml"); err != nil {
+		t.Errorf("proxy.yaml: %v", err)
+	}
+	if _, err := proxy.LoadConfig(deployDir + "config/vsock-proxy-allowlist.yaml"); err != nil && !strings.Contains(err.Error(), "route") {
+		t.Errorf("vsock-proxy-allowlist.yaml: %v", err)
+	}
+	code, _, stderr := runCLI(t, "vsock-proxy", "--config", deployDir+"config/vsock-proxy-allowlist.yaml", "-h")
+	if code != exitOK {
+		t.Errorf("vsock-proxy --config vsock-proxy-allowlist.yaml: exit %d: %s", code, stderr)
+	}
+}
+
+var execStart = regexp.MustCompile(`(?m)^ExecStart=/usr/local/bin/enclavekit (.*)$`)
+
+// TestDeployUnitsUseRealFlags: each unit's enclavekit command line names
+// a real command and only flags it defines (the command is run with -h
+// after them: an unknown flag fails before -h is reached).
+func TestDeployUnitsUseRealFlags(t *testing.T) {
+	files, _ := filepath.Glob(deployDir + "systemd/*.service")
+	n := 0
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		for _, m := range execStart.FindAllStringSubmatch(string(b), -1) {
+			n++
+			args := strings.Fields(m[1])
+			for i, a := range args {
+				if strings.HasPrefix(a, "/etc/enclavekit/") {
+					args[i] = deployDir + "config/" + filepath.Base(a)
+				}
+			}
+			code, _, stderr := runCLI(t, append(args, "-h")...)
+			if code != exitOK {
+				t.Errorf("%s: enclavekit %s: exit %d: %s", f, m[1], code, stderr)
+			}
+		}
+	}
+	if n < 3 {
+		t.Fatalf("found %d enclavekit command lines in the units", n)
+	}
+}
+
+// TestMakeInstall runs the documented install target into a temporary
+// prefix.
+func TestMakeInstall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds both binaries")
+	}
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("no make")
+	}
+	prefix := t.TempDir()
+	cmd := exec.Command("make", "-C", "../..", "install", "PREFIX="+prefix)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make install: %v\n%s", err, out)
+	}
+	for _, bin := range []string{"enclavekit", "enclaved"} {
+		out, err := exec.Command(filepath.Join(prefix, "bin", bin), "--version").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), bin) {
+			t.Errorf("%s --version: %v: %s", bin, err, out)
+		}
+	}
+}
+
+// TestHelpEveryCommand: "enclavekit help CMD" prints CMD's usage for every
+// command, and --version prints the version.
+func TestHelpEveryCommand(t *testing.T) {
+	for name := range commands {
+		code, stdout, stderr := runCLI(t, "help", name)
+		if code != exitOK || !strings.Contains(strings.ToLower(stdout+stderr), "usage") {
+			t.Errorf("help %s: exit %d, output %q", name, code, stdout+stderr)
+		}
+	}
+	if code, _, stderr := runCLI(t, "help", "nope"); code != exitUsage || !strings.Contains(stderr, `unknown command "nope"`) {
+		t.Errorf("help nope: exit %d, %q", code, stderr)
+	}
+	if code, stdout, _ := runCLI(t, "--version"); code != exitOK || !strings.HasPrefix(stdout, "enclavekit ") {
+		t.Errorf("--version: exit %d, %q", code, stdout)
+	}
+}
+
+// TestUsageErrorsSayWhatIsWrong: each bad invocation prints one line that
+// names the problem before the usage text, and exits 2.
+func TestUsageErrorsSayWhatIsWrong(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"health"}, "enclavekit health: --addr is required"},
+		{[]string{"health", "--addr", "tcp://127.0.0.1:1", "--timeout", "5"}, `invalid value "5" for flag -timeout: want a duration such as 10s`},
+		{[]string{"health", "--addr", "tcp://127.0.0.1:1", "extra"}, `unexpected arguments ["extra"]`},
+		{[]string{"ingress"}, "enclavekit ingress: --to is required"},
+		{[]string{"proxy"}, "enclavekit proxy: --config is required"},
+		{[]string{"proxy", "--config", "x.yaml", "8000"}, "use enclavekit vsock-proxy"},
+		{[]string{"logs", "--level", "verbose"}, `--level "verbose": want debug, info, warn or error`},
+		{[]string{"call", "--addr", "tcp://127.0.0.1:1"}, "want METHOD"},
+		{[]string{"run"}, "enclavekit run: --config is required"},
+		{[]string{"eif", "build", "--memory", "lots"}, `for flag -memory: want a whole number`},
+	} {
+		code, stdout, stderr := runCLI(t, tc.args...)
+		first, _, _ := strings.Cut(stderr, "\n")
+		if code != exitUsage || !strings.Contains(first, tc.want) || !strings.Contains(stderr, "usage") || stdout != "" {
+			t.Errorf("%v: exit %d, first line %q, want %q then the usage", tc.args, code, first, tc.want)
+		}
+	}
+}
