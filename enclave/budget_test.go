@@ -260,3 +260,137 @@ func TestOversizedResponseNotCopied(t *testing.T) {
 	}
 	runtime.KeepAlive(huge)
 }
+
+// TestByteBudgetFairShare: an owner over its share waits without blocking
+// the queue, the first waiter within its share keeps its place, and a
+// small request from an owner holding nothing is admitted at once.
+func TestByteBudgetFairShare(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		b := newByteBudget(1000)
+		var a, o2, fresh budgetOwner
+		for _, n := range []int64{400, 400} { // alone: the whole budget is a's share
+			if err := b.acquireFor(ctx, &a, n); err != nil || b.waits.Load() != 0 {
+				t.Fatalf("a alone: %v after %d waits", err, b.waits.Load())
+			}
+		}
+		if err := b.acquireFor(ctx, &o2, 150); err != nil || b.waits.Load() != 0 {
+			t.Fatalf("o2's first request: %v after %d waits; want at once", err, b.waits.Load())
+		}
+		aDone, o2Done := make(chan error, 1), make(chan error, 1)
+		go func() { aDone <- b.acquireFor(ctx, &a, 100) }()   // over a's share (500)
+		go func() { o2Done <- b.acquireFor(ctx, &o2, 100) }() // within its share, no room
+		synctest.Wait()
+		if len(aDone) != 0 || len(o2Done) != 0 || b.waits.Load() != 2 {
+			t.Fatalf("waits %d: want both waiting", b.waits.Load())
+		}
+		// Full budget, but a small request from an idle owner goes at once.
+		if err := b.acquireFor(ctx, &fresh, 10); err != nil || b.waits.Load() != 2 {
+			t.Fatalf("small request: %v after %d waits; want at once", err, b.waits.Load())
+		}
+		b.releaseFor(&fresh, 10)
+		b.releaseFor(&a, 400) // a: 400, under its share again; 550 used
+		synctest.Wait()
+		if len(aDone) != 1 || len(o2Done) != 1 {
+			t.Fatalf("after a release: a granted %v, o2 granted %v; want both", len(aDone) == 1, len(o2Done) == 1)
+		}
+		if <-aDone != nil || <-o2Done != nil || b.inUse() != 750 {
+			t.Fatalf("in use %d, want 750", b.inUse())
+		}
+		b.releaseFor(&a, 500)
+		b.releaseFor(&o2, 250)
+		if b.inUse() != 0 || b.active != 0 {
+			t.Fatalf("in use %d, active %d after releasing everything", b.inUse(), b.active)
+		}
+	})
+}
+
+// TestNonReadingPipelinersDoNotStarveOthers: three connections pipeline
+// large requests and never read their responses; another connection's
+// small call is answered at once (in fake time), and no pipeliner holds
+// much more than its share of MaxInFlightBytes.
+func TestNonReadingPipelinersDoNotStarveOthers(t *testing.T) {
+	checkLeaks(t)
+	synctest.Test(t, func(t *testing.T) {
+		cfg := bubbleConfig()
+		cfg.MaxFrameSize = 8 << 10
+		cfg.MaxInFlightBytes = 64 << 10
+		s, ln, stop := bubbleServer(t, cfg, nil)
+		body := bytes.Repeat([]byte{'p'}, 8000)
+		var hogs []*client
+		for range 3 {
+			c := pipeClient(t, ln)
+			hogs = append(hogs, c)
+			go func() {
+				for i := uint64(0); ; i++ {
+					if err := c.send(protocol.Envelope{ID: i, Method: "echo", Body: body}); err != nil {
+						return
+					}
+				}
+			}()
+		}
+		synctest.Wait()
+		good := pipeClient(t, ln)
+		start := time.Now()
+		if e := good.call("echo", 1, bytes.Repeat([]byte{'g'}, 64)); e.Code != 0 || len(e.Body) != 64 {
+			t.Fatalf("good call: %+v", e)
+		}
+		if d := time.Since(start); d != 0 {
+			t.Errorf("good call took %v behind the pipeliners", d)
+		}
+		s.mu.Lock()
+		for c := range s.conns {
+			s.budget.mu.Lock()
+			held := c.budget.held
+			s.budget.mu.Unlock()
+			// Share: a third of the limit; plus the responses of the
+			// requests admitted under it, each about as large.
+			if limit := 2*cfg.MaxInFlightBytes/3 + 2*int64(cfg.MaxFrameSize); held > limit {
+				t.Errorf("a connection holds %d bytes, more than about its share (%d)", held, limit)
+			}
+		}
+		s.mu.Unlock()
+		for _, c := range hogs {
+			c.nc.Close()
+		}
+		good.nc.Close()
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestNonReaderStopsBeingRead: once a response write to a connection has
+// been stuck for stuckWrite, the server reads nothing more from it, so a
+// peer that pipelines without reading cannot pile up requests (up to
+// MaxInFlight) and their responses.
+func TestNonReaderStopsBeingRead(t *testing.T) {
+	checkLeaks(t)
+	synctest.Test(t, func(t *testing.T) {
+		cfg := bubbleConfig()
+		s, ln, stop := bubbleServer(t, cfg, nil)
+		hog := pipeClient(t, ln)
+		go func() {
+			for i := range uint64(40) {
+				if err := hog.send(protocol.Envelope{ID: i, Method: "echo", Body: []byte("x")}); err != nil {
+					return
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}()
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if n := s.Stats().Requests; n > 2 {
+			t.Errorf("%d requests read from a peer that reads no response; want at most 2", n)
+		}
+		good := pipeClient(t, ln)
+		if e := good.call("echo", 1, []byte("ok")); string(e.Body) != "ok" {
+			t.Fatalf("good call: %+v", e)
+		}
+		hog.nc.Close()
+		good.nc.Close()
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

@@ -39,9 +39,26 @@ type Config struct {
 	Addr string
 
 	// MaxConns caps the number of open client connections (default 256).
-	// A connection accepted while the cap is reached is closed at once and
-	// counted in Stats.RejectedConns; it is never queued.
+	// A connection accepted while the cap is reached makes room: the server
+	// evicts (closes) the open connection that has been idle or stalled
+	// the longest, counted in Stats.EvictedConns: the one whose last
+	// progress (accepted, a request frame completed, a response written,
+	// or, while a frame is arriving, that frame's first byte) is oldest.
+	// Connections that have not yet completed a request (silent, or
+	// stalled in their first frame) go before those that have; a
+	// connection with a request in flight is the last to go. So no number
+	// of silent or trickling connections keeps a client out: the newcomer
+	// is served, and a client that has been served keeps its connection.
+	// Only when every open connection is already being evicted is the
+	// newcomer closed at once and counted in Stats.RejectedConns; it is
+	// never queued.
 	MaxConns int
+
+	// RefuseAtCap restores the old policy at MaxConns: the newcomer is
+	// closed at once and counted in Stats.RejectedConns, and nothing is
+	// evicted. It lets a holder of MaxConns idle connections lock every
+	// other client out until IdleTimeout; leave it off.
+	RefuseAtCap bool
 
 	// MaxInFlight caps the requests being handled at once on one connection
 	// (default 32). Requests may be pipelined; once the cap is reached the
@@ -74,6 +91,23 @@ type Config struct {
 	// server stops reading that connection until enough bytes are released
 	// (the wait is counted in Stats.BudgetWaits); requests are admitted in
 	// arrival order.
+	//
+	// The budget is shared fairly: a connection is admitted requests only
+	// while what it holds (requests and the responses being written to it)
+	// is below its share, MaxInFlightBytes divided by the connections
+	// holding or waiting for bytes (a connection holding nothing may
+	// always have one request admitted when it fits), and a waiter over its
+	// share does not hold up the queue. So a connection that pipelines
+	// large requests and does not read its responses holds about its share
+	// until WriteTimeout disconnects it, never the whole budget. A small
+	// request (up to 64 KiB, or MaxInFlightBytes/64 if less) from a
+	// connection holding nothing is admitted at once even when the budget
+	// is full, so a health check never queues behind bulk traffic; this
+	// adds at most MaxConns × 64 KiB to the bound below. And once a
+	// response write to a connection has been in progress for 5 ms (the
+	// peer is not reading), nothing more is read from that connection
+	// until the write completes: a client must read its responses while
+	// it sends more requests (parent.Client does).
 	//
 	// Without it the worst case would be MaxConns × MaxInFlight ×
 	// MaxFrameSize (8 GiB with the defaults), far more than an enclave has.

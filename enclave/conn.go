@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/enclavekit/enclavekit/protocol"
@@ -19,6 +20,10 @@ import (
 // retainFrameBuf is the largest frame buffer a connection keeps between
 // frames; a larger one is released after its frame is decoded.
 const retainFrameBuf = 64 << 10
+
+// stuckWrite is how long a response write may be in progress before the
+// connection's reader stops reading until it completes.
+const stuckWrite = 5 * time.Millisecond
 
 // readBufSize is the per-connection read buffer. Small frames that arrive
 // together (pipelined requests) are read with one system call.
@@ -31,30 +36,82 @@ type conn struct {
 	nc     net.Conn
 	remote string
 	ctx    context.Context // canceled by abort
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 
 	rmu      sync.Mutex // guards draining and the read deadline
 	draining bool
 
-	wmu  sync.Mutex // serializes response frames
-	fw   *protocol.FrameWriter
-	werr error
+	// wmu serializes response frames: a one-slot channel rather than a
+	// sync.Mutex, so that handlers queued behind a write to a peer that
+	// does not read are durably blocked (testing/synctest can then advance
+	// time past WriteTimeout).
+	wmu chan struct{}
+	// writeStart is when the response write in progress began (unix
+	// nanos), 0 when none is: a write in progress for longer than
+	// stuckWrite means the peer is not reading its responses.
+	writeStart atomic.Int64
+	fw         *protocol.FrameWriter
+	werr       error
 
+	budget    budgetOwner   // this connection's account in Server.budget
 	sem       chan struct{} // in-flight request slots
 	handlers  sync.WaitGroup
 	closeOnce sync.Once
+
+	// For eviction at MaxConns (Server.evictOne): since is when the
+	// connection last made progress (accepted, a frame completed, a
+	// response written) or, while a frame is being received, when that
+	// frame began: it has been idle or stalled since then.
+	since   atomic.Int64
+	frames  atomic.Uint64 // request frames received: breaks ties of since
+	evicted bool          // guarded by Server.mu
 }
 
+// Eviction tiers, evicted lowest first.
+const (
+	tierUnproven = iota // no whole request yet: silent, or stalled in its first frame or PROXY header
+	tierWaiting         // idle between requests, or stalled inside a later frame
+	tierBusy            // a request in flight
+)
+
+// errEvicted is the cause of an evicted connection's cancellation.
+var errEvicted = errors.New("enclave: connection evicted at MaxConns to make room for a new one")
+
+// evictionRank orders connections for eviction: lower tier first, then
+// older since, then fewer request frames received.
+func (c *conn) evictionRank() (tier int, since int64, frames uint64) {
+	since, frames = c.since.Load(), c.frames.Load()
+	switch {
+	case len(c.sem) > 0:
+		return tierBusy, since, frames
+	case frames == 0:
+		return tierUnproven, since, frames
+	}
+	return tierWaiting, since, frames
+}
+
+// evict closes the connection for a newcomer; its handlers are canceled.
+func (c *conn) evict() {
+	c.closeOnce.Do(func() {
+		c.cancel(errEvicted)
+		c.nc.Close()
+	})
+}
+
+func (c *conn) progress() { c.since.Store(time.Now().UnixNano()) }
+
 func newConn(s *Server, parent context.Context, nc net.Conn) *conn {
-	ctx, cancel := context.WithCancel(parent)
+	ctx, cancel := context.WithCancelCause(parent)
 	c := &conn{
 		s:      s,
 		nc:     nc,
-		remote: remoteString(nc),
+		remote: "?", // set by serve: RemoteAddr may read a PROXY header
 		ctx:    ctx,
 		cancel: cancel,
 		sem:    make(chan struct{}, s.cfg.MaxInFlight),
+		wmu:    make(chan struct{}, 1),
 	}
+	c.progress()
 	// MaxFrameSize was validated by Config.Validate.
 	c.fw, _ = protocol.NewFrameWriter(retryConn{nc}, s.cfg.MaxFrameSize)
 	return c
@@ -80,6 +137,10 @@ type closeReason struct {
 // No goroutine of this connection outlives serve.
 func (c *conn) serve() {
 	defer c.s.removeConn(c)
+	// On a NewProxyV2Listener connection this reads the PROXY header
+	// (bounded by its header timeout, and by abort), here on the
+	// connection's goroutine and never in the accept loop.
+	c.remote = remoteString(c.nc)
 	r := c.readLoop()
 	if r.hostile {
 		c.s.dropped.Add(1)
@@ -94,7 +155,7 @@ func (c *conn) serve() {
 // writes return at once. It is safe to call more than once.
 func (c *conn) abort() {
 	c.closeOnce.Do(func() {
-		c.cancel()
+		c.cancel(nil)
 		c.nc.Close()
 	})
 }
@@ -131,6 +192,17 @@ func (c *conn) readLoop() closeReason {
 	br := bufio.NewReaderSize(retryConn{c.nc}, readBufSize)
 	fr, _ := protocol.NewFrameReader(br, cfg.MaxFrameSize)
 	for {
+		// A peer that does not take its responses gets nothing more read
+		// until it does (or WriteTimeout disconnects it): pipelining
+		// without reading cannot pile up requests and responses.
+		if ws := c.writeStart.Load(); ws != 0 && time.Since(time.Unix(0, ws)) > stuckWrite {
+			select {
+			case c.wmu <- struct{}{}:
+				<-c.wmu
+			case <-c.ctx.Done():
+				return closeReason{msg: "connection aborted", err: context.Cause(c.ctx), level: slog.LevelDebug}
+			}
+		}
 		// Wait for the first byte of the next frame: the idle timeout.
 		if br.Buffered() == 0 {
 			if !c.setReadDeadline(cfg.IdleTimeout) {
@@ -140,6 +212,9 @@ func (c *conn) readLoop() closeReason {
 				return c.readFailed(err, "idle timeout: no request within IdleTimeout", false)
 			}
 		}
+		// A frame has begun: from now on the connection is stalled, not
+		// idle, until the frame is whole.
+		c.progress()
 		// The whole frame must arrive within ReadHeaderTimeout.
 		if !c.setReadDeadline(cfg.ReadHeaderTimeout) {
 			return closeReason{msg: "server is shutting down", level: slog.LevelDebug}
@@ -148,6 +223,8 @@ func (c *conn) readLoop() closeReason {
 		if err != nil {
 			return c.readFailed(err, "frame not received within ReadHeaderTimeout (slow or stalled peer)", true)
 		}
+		c.frames.Add(1)
+		c.progress()
 		size := int64(len(payload))
 		env, err := protocol.UnmarshalEnvelope(payload)
 		if cap(payload) > retainFrameBuf {
@@ -175,7 +252,7 @@ func (c *conn) readLoop() closeReason {
 		}
 		// The server-wide memory bound: stop reading this connection until
 		// the request fits in MaxInFlightBytes.
-		if err := c.s.budget.acquire(c.ctx, size); err != nil {
+		if err := c.s.budget.acquireFor(c.ctx, &c.budget, size); err != nil {
 			<-c.sem
 			return closeReason{msg: "connection aborted", err: err, level: slog.LevelDebug}
 		}
@@ -188,6 +265,8 @@ func (c *conn) readLoop() closeReason {
 // expiry; hostileTimeout says whether such an expiry is the peer's fault.
 func (c *conn) readFailed(err error, timeoutMsg string, hostileTimeout bool) closeReason {
 	switch {
+	case errors.Is(context.Cause(c.ctx), errEvicted):
+		return closeReason{msg: "evicted at MaxConns to make room for a new connection (it was idle or stalled the longest)", level: slog.LevelInfo}
 	case c.ctx.Err() != nil:
 		return closeReason{msg: "connection aborted", err: err, level: slog.LevelDebug}
 	case errors.Is(err, os.ErrDeadlineExceeded) && c.isDraining():
@@ -215,7 +294,7 @@ func (c *conn) readFailed(err error, timeoutMsg string, hostileTimeout bool) clo
 func (c *conn) handle(req protocol.Envelope, charged int64) {
 	defer c.handlers.Done()
 	defer func() { <-c.sem }()
-	defer c.s.budget.release(charged)
+	defer c.s.budget.releaseFor(&c.budget, charged)
 	c.s.requests.Add(1)
 	start := time.Now()
 	body, err := c.call(&req)
@@ -278,15 +357,21 @@ func (c *conn) writeResponse(resp *protocol.Envelope) {
 		b, _ = protocol.MarshalEnvelope(&protocol.Envelope{ID: resp.ID, Code: protocol.CodeInternal, Message: protocol.CodeInternal.Message()})
 	}
 	// The response counts against MaxInFlightBytes until it is written.
-	c.s.budget.charge(int64(len(b)))
-	defer c.s.budget.release(int64(len(b)))
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
+	c.s.budget.chargeFor(&c.budget, int64(len(b)))
+	defer c.s.budget.releaseFor(&c.budget, int64(len(b)))
+	c.wmu <- struct{}{}
+	defer func() { <-c.wmu }()
 	if c.werr != nil {
 		return
 	}
 	_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
-	if err := c.fw.WriteFrame(b); err != nil {
+	c.writeStart.Store(time.Now().UnixNano())
+	err = c.fw.WriteFrame(b)
+	c.writeStart.Store(0)
+	if err == nil {
+		c.progress()
+	}
+	if err != nil {
 		c.werr = err
 		lvl := slog.LevelDebug // the connection was already being closed
 		if c.ctx.Err() == nil {

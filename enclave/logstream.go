@@ -31,9 +31,15 @@ const (
 type LogConfig struct {
 	// Addr is the parent's log sink (default "vsock://3:5001").
 	Addr string
-	// Console receives every record as slog text as well, synchronously:
-	// it is the enclave console. nil means os.Stderr; io.Discard disables it.
+	// Console receives every record as slog text as well: it is the
+	// enclave console. nil means os.Stderr; io.Discard disables it. Writes
+	// go through a ConsoleWriter: a console that does not keep up (a pipe
+	// nobody reads) drops records, counted in LogHandler.ConsoleDropped,
+	// and never blocks the caller.
 	Console io.Writer
+	// ConsoleQueue is how many records wait for the console (default
+	// DefaultConsoleQueue).
+	ConsoleQueue int
 	// Level is the minimum level handled (default slog.LevelInfo).
 	Level slog.Leveler
 	// Buffer is how many records wait for the sink (default 1024). When it
@@ -57,6 +63,8 @@ func (c LogConfig) Validate() error {
 		}
 	}
 	switch {
+	case c.ConsoleQueue < 0:
+		return fmt.Errorf("%w: LogConfig.ConsoleQueue is %d; want a positive count, or 0 for the default of %d", ErrConfig, c.ConsoleQueue, DefaultConsoleQueue)
 	case c.Buffer < 0:
 		return fmt.Errorf("%w: LogConfig.Buffer is %d; want a positive count, or 0 for the default of %d", ErrConfig, c.Buffer, DefaultLogBuffer)
 	case c.WriteTimeout < 0, c.MinBackoff < 0, c.MaxBackoff < 0:
@@ -67,13 +75,13 @@ func (c LogConfig) Validate() error {
 	return nil
 }
 
-// LogHandler is an slog.Handler that writes each record to the console
-// (stderr) and queues it for the parent's log sink, where a background
+// LogHandler is an slog.Handler that queues each record for the console
+// (stderr, see ConsoleWriter) and for the parent's log sink, where a background
 // goroutine sends it as a frame holding
 // Envelope{Method: protocol.MethodLog, ID: sequence number, Body: LogRecord}.
 // The sink never responds.
 //
-// Logging never blocks on the sink: when the parent is slow or gone the
+// Logging never blocks, on the console or on the sink: when the parent is slow or gone the
 // bounded buffer fills and further records are dropped and counted; the next
 // record that reaches the sink carries the count in LogRecord.Dropped. The
 // sender re-dials with exponential backoff. Handlers derived with WithAttrs
@@ -93,6 +101,7 @@ type logCore struct {
 	done    chan struct{}
 	ctx     context.Context
 	cancel  context.CancelFunc
+	console *ConsoleWriter // nil when the console is io.Discard
 	once    sync.Once
 	closed  atomic.Bool
 
@@ -150,7 +159,8 @@ func NewLogHandler(cfg LogConfig) (*LogHandler, error) {
 	go core.run()
 	var console slog.Handler
 	if cfg.Console != io.Discard {
-		console = slog.NewTextHandler(cfg.Console, &slog.HandlerOptions{Level: cfg.Level})
+		core.console = NewConsoleWriter(cfg.Console, cfg.ConsoleQueue)
+		console = slog.NewTextHandler(core.console, &slog.HandlerOptions{Level: cfg.Level})
 	}
 	return &LogHandler{core: core, console: console}, nil
 }
@@ -160,8 +170,8 @@ func (h *LogHandler) Enabled(_ context.Context, level slog.Level) bool {
 	return level >= h.core.level.Level()
 }
 
-// Handle writes r to the console and queues it for the sink without
-// blocking. It returns the console's error, if any.
+// Handle queues r for the console and for the sink without blocking. It
+// returns an error only when r cannot be formatted.
 func (h *LogHandler) Handle(ctx context.Context, r slog.Record) error {
 	var err error
 	if h.console != nil {
@@ -227,25 +237,42 @@ func (h *LogHandler) Dropped() uint64 { return h.core.dropped.Load() }
 // Sent returns how many records were written to the sink.
 func (h *LogHandler) Sent() uint64 { return h.core.sent.Load() }
 
-// Close stops the sender. It first tries to deliver the buffered records
-// until ctx is done, then drops the rest and closes the sink connection.
-// Records handled after Close go to the console only. Close is safe to call
-// more than once and from any derived handler. Give ctx a deadline: while
-// the sink is unreachable Close keeps re-dialing until ctx is done.
+// ConsoleDropped returns how many records the console dropped because it
+// did not keep up (or was closed); Server.Stats reports it too.
+func (h *LogHandler) ConsoleDropped() uint64 {
+	if h.core.console == nil {
+		return 0
+	}
+	return h.core.console.Dropped()
+}
+
+// Close stops the sender and the console. It first tries to deliver the
+// buffered records until ctx is done, then drops the rest and closes the
+// sink connection; then it flushes the console within what is left of
+// ctx. Records handled after Close are dropped and counted. Close is safe
+// to call more than once and from any derived handler. Give ctx a
+// deadline: while the sink is unreachable Close keeps re-dialing until ctx
+// is done.
 func (h *LogHandler) Close(ctx context.Context) error {
 	c := h.core
 	c.once.Do(func() {
 		c.closed.Store(true)
 		close(c.closing)
 	})
+	var err error
 	select {
 	case <-c.done:
-		return nil
 	case <-ctx.Done():
 		c.cancel()
 		<-c.done
-		return fmt.Errorf("enclave: log handler closed before every buffered record reached the sink: %w", ctx.Err())
+		err = fmt.Errorf("enclave: log handler closed before every buffered record reached the sink: %w", ctx.Err())
 	}
+	if c.console != nil {
+		if cerr := c.console.Close(ctx); err == nil {
+			err = cerr
+		}
+	}
+	return err
 }
 
 // appendAttr flattens a into dotted keys with text values.

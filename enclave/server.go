@@ -57,8 +57,10 @@ type Server struct {
 	nsm nsmState // the NSM checks of Listen and Serve, and the clock
 
 	open     atomic.Int64
+	evicting atomic.Int64 // evicted connections not yet removed
 	total    atomic.Uint64
 	rejected atomic.Uint64
+	evicted  atomic.Uint64
 	requests atomic.Uint64
 	failures atomic.Uint64
 	panics   atomic.Uint64
@@ -72,8 +74,12 @@ type Stats struct {
 	// TotalConns counts connections accepted and served.
 	TotalConns uint64
 	// RejectedConns counts connections closed at once because MaxConns
-	// connections were already open.
+	// connections were already open and none could be evicted (see
+	// Config.MaxConns).
 	RejectedConns uint64
+	// EvictedConns counts open connections closed to make room for a new
+	// one at MaxConns: the ones idle or stalled the longest.
+	EvictedConns uint64
 	// Requests counts requests dispatched to a handler.
 	Requests uint64
 	// Errors counts error responses (including bad requests and unknown methods).
@@ -93,6 +99,10 @@ type Stats struct {
 	// SuppressedLogs counts log records caused by peers (bad or failed
 	// requests, dropped connections) that the rate limit left out.
 	SuppressedLogs uint64
+	// ConsoleDropped counts log records the console dropped because it did
+	// not keep up, when Config.Logger's handler reports them (a LogHandler
+	// or a ConsoleHandler); logging never waits for the console.
+	ConsoleDropped uint64
 	// ClockStats: the measured clock skew and the NSM re-check counters.
 	ClockStats
 }
@@ -176,6 +186,7 @@ func (s *Server) Stats() Stats {
 		OpenConns:     uint64(max(s.open.Load(), 0)),
 		TotalConns:    s.total.Load(),
 		RejectedConns: s.rejected.Load(),
+		EvictedConns:  s.evicted.Load(),
 		Requests:      s.requests.Load(),
 		Errors:        s.failures.Load(),
 		Panics:        s.panics.Load(),
@@ -184,8 +195,18 @@ func (s *Server) Stats() Stats {
 		BudgetWaits:   s.budget.waits.Load(),
 
 		SuppressedLogs: s.suppressedLogs.Load(),
+		ConsoleDropped: s.consoleDropped(),
 		ClockStats:     s.clockStats(),
 	}
+}
+
+// consoleDropped reads the console's dropped-records count from the
+// logger's handler, when it keeps one.
+func (s *Server) consoleDropped() uint64 {
+	if d, ok := s.log.Handler().(consoleDropper); ok {
+		return d.ConsoleDropped()
+	}
+	return 0
 }
 
 // Listen opens the listener on Config.Addr, so that Addr can report the
@@ -285,8 +306,9 @@ func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
-// acceptLoop accepts until ln fails. Connections over the cap are closed at
-// once and counted.
+// acceptLoop accepts until ln fails. At the cap it evicts a connection to
+// make room (see Config.MaxConns); a connection that still finds no room
+// is closed at once and counted.
 func (s *Server) acceptLoop(ctx, hard context.Context, ln net.Listener) error {
 	var backoff time.Duration
 	var lastRejectWarn time.Time
@@ -312,13 +334,13 @@ func (s *Server) acceptLoop(ctx, hard context.Context, ln net.Listener) error {
 			continue
 		}
 		backoff = 0
-		if s.open.Load() >= int64(s.cfg.MaxConns) {
+		if s.open.Load()-s.evicting.Load() >= int64(s.cfg.MaxConns) && (s.cfg.RefuseAtCap || !s.evictOne()) {
 			n := s.rejected.Add(1)
 			nc.Close()
 			if now := time.Now(); now.Sub(lastRejectWarn) >= rejectWarnEvery {
 				lastRejectWarn = now
 				s.log.Warn("enclave server: connections rejected: MaxConns reached (closed at once, not queued)",
-					"max_conns", s.cfg.MaxConns, "rejected_total", n, "remote", nc.RemoteAddr())
+					"max_conns", s.cfg.MaxConns, "rejected_total", n)
 			}
 			continue
 		}
@@ -402,7 +424,45 @@ const ignoredCancelWarnEvery = 5 * time.Second
 func (s *Server) removeConn(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
-	s.mu.Unlock()
+	// open first: open-evicting may then count one too few for a moment,
+	// never one too many (which would refuse a newcomer for nothing).
 	s.open.Add(-1)
+	if c.evicted {
+		s.evicting.Add(-1)
+	}
+	s.mu.Unlock()
 	s.connWG.Done()
+}
+
+// evictOne closes the open connection that matters least (see
+// Config.MaxConns and conn.evictionRank) to make room for a new one, and
+// reports whether there was one. The evicted connection leaves the count
+// of open ones when its goroutine ends; until then it counts in
+// s.evicting, so the newcomer is admitted at once.
+func (s *Server) evictOne() bool {
+	s.mu.Lock()
+	var victim *conn
+	var vTier int
+	var vSince int64
+	var vFrames uint64
+	for c := range s.conns {
+		if c.evicted {
+			continue
+		}
+		tier, since, frames := c.evictionRank()
+		if victim == nil || tier < vTier || (tier == vTier && (since < vSince || since == vSince && frames < vFrames)) {
+			victim, vTier, vSince, vFrames = c, tier, since, frames
+		}
+	}
+	if victim != nil {
+		victim.evicted = true
+		s.evicting.Add(1)
+	}
+	s.mu.Unlock()
+	if victim == nil {
+		return false
+	}
+	s.evicted.Add(1)
+	victim.evict()
+	return true
 }

@@ -378,12 +378,13 @@ func TestResponseTooLarge(t *testing.T) {
 	}
 }
 
-// TestConnCap: connections beyond MaxConns are closed at once and counted,
-// not queued; a freed slot is usable again.
+// TestConnCap: with RefuseAtCap, connections beyond MaxConns are closed at
+// once and counted, not queued; a freed slot is usable again.
 func TestConnCap(t *testing.T) {
 	checkLeaks(t)
 	cfg := testConfig()
 	cfg.MaxConns = 2
+	cfg.RefuseAtCap = true // the old policy; eviction: TestEvictAtCap
 	s, addr := startServer(t, cfg, nil)
 	a, b := dial(t, addr), dial(t, addr)
 	a.call("echo", 1, nil)

@@ -30,9 +30,25 @@ type acceptLoop struct {
 	log *slog.Logger
 	// sem holds one slot per connection being served.
 	sem chan struct{}
-	// reject is called with a connection accepted while sem is full, just
-	// before it is closed. nil: closed silently.
+	// admit, if not nil, is called with every accepted connection before
+	// it takes a slot; when ok is false the connection is closed at once
+	// (the hook counts or logs it). freed says admit closed a connection
+	// being served to make room for this one: if sem is full, the
+	// newcomer waits for that slot instead of calling makeRoom.
+	admit func(c net.Conn) (ok, freed bool)
+	// makeRoom, if not nil, is called with a connection accepted while sem
+	// is full. When it returns true it has closed a connection being served
+	// to make room: the newcomer's goroutine waits for that slot and is
+	// then served. When it returns false (or is nil) the newcomer is
+	// rejected.
+	makeRoom func(c net.Conn) bool
+	// reject is called with a connection accepted while sem is full and
+	// no room was made, just before it is closed. nil: closed silently.
 	reject func(c net.Conn)
+	// dropped, if not nil, is called with every connection admit let in
+	// that is closed without being served (rejected at the cap, or
+	// abandoned while waiting for a slot at shutdown).
+	dropped func(c net.Conn)
 	// admitted, if not nil, is called when a connection took a slot of
 	// sem, before its serve goroutine starts; released after the slot is
 	// given back. Counters of open connections use them, so that a count
@@ -80,21 +96,54 @@ func (l *acceptLoop) run(ctx context.Context, ln net.Listener) error {
 			return fmt.Errorf("parent: %s accept: %w", l.what, err)
 		}
 		backoff = 0
+		freed := false
+		if l.admit != nil {
+			ok, f := l.admit(c)
+			if !ok {
+				c.Close()
+				continue
+			}
+			freed = f
+		}
+		wait := false
 		select {
 		case l.sem <- struct{}{}:
 		default:
+			if freed || (l.makeRoom != nil && l.makeRoom(c)) {
+				wait = true
+				break
+			}
 			if l.reject != nil {
 				l.reject(c)
+			}
+			if l.dropped != nil {
+				l.dropped(c)
 			}
 			c.Close()
 			continue
 		}
-		if l.admitted != nil {
+		if !wait && l.admitted != nil {
 			l.admitted()
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if wait {
+				// The evicted connection's goroutine gives its slot back
+				// as soon as its connection is closed.
+				select {
+				case l.sem <- struct{}{}:
+				case <-ctx.Done():
+					if l.dropped != nil {
+						l.dropped(c)
+					}
+					c.Close()
+					return
+				}
+				if l.admitted != nil {
+					l.admitted()
+				}
+			}
 			defer func() {
 				<-l.sem
 				if l.released != nil {

@@ -128,7 +128,7 @@ func TestAcceptLoopBackoffSynctest(t *testing.T) {
 // the slot frees when a served connection ends.
 func TestLogSinkMaxConns(t *testing.T) {
 	h := newCapture()
-	s, addr := startSink(t, LogSinkConfig{Handler: h, MaxConns: 1})
+	s, addr := startSink(t, LogSinkConfig{Handler: h, MaxConns: 1, RefuseAtCap: true}) // the old policy
 	c1 := dialTCP(t, addr[len("tcp://"):])
 	sendLog(t, c1, protocol.MethodLog, protocol.LogRecord{Message: "one"})
 	h.waitFor(t, 1)
@@ -163,7 +163,7 @@ func TestLogSinkMaxConns(t *testing.T) {
 // enclave's next attempt is served.
 func TestLogSinkEvictsOldestAtCap(t *testing.T) {
 	h := newCapture()
-	s, addr := startSink(t, LogSinkConfig{Handler: h, MaxConns: 1})
+	s, addr := startSink(t, LogSinkConfig{Handler: h, MaxConns: 1, RefuseAtCap: true}) // the old policy
 	stale := dialTCP(t, addr[len("tcp://"):])
 	sendLog(t, stale, protocol.MethodLog, protocol.LogRecord{Message: "before the restart"})
 	h.waitFor(t, 1)

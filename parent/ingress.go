@@ -19,6 +19,17 @@ const (
 	DefaultIngressMaxConns    = 1024
 	DefaultIngressIdleTimeout = 5 * time.Minute
 	DefaultIngressDialTimeout = 10 * time.Second
+	// DefaultIngressMaxConnsPerSource caps the connections of one source
+	// address (an IPv4 address or an IPv6 /64): enough for a busy client
+	// or a small NAT, a sixteenth of DefaultIngressMaxConns.
+	DefaultIngressMaxConnsPerSource = 64
+	// DefaultIngressMinRate is the least a client must send, in bytes per
+	// second over the message, while one of its messages is incomplete.
+	DefaultIngressMinRate = 1024
+	// DefaultIngressMinRateGrace is how long a message may take before
+	// DefaultIngressMinRate applies: a message of up to MinRate×grace
+	// bytes may arrive at any pace within it.
+	DefaultIngressMinRateGrace = 5 * time.Second
 )
 
 // IngressConfig configures an Ingress.
@@ -29,10 +40,43 @@ type IngressConfig struct {
 	// Target is the enclave address each connection is forwarded to, e.g.
 	// "vsock://16:443" (or "tcp://127.0.0.1:8443" in development). Required.
 	Target string
-	// MaxConns caps the connections forwarded at once; a connection
-	// accepted beyond it is closed at once and counted as rejected.
-	// 0 means DefaultIngressMaxConns.
+	// MaxConns caps the connections forwarded at once. 0 means
+	// DefaultIngressMaxConns. A connection accepted at the cap makes room:
+	// the connection idle or stalled inside a message the longest is
+	// closed (counted in LimitStats().Evicted) and the newcomer is served:
+	// connections that have not completed a message yet go first, one
+	// that sent a whole message and awaits the answer is the last to go.
 	MaxConns int
+	// MaxConnsPerSource caps the connections of one source address (an
+	// IPv4 address, or an IPv6 /64). A source's connection beyond it
+	// displaces that source's connection idle or stalled the longest if
+	// that one has been so for at least MinRateGrace; otherwise it is
+	// closed at once (LimitStats().SourceRefused), before anything is
+	// dialed. So one host can hold at most this many connections and
+	// displace only its own. 0 means DefaultIngressMaxConnsPerSource;
+	// negative disables the cap.
+	MaxConnsPerSource int
+	// MinRate, in bytes per second, is the least a client must send while
+	// one of its messages (a TLS record or an enclavekit frame; see
+	// Framing) is incomplete, averaged over the message after
+	// MinRateGrace; a slower client is disconnected (LimitStats().Slow), so that
+	// trickling a few bytes now and then does not hold a slot. Idle
+	// clients between messages are not affected (IdleTimeout is). 0 means
+	// DefaultIngressMinRate; negative disables the check.
+	MinRate int64
+	// MinRateGrace is the time a message may take before MinRate
+	// applies. 0 means DefaultIngressMinRateGrace.
+	MinRateGrace time.Duration
+	// Framing says how to find message boundaries in the client's stream,
+	// for MinRate and eviction: FramingAuto (default, ""), FramingTLS,
+	// FramingFrames or FramingNone. With FramingNone (or an unrecognized
+	// stream under FramingAuto) there is no rate check.
+	Framing string
+	// RefuseAtCap restores the old policy at MaxConns: the newcomer is
+	// closed at once and counted as rejected, nothing is evicted, and
+	// MaxConnsPerSource is not enforced. A holder of MaxConns connections
+	// then locks every other client out; leave it off.
+	RefuseAtCap bool
 	// IdleTimeout closes a connection on which no byte moved in either
 	// direction for this long (and a write blocked for this long). 0 means
 	// DefaultIngressIdleTimeout; negative disables it.
@@ -69,6 +113,12 @@ func (cfg IngressConfig) Validate() error {
 	if cfg.DialTimeout < 0 {
 		return fmt.Errorf("parent: IngressConfig.DialTimeout %v is negative", cfg.DialTimeout)
 	}
+	if cfg.MinRateGrace < 0 {
+		return fmt.Errorf("parent: IngressConfig.MinRateGrace %v is negative; want a duration, or 0 for the default of %v", cfg.MinRateGrace, DefaultIngressMinRateGrace)
+	}
+	if _, ok := parseFraming(cfg.Framing); !ok {
+		return fmt.Errorf("parent: IngressConfig.Framing %q is not one of auto, tls, frames, none", cfg.Framing)
+	}
 	return nil
 }
 
@@ -76,17 +126,32 @@ func (cfg IngressConfig) Validate() error {
 type IngressStats struct {
 	Open     int64 // connections being forwarded now
 	Total    int64 // connections accepted and forwarded
-	Rejected int64 // connections closed at once because of MaxConns
+	Rejected int64 // connections closed at once because of MaxConns (RefuseAtCap, or nothing to evict)
 	Failed   int64 // connections closed because Target could not be reached
+}
+
+// IngressLimitStats count what the ingress's limits did (Ingress.LimitStats).
+type IngressLimitStats struct {
+	Evicted       int64 // connections closed to make room at MaxConns or MaxConnsPerSource
+	Slow          int64 // connections closed for sending a message slower than MinRate
+	SourceRefused int64 // newcomers closed at once: their source was at MaxConnsPerSource with no connection to displace
 }
 
 // Ingress forwards TCP connections to an address in the enclave, byte for
 // byte. Create it with NewIngress; run it with Serve or ListenAndServe.
 type Ingress struct {
 	cfg                           IngressConfig
+	framing                       framing
 	sem                           chan struct{}
 	open, total, rejected, failed atomic.Int64
-	rejectLog, failLog            logLimiter
+	evicted, slow, sourceRefused  atomic.Int64
+	rejectLog, failLog, evictLog  logLimiter
+	sourceLog                     logLimiter
+
+	mu       sync.Mutex
+	conns    map[*ingressConn]struct{}            // being forwarded
+	bySource map[string]map[*ingressConn]struct{} // the same, by sourceKey
+	srcCount map[string]int                       // admitted and not ended nor evicted, by sourceKey
 }
 
 // logLimiter lets one warning through per interval, so that a flood of
@@ -115,18 +180,159 @@ func NewIngress(cfg IngressConfig) (*Ingress, error) {
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = DefaultIngressDialTimeout
 	}
+	if cfg.MaxConnsPerSource == 0 {
+		cfg.MaxConnsPerSource = DefaultIngressMaxConnsPerSource
+	}
+	if cfg.MinRate == 0 {
+		cfg.MinRate = DefaultIngressMinRate
+	}
+	if cfg.MinRateGrace == 0 {
+		cfg.MinRateGrace = DefaultIngressMinRateGrace
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Dialer == nil {
 		cfg.Dialer = transport.Dial
 	}
-	return &Ingress{cfg: cfg, sem: make(chan struct{}, cfg.MaxConns)}, nil
+	fr, _ := parseFraming(cfg.Framing)
+	return &Ingress{
+		cfg: cfg, framing: fr, sem: make(chan struct{}, cfg.MaxConns),
+		conns: make(map[*ingressConn]struct{}), bySource: make(map[string]map[*ingressConn]struct{}),
+		srcCount: make(map[string]int),
+	}, nil
 }
 
 // Stats returns the ingress's counters.
 func (in *Ingress) Stats() IngressStats {
 	return IngressStats{Open: in.open.Load(), Total: in.total.Load(), Rejected: in.rejected.Load(), Failed: in.failed.Load()}
+}
+
+// LimitStats returns the counters of connections the limits closed.
+func (in *Ingress) LimitStats() IngressLimitStats {
+	return IngressLimitStats{Evicted: in.evicted.Load(), Slow: in.slow.Load(), SourceRefused: in.sourceRefused.Load()}
+}
+
+// admit applies MaxConnsPerSource to a newly accepted connection, before
+// it takes a slot: at the cap, the source's lowest ranked connection is
+// evicted if it has been idle or stalled for MinRateGrace, else c is
+// refused. An admitted connection is counted for its source until it
+// ends (forgetSource) or is evicted.
+func (in *Ingress) admit(c net.Conn) (ok, freed bool) {
+	src := sourceKey(c.RemoteAddr())
+	in.mu.Lock()
+	var victim *ingressConn
+	if !in.cfg.RefuseAtCap && in.cfg.MaxConnsPerSource > 0 && in.srcCount[src] >= in.cfg.MaxConnsPerSource {
+		victim = pickVictim(mapKeys(in.bySource[src]))
+		if victim != nil {
+			tier, since, _ := victim.rank()
+			if tier == ingressTierBusy || time.Since(time.Unix(0, since)) < in.cfg.MinRateGrace {
+				victim = nil
+			}
+		}
+		if victim == nil {
+			in.mu.Unlock()
+			n := in.sourceRefused.Add(1)
+			if in.sourceLog.allow() {
+				in.cfg.Logger.Warn("enclavekit ingress: per-source connection cap reached; closing the source's new connections",
+					"client", c.RemoteAddr().String(), "max_conns_per_source", in.cfg.MaxConnsPerSource, "source_refused_total", n)
+			}
+			return false, false
+		}
+		in.evictedLocked(victim)
+	}
+	in.srcCount[src]++
+	in.mu.Unlock()
+	if victim != nil {
+		in.evict(victim, "per-source connection cap reached")
+	}
+	return true, victim != nil
+}
+
+// forgetSource undoes admit's count for a connection that ends or is
+// closed without being served.
+func (in *Ingress) forgetSource(src string) {
+	in.mu.Lock()
+	in.forgetSourceLocked(src)
+	in.mu.Unlock()
+}
+
+func (in *Ingress) forgetSourceLocked(src string) {
+	if in.srcCount[src]--; in.srcCount[src] <= 0 {
+		delete(in.srcCount, src)
+	}
+}
+
+// evictedLocked marks ic as being evicted; it no longer counts for its
+// source.
+func (in *Ingress) evictedLocked(ic *ingressConn) {
+	ic.evicted = true
+	in.forgetSourceLocked(ic.source)
+}
+
+// makeRoom evicts the lowest ranked connection (see ingressConn.rank) for
+// c, accepted at MaxConns. It reports whether it did.
+func (in *Ingress) makeRoom(c net.Conn) bool {
+	if in.cfg.RefuseAtCap {
+		return false
+	}
+	in.mu.Lock()
+	victim := pickVictim(mapKeys(in.conns))
+	if victim != nil {
+		in.evictedLocked(victim)
+	}
+	in.mu.Unlock()
+	if victim == nil {
+		return false
+	}
+	in.evict(victim, "connection cap reached")
+	return true
+}
+
+func (in *Ingress) evict(victim *ingressConn, why string) {
+	n := in.evicted.Add(1)
+	victim.client.Close()
+	if in.evictLog.allow() {
+		in.cfg.Logger.Warn("enclavekit ingress: "+why+"; closed the connection idle or stalled the longest to make room",
+			"evicted_client", victim.client.RemoteAddr().String(), "max_conns", in.cfg.MaxConns,
+			"max_conns_per_source", in.cfg.MaxConnsPerSource, "evicted_total", n)
+	}
+}
+
+// register adds ic, admitted by admit, to the live connections; the
+// returned func removes it and ends its count for its source.
+func (in *Ingress) register(ic *ingressConn) (unregister func()) {
+	in.mu.Lock()
+	in.conns[ic] = struct{}{}
+	same := in.bySource[ic.source]
+	if same == nil {
+		same = make(map[*ingressConn]struct{})
+		in.bySource[ic.source] = same
+	}
+	same[ic] = struct{}{}
+	in.mu.Unlock()
+	return func() {
+		in.mu.Lock()
+		delete(in.conns, ic)
+		delete(same, ic)
+		if len(same) == 0 {
+			delete(in.bySource, ic.source)
+		}
+		if !ic.evicted {
+			in.forgetSourceLocked(ic.source)
+		}
+		in.mu.Unlock()
+	}
+}
+
+func mapKeys(m map[*ingressConn]struct{}) func(yield func(*ingressConn) bool) {
+	return func(yield func(*ingressConn) bool) {
+		for ic := range m {
+			if !yield(ic) {
+				return
+			}
+		}
+	}
 }
 
 // ListenAndServe listens on cfg.Listen and serves until ctx ends; it
@@ -143,9 +349,12 @@ func (in *Ingress) ListenAndServe(ctx context.Context) error {
 // closed and its goroutines have ended. It returns nil when ctx ended.
 func (in *Ingress) Serve(ctx context.Context, ln net.Listener) error {
 	l := acceptLoop{
-		what: "ingress",
-		log:  in.cfg.Logger,
-		sem:  in.sem,
+		what:     "ingress",
+		log:      in.cfg.Logger,
+		sem:      in.sem,
+		admit:    in.admit,
+		makeRoom: in.makeRoom,
+		dropped:  func(c net.Conn) { in.forgetSource(sourceKey(c.RemoteAddr())) },
 		reject: func(c net.Conn) {
 			n := in.rejected.Add(1)
 			if in.rejectLog.allow() {
@@ -161,6 +370,11 @@ func (in *Ingress) Serve(ctx context.Context, ln net.Listener) error {
 
 func (in *Ingress) handle(ctx context.Context, client net.Conn) {
 	defer client.Close()
+	sp := newSplice(client, nil, in.cfg.IdleTimeout)
+	sp.watch = &recordWatch{mode: in.framing}
+	sp.minRate, sp.grace = in.cfg.MinRate, in.cfg.MinRateGrace
+	ic := &ingressConn{client: client, source: sourceKey(client.RemoteAddr()), sp: sp, watch: sp.watch}
+	defer in.register(ic)()
 	dctx, cancel := context.WithTimeout(ctx, in.cfg.DialTimeout)
 	enclave, err := in.cfg.Dialer(dctx, in.cfg.Target)
 	cancel()
@@ -177,7 +391,11 @@ func (in *Ingress) handle(ctx context.Context, client net.Conn) {
 	if in.cfg.ProxyProtocol {
 		hdr = AppendProxyHeaderV2(nil, client.RemoteAddr(), client.LocalAddr())
 	}
-	Splice(ctx, client, enclave, hdr, in.cfg.IdleTimeout)
+	sp.b = enclave
+	sp.run(ctx, hdr)
+	if sp.slow.Load() {
+		in.slow.Add(1)
+	}
 }
 
 // closeWriter is implemented by TCP, Unix and vsock connections.
@@ -194,8 +412,18 @@ type closeWriter interface{ CloseWrite() error }
 // b, so the caller's Close does the rest. It returns the bytes copied each
 // way (prefix not included).
 func Splice(ctx context.Context, a, b net.Conn, prefix []byte, idle time.Duration) (aToB, bToA int64) {
+	return newSplice(a, b, idle).run(ctx, prefix)
+}
+
+func newSplice(a, b net.Conn, idle time.Duration) *splice {
 	s := &splice{idle: idle, a: a, b: b}
 	s.touch()
+	return s
+}
+
+// run is Splice on s.
+func (s *splice) run(ctx context.Context, prefix []byte) (aToB, bToA int64) {
+	a, b, idle := s.a, s.b, s.idle
 	stop := context.AfterFunc(ctx, s.abort)
 	defer stop()
 	if len(prefix) > 0 {
@@ -225,6 +453,15 @@ type splice struct {
 	a, b    net.Conn
 	last    atomic.Int64 // unix nanos of the last byte moved
 	aborted atomic.Bool
+
+	// Ingress only: a's messages are watched, and a must send at least
+	// minRate bytes/s while one is incomplete (after grace); slow is set
+	// when it did not.
+	watch           *recordWatch
+	minRate         int64
+	grace           time.Duration
+	slow            atomic.Bool
+	lastUp, lastDwn atomic.Int64 // unix nanos of the last byte a→b, b→a
 }
 
 func (s *splice) touch() { s.last.Store(time.Now().UnixNano()) }
@@ -238,12 +475,26 @@ func (s *splice) copy(dst, src net.Conn) int64 {
 	defer spliceBufs.Put(bp)
 	buf := *bp
 	var n int64
+	up := src == s.a
+	watch := s.watch
+	if !up {
+		watch = nil
+	}
 	for {
 		// Deadlines first, then the abort check: abort sets the flag before
 		// its past deadlines, so either this sees the flag or abort's
 		// deadline overrides the one set here.
-		if s.idle > 0 {
-			src.SetReadDeadline(time.Unix(0, s.last.Load()).Add(s.idle))
+		if s.idle > 0 || watch != nil {
+			var d time.Time
+			if s.idle > 0 {
+				d = time.Unix(0, s.last.Load()).Add(s.idle)
+			}
+			if watch != nil {
+				if rd := watch.rateDeadline(s.minRate, s.grace); !rd.IsZero() && (d.IsZero() || rd.Before(d)) {
+					d = rd
+				}
+			}
+			src.SetReadDeadline(d)
 		}
 		if s.aborted.Load() {
 			return n
@@ -251,6 +502,15 @@ func (s *splice) copy(dst, src net.Conn) int64 {
 		nr, rerr := src.Read(buf)
 		if nr > 0 {
 			s.touch()
+			now := time.Now()
+			if up {
+				s.lastUp.Store(now.UnixNano())
+				if watch != nil {
+					watch.feed(buf[:nr], now)
+				}
+			} else {
+				s.lastDwn.Store(now.UnixNano())
+			}
 			if s.idle > 0 {
 				dst.SetWriteDeadline(time.Now().Add(s.idle))
 			}
@@ -278,9 +538,17 @@ func (s *splice) copy(dst, src net.Conn) int64 {
 			return n
 		}
 		var ne net.Error
-		if errors.As(rerr, &ne) && ne.Timeout() && !s.aborted.Load() &&
-			time.Since(time.Unix(0, s.last.Load())) < s.idle {
-			continue // the other direction moved bytes: not idle yet
+		if errors.As(rerr, &ne) && ne.Timeout() && !s.aborted.Load() {
+			if watch != nil {
+				if rd := watch.rateDeadline(s.minRate, s.grace); !rd.IsZero() && !time.Now().Before(rd) {
+					s.slow.Store(true) // trickling inside a message
+					s.abort()
+					return n
+				}
+			}
+			if s.idle <= 0 || time.Since(time.Unix(0, s.last.Load())) < s.idle {
+				continue // the other direction moved bytes: not idle yet
+			}
 		}
 		s.abort()
 		return n

@@ -184,7 +184,8 @@ func TestIngressHalfClose(t *testing.T) {
 
 func TestIngressMaxConns(t *testing.T) {
 	target := backend(t, func(c *net.TCPConn) { io.Copy(c, c) })
-	in, addr := startIngress(t, IngressConfig{Target: target, MaxConns: 1})
+	// The old refuse-at-cap policy; eviction: TestIngressEvictionSynctest.
+	in, addr := startIngress(t, IngressConfig{Target: target, MaxConns: 1, RefuseAtCap: true})
 	c1 := dialTCP(t, addr)
 	io.WriteString(c1, "x")
 	if _, err := io.ReadFull(c1, make([]byte, 1)); err != nil {

@@ -7,6 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,13 +29,17 @@ const (
 	DefaultLogMaxMessage = 4 << 10
 	DefaultLogMaxValue   = 1 << 10
 	DefaultLogMaxConns   = 8
-	maxLogKey            = 128
-	minLogLevel          = slog.LevelDebug - 4
-	maxLogLevel          = slog.LevelError + 4
-	logAttrGroup         = "attrs"
-	logEnclaveKey        = "enclave"
-	logDroppedKey        = "enclave_dropped"
-	logTruncatedAttrsKey = "enclave_attrs_truncated"
+	// DefaultLogMaxConnsPerCID allows an enclave its stream and, while a
+	// restart's stale connection is not yet gone, a second one.
+	DefaultLogMaxConnsPerCID = 2
+	logReceivedKey           = "received"
+	maxLogKey                = 128
+	minLogLevel              = slog.LevelDebug - 4
+	maxLogLevel              = slog.LevelError + 4
+	logAttrGroup             = "attrs"
+	logEnclaveKey            = "enclave"
+	logDroppedKey            = "enclave_dropped"
+	logTruncatedAttrsKey     = "enclave_attrs_truncated"
 )
 
 // ErrBadLogRecord is wrapped by DecodeLogRecord's errors.
@@ -63,10 +70,27 @@ type LogSinkConfig struct {
 	// with "…". 0 means DefaultLogMaxMessage and DefaultLogMaxValue.
 	MaxMessage, MaxValue int
 	// MaxConns caps the enclave connections served at once. 0 means
-	// DefaultLogMaxConns. A connection arriving at the cap is closed, and so
-	// is the oldest one being served, so that an enclave that restarted
-	// while its old connection was never reset gets in on its next attempt.
+	// DefaultLogMaxConns. A connection arriving at the cap is served, and
+	// the connection whose last whole frame (or, if none, its accept) is
+	// oldest is closed to make room (Stats.Evicted): one of the newcomer's
+	// own CID when that CID is at MaxConnsPerCID. An enclave that restarted
+	// while its old connection was never reset gets in at once.
 	MaxConns int
+	// MaxConnsPerCID caps the connections of one enclave (one vsock CID;
+	// one IP on TCP). A connection beyond it evicts that enclave's own
+	// connection idle the longest. 0 means DefaultLogMaxConnsPerCID.
+	MaxConnsPerCID int
+	// AllowCIDs lists the enclave CIDs whose streams are accepted; others
+	// are closed at once (Stats.Refused). Empty means every enclave CID:
+	// 4 and up, never the parent's own CID 3 (a process on the parent
+	// could otherwise pose as an enclave) nor 0..2. Over TCP (development
+	// and tests) only loopback peers are accepted. Serve applies it;
+	// ServeConn does not.
+	AllowCIDs []uint32
+	// RefuseAtCap restores the old policy at MaxConns: the newcomer is
+	// closed and the oldest connection too (so the next attempt gets in),
+	// and MaxConnsPerCID is not enforced.
+	RefuseAtCap bool
 }
 
 // Validate reports whether cfg is usable.
@@ -79,8 +103,13 @@ func (cfg LogSinkConfig) Validate() error {
 	switch {
 	case cfg.MaxFrame < 0 || cfg.MaxFrame > protocol.MaxFrameLimit:
 		return fmt.Errorf("parent: LogSinkConfig.MaxFrame %d out of range: want 0..%d", cfg.MaxFrame, protocol.MaxFrameLimit)
-	case cfg.MaxAttrs < 0, cfg.MaxMessage < 0, cfg.MaxValue < 0, cfg.MaxConns < 0:
+	case cfg.MaxAttrs < 0, cfg.MaxMessage < 0, cfg.MaxValue < 0, cfg.MaxConns < 0, cfg.MaxConnsPerCID < 0:
 		return errors.New("parent: LogSinkConfig limits must not be negative")
+	}
+	for _, cid := range cfg.AllowCIDs {
+		if cid < 4 || cid == transport.CIDAny {
+			return fmt.Errorf("parent: LogSinkConfig.AllowCIDs contains %d, which is not an enclave CID (3 is the parent itself, 0..2 are reserved); list enclave CIDs, 4 and up, or leave it empty for all of them", cid)
+		}
 	}
 	return nil
 }
@@ -92,12 +121,20 @@ type LogSink struct {
 	cfg                LogSinkConfig
 	sem                chan struct{}
 	records, bad, conn atomic.Int64
-	evicted            atomic.Int64
-	warnLog            logLimiter
+	evicted, refused   atomic.Int64
+	warnLog, refuseLog logLimiter
 
 	mu   sync.Mutex
-	live map[net.Conn]uint64 // connections being served, with their arrival order
+	live map[net.Conn]*sinkConn // connections being served
 	seq  uint64
+}
+
+// sinkConn is one served connection, as eviction sees it.
+type sinkConn struct {
+	seq     uint64       // arrival order
+	peer    string       // peerKey: "cid:16", or the TCP IP
+	since   atomic.Int64 // unix nanos of the last whole frame, or of the accept
+	evicted bool         // guarded by LogSink.mu
 }
 
 // NewLogSink validates cfg and returns a LogSink.
@@ -126,6 +163,9 @@ func NewLogSink(cfg LogSinkConfig) (*LogSink, error) {
 	if cfg.MaxConns == 0 {
 		cfg.MaxConns = DefaultLogMaxConns
 	}
+	if cfg.MaxConnsPerCID == 0 {
+		cfg.MaxConnsPerCID = DefaultLogMaxConnsPerCID
+	}
 	return &LogSink{cfg: cfg, sem: make(chan struct{}, cfg.MaxConns)}, nil
 }
 
@@ -135,11 +175,112 @@ type LogSinkStats struct {
 	Bad     int64 // frames dropped because they did not decode
 	Conns   int64 // connections accepted
 	Evicted int64 // connections closed to make room at the cap
+	Refused int64 // connections closed at once: not from an allowed enclave (AllowCIDs)
 }
 
 // Stats returns the sink's counters.
 func (s *LogSink) Stats() LogSinkStats {
-	return LogSinkStats{Records: s.records.Load(), Bad: s.bad.Load(), Conns: s.conn.Load(), Evicted: s.evicted.Load()}
+	return LogSinkStats{Records: s.records.Load(), Bad: s.bad.Load(), Conns: s.conn.Load(), Evicted: s.evicted.Load(), Refused: s.refused.Load()}
+}
+
+// peerKey identifies the enclave behind a connection and says whether
+// AllowCIDs admits it: "cid:N" for vsock, the IP for a loopback TCP peer.
+func (s *LogSink) peerKey(a net.Addr) (key string, ok bool) {
+	if a == nil {
+		return "", false
+	}
+	ta, err := transport.ParseAddr(transport.AddrOf(a))
+	if err != nil {
+		return "", false
+	}
+	switch ta.Network {
+	case transport.NetworkVsock:
+		key = "cid:" + strconv.FormatUint(uint64(ta.CID), 10)
+		if len(s.cfg.AllowCIDs) == 0 {
+			return key, ta.CID >= 4 && ta.CID != transport.CIDAny
+		}
+		return key, slices.Contains(s.cfg.AllowCIDs, ta.CID)
+	case transport.NetworkTCP:
+		ap, err := netip.ParseAddrPort(ta.HostPort)
+		if err != nil {
+			return "", false
+		}
+		ip := ap.Addr().Unmap().WithZone("")
+		return ip.String(), ip.IsLoopback()
+	}
+	return "", false
+}
+
+// admit refuses connections from peers AllowCIDs does not admit.
+func (s *LogSink) admit(c net.Conn) (ok, freed bool) {
+	if _, ok := s.peerKey(c.RemoteAddr()); ok {
+		return true, false
+	}
+	n := s.refused.Add(1)
+	if s.refuseLog.allow() {
+		s.emitSelf(context.Background(), slog.String(logEnclaveKey, s.cfg.Enclave),
+			"enclavekit log sink: refused a connection not from an allowed enclave CID (see AllowCIDs)",
+			slog.String("peer", transport.AddrOf(c.RemoteAddr())), slog.Int64("refused_total", n))
+	}
+	return false, false
+}
+
+// makeRoom evicts a connection for c, accepted at MaxConns: c's own
+// enclave's idlest when it is at MaxConnsPerCID, else the idlest of all.
+func (s *LogSink) makeRoom(ctx context.Context, c net.Conn) bool {
+	if s.cfg.RefuseAtCap {
+		s.evictOldest(ctx)
+		return false
+	}
+	key, _ := s.peerKey(c.RemoteAddr())
+	s.mu.Lock()
+	victim := s.pickLocked(key, nil, s.countLocked(key) >= s.cfg.MaxConnsPerCID)
+	if victim == nil {
+		victim = s.pickLocked("", nil, false)
+	}
+	s.mu.Unlock()
+	if victim == nil {
+		return false
+	}
+	s.evict(ctx, victim, "connection cap reached; closed the connection idle the longest")
+	return true
+}
+
+// countLocked counts key's connections not being evicted.
+func (s *LogSink) countLocked(key string) int {
+	n := 0
+	for _, sc := range s.live {
+		if sc.peer == key && !sc.evicted {
+			n++
+		}
+	}
+	return n
+}
+
+// pickLocked marks and returns the connection idle the longest (of key's
+// when sameKey), not counting except, or nil.
+func (s *LogSink) pickLocked(key string, except net.Conn, sameKey bool) net.Conn {
+	var victim net.Conn
+	var vs *sinkConn
+	for c, sc := range s.live {
+		if sc.evicted || c == except || (sameKey && sc.peer != key) {
+			continue
+		}
+		if vs == nil || sc.since.Load() < vs.since.Load() || (sc.since.Load() == vs.since.Load() && sc.seq < vs.seq) {
+			victim, vs = c, sc
+		}
+	}
+	if vs != nil {
+		vs.evicted = true
+	}
+	return victim
+}
+
+func (s *LogSink) evict(ctx context.Context, victim net.Conn, why string) {
+	victim.Close()
+	s.evicted.Add(1)
+	s.emitSelf(ctx, slog.String(logEnclaveKey, s.cfg.Enclave), "enclavekit log sink: "+why,
+		slog.Int("max_conns", s.cfg.MaxConns), slog.Int("max_conns_per_cid", s.cfg.MaxConnsPerCID))
 }
 
 // ListenAndServe listens on cfg.Listen and serves until ctx ends; it
@@ -157,7 +298,8 @@ func (s *LogSink) Serve(ctx context.Context, ln net.Listener) error {
 		what:     "log sink",
 		sem:      s.sem,
 		admitted: func() { s.conn.Add(1) },
-		reject:   func(net.Conn) { s.evictOldest(ctx) },
+		admit:    s.admit,
+		makeRoom: func(c net.Conn) bool { return s.makeRoom(ctx, c) },
 		serve:    s.ServeConn,
 	}
 	return l.run(ctx, ln)
@@ -173,9 +315,9 @@ func (s *LogSink) evictOldest(ctx context.Context) {
 	s.mu.Lock()
 	var oldest net.Conn
 	var at uint64
-	for c, seq := range s.live {
-		if oldest == nil || seq < at {
-			oldest, at = c, seq
+	for c, sc := range s.live {
+		if oldest == nil || sc.seq < at {
+			oldest, at = c, sc.seq
 		}
 	}
 	s.mu.Unlock()
@@ -188,15 +330,25 @@ func (s *LogSink) evictOldest(ctx context.Context) {
 		slog.Int("max_conns", s.cfg.MaxConns))
 }
 
-func (s *LogSink) track(c net.Conn) (untrack func()) {
+func (s *LogSink) track(ctx context.Context, c net.Conn) (sc *sinkConn, untrack func()) {
+	key, _ := s.peerKey(c.RemoteAddr())
 	s.mu.Lock()
 	if s.live == nil {
-		s.live = make(map[net.Conn]uint64)
+		s.live = make(map[net.Conn]*sinkConn)
 	}
 	s.seq++
-	s.live[c] = s.seq
+	sc = &sinkConn{seq: s.seq, peer: key}
+	sc.since.Store(time.Now().UnixNano())
+	s.live[c] = sc
+	var victim net.Conn
+	if !s.cfg.RefuseAtCap && s.countLocked(key) > s.cfg.MaxConnsPerCID {
+		victim = s.pickLocked(key, c, true)
+	}
 	s.mu.Unlock()
-	return func() {
+	if victim != nil {
+		s.evict(ctx, victim, "per-enclave connection cap reached; closed that enclave's connection idle the longest")
+	}
+	return sc, func() {
 		s.mu.Lock()
 		delete(s.live, c)
 		s.mu.Unlock()
@@ -208,7 +360,8 @@ func (s *LogSink) track(c net.Conn) (untrack func()) {
 // that do not decode are dropped and counted.
 func (s *LogSink) ServeConn(ctx context.Context, c net.Conn) {
 	defer c.Close()
-	defer s.track(c)()
+	sc, untrack := s.track(ctx, c)
+	defer untrack()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 	name := s.cfg.Enclave
@@ -228,6 +381,7 @@ func (s *LogSink) ServeConn(ctx context.Context, c net.Conn) {
 			}
 			return
 		}
+		sc.since.Store(time.Now().UnixNano())
 		rec, err := DecodeLogRecord(frame)
 		if err != nil {
 			s.bad.Add(1)
@@ -270,19 +424,25 @@ func DecodeLogRecord(frame []byte) (protocol.LogRecord, error) {
 	return rec, nil
 }
 
-// record turns an enclave's record into the slog.Record the sink emits: the
-// level is clamped to debug-4..error+4, the message and attribute text are
+// record turns an enclave's record into the slog.Record the sink emits: its
+// time is the enclave's claim and a "received" attribute holds the
+// parent's own clock at receipt (when the enclave sent no time, the record
+// time is the receipt and nothing is added); the level is clamped to debug-4..error+4, the message and attribute text are
 // cut to the configured sizes with control characters removed, attributes
 // beyond MaxAttrs are counted, not kept, and the enclave's attributes go in
 // an "attrs" group so they cannot pose as the parent's own.
 func (s *LogSink) record(rec protocol.LogRecord, self slog.Attr) slog.Record {
+	received := time.Now()
 	t := time.Unix(0, rec.TimeUnixNano)
 	if rec.TimeUnixNano == 0 {
-		t = time.Now()
+		t = received
 	}
 	level := slog.Level(min(max(rec.Level, int64(minLogLevel)), int64(maxLogLevel)))
 	r := slog.NewRecord(t, level, Sanitize(rec.Message, s.cfg.MaxMessage), 0)
 	r.AddAttrs(self)
+	if rec.TimeUnixNano != 0 {
+		r.AddAttrs(slog.Time(logReceivedKey, received))
+	}
 	if rec.Dropped > 0 {
 		r.AddAttrs(slog.Uint64(logDroppedKey, rec.Dropped))
 	}

@@ -114,6 +114,9 @@ func TestCallCLI(t *testing.T) {
 		{"health usage", []string{"health"}, exitUsage, "", "usage"},
 		{"ingress usage", []string{"ingress", "--listen", "tcp://127.0.0.1:0"}, exitUsage, "", "usage"},
 		{"logs usage", []string{"logs", "--level", "loud"}, exitUsage, "", "usage"},
+		{"ingress bad framing", []string{"ingress", "--listen", "tcp://127.0.0.1:0", "--to", "tcp://127.0.0.1:1", "--framing", "http"}, exitUsage, "", `--framing "http": want auto, tls, frames or none`},
+		{"logs parent CID", []string{"logs", "--listen", "tcp://127.0.0.1:0", "--allow-cids", "16,3"}, exitUsage, "", "--allow-cids: 3 is not an enclave CID"},
+		{"logs bad CID", []string{"logs", "--listen", "tcp://127.0.0.1:0", "--allow-cids", "x"}, exitUsage, "", `--allow-cids: "x" is not a CID`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, out, errOut := callCLI(tc.args...)

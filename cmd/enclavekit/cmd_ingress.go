@@ -31,7 +31,11 @@ func runIngress(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 	listen := fs.String("listen", "", "address to accept clients on, e.g. tcp://0.0.0.0:443 (required)")
 	to := fs.String("to", "", "enclave address to forward to, e.g. vsock://16:443 (required)")
-	maxConns := fs.Int("max-conns", parent.DefaultIngressMaxConns, "connections forwarded at once; more are closed at once")
+	maxConns := fs.Int("max-conns", parent.DefaultIngressMaxConns, "connections forwarded at once; a newcomer at the cap evicts the connection idle or stalled the longest")
+	perSource := fs.Int("max-conns-per-source", parent.DefaultIngressMaxConnsPerSource, "connections of one source address (IPv4, or IPv6 /64); beyond it the source's own connection idle for --min-rate-grace is evicted, else the newcomer is refused (negative: no cap)")
+	minRate := fs.Int64("min-rate", parent.DefaultIngressMinRate, "bytes per second a client must send while a TLS record or frame is incomplete, after --min-rate-grace (negative: no check)")
+	minRateGrace := fs.Duration("min-rate-grace", parent.DefaultIngressMinRateGrace, "time a message may take before --min-rate applies")
+	framing := fs.String("framing", parent.FramingAuto, "message boundaries for --min-rate: auto, tls, frames or none")
 	idle := fs.Duration("idle-timeout", parent.DefaultIngressIdleTimeout, "close connections idle this long in both directions (0 or negative: never)")
 	proxy := fs.Bool("proxy-protocol", false, "send a PROXY protocol v2 header with the client's address first")
 	pos, err := parseArgs(fs, args)
@@ -48,6 +52,12 @@ func runIngress(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	case *maxConns < 1:
 		return usageFail(fs, stderr, "enclavekit ingress: --max-conns %d: want 1 or more", *maxConns)
 	}
+	switch *framing {
+	case parent.FramingAuto, parent.FramingTLS, parent.FramingFrames, parent.FramingNone:
+	default:
+		fmt.Fprintf(stderr, "enclavekit ingress: --framing %q: want auto, tls, frames or none\n", *framing)
+		return exitUsage
+	}
 	if *idle == 0 {
 		*idle = -1 // 0 on the command line means never, as negative does
 	}
@@ -59,6 +69,11 @@ func runIngress(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		IdleTimeout:   *idle,
 		ProxyProtocol: *proxy,
 		Logger:        log,
+
+		MaxConnsPerSource: *perSource,
+		MinRate:           *minRate,
+		MinRateGrace:      *minRateGrace,
+		Framing:           *framing,
 	})
 	if err != nil {
 		return usageFail(fs, stderr, "enclavekit ingress: %v", err)
@@ -69,7 +84,7 @@ func runIngress(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return exitFailure
 	}
 	log.Info("enclavekit ingress: forwarding", "listen", transport.AddrOf(ln.Addr()), "to", *to,
-		"max_conns", *maxConns, "idle_timeout", time.Duration(max(*idle, 0)), "proxy_protocol", *proxy)
+		"max_conns", *maxConns, "max_conns_per_source", *perSource, "min_rate", *minRate, "idle_timeout", time.Duration(max(*idle, 0)), "proxy_protocol", *proxy)
 	if err := in.Serve(ctx, ln); err != nil {
 		fmt.Fprintf(stderr, "enclavekit ingress: %v\n", err)
 		return exitFailure

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
+	"strings"
 
 	"github.com/enclavekit/enclavekit/parent"
 	"github.com/enclavekit/enclavekit/transport"
@@ -23,7 +25,7 @@ func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("logs", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "usage: enclavekit logs [--listen ADDR] [--json] [--enclave NAME]\n\n"+
+		fmt.Fprint(stderr, "usage: enclavekit logs [--listen ADDR] [--json] [--enclave NAME] [--allow-cids 16,17]\n\n"+
 			"Receives the log records enclaves stream to the parent and prints them to\n"+
 			"standard output with an enclave attribute. Runs until interrupted.\n\nflags:\n")
 		fs.PrintDefaults()
@@ -32,6 +34,7 @@ func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print JSON lines instead of text")
 	name := fs.String("enclave", "", "value of the enclave attribute (default: the sender's CID or IP)")
 	level := fs.String("level", "debug", "lowest level printed: debug, info, warn or error")
+	allow := fs.String("allow-cids", "", "comma-separated enclave CIDs whose streams are accepted (default: every enclave CID, 4 and up; never the parent's 3)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return flagExit(err)
@@ -43,12 +46,28 @@ func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case lv.UnmarshalText([]byte(*level)) != nil:
 		return usageFail(fs, stderr, "enclavekit logs: --level %q: want debug, info, warn or error", *level)
 	}
+	var cids []uint32
+	for _, f := range strings.Split(*allow, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.ParseUint(f, 10, 32)
+		if err != nil {
+			fmt.Fprintf(stderr, "enclavekit logs: --allow-cids: %q is not a CID; give numbers such as 16,17\n", f)
+			return exitUsage
+		}
+		if n < 4 || n == uint64(transport.CIDAny) {
+			fmt.Fprintf(stderr, "enclavekit logs: --allow-cids: %d is not an enclave CID (3 is the parent itself, 0..2 are reserved); give enclave CIDs, 4 and up, such as 16,17\n", n)
+			return exitUsage
+		}
+		cids = append(cids, uint32(n))
+	}
 	opts := &slog.HandlerOptions{Level: lv}
 	var h slog.Handler = slog.NewTextHandler(stdout, opts)
 	if *asJSON {
 		h = slog.NewJSONHandler(stdout, opts)
 	}
-	sink, err := parent.NewLogSink(parent.LogSinkConfig{Listen: *listen, Handler: h, Enclave: *name})
+	sink, err := parent.NewLogSink(parent.LogSinkConfig{Listen: *listen, Handler: h, Enclave: *name, AllowCIDs: cids})
 	if err != nil {
 		return usageFail(fs, stderr, "enclavekit logs: %v", err)
 	}

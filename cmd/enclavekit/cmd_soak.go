@@ -25,9 +25,14 @@ func runSoak(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 Runs, on loopback, an enclave server, a parent client, the egress proxy and a
 hashing sink, and for --duration drives echo calls (every byte checked),
 proxied streams (SHA-256 checked at both ends) and stalled slowloris
-connections at once. Prints progress, then a report; exits 1 if a call
-failed, a proxied byte was lost or corrupted, a slowloris connection was cut,
-goroutines leaked or memory grew. See docs/soak.md.`)
+connections at once, every server limit at its default. Then three attack
+phases of --duration/2 each, a good client making 64-byte calls throughout:
+slowloris connections held against the server, trickling connections held
+against an ingress, and connections pipelining 1 MiB requests without
+reading. Prints progress, then a report; exits 1 if a call failed, a proxied
+byte was lost or corrupted, a slowloris connection was cut without being
+counted as evicted or timed out, a good call failed or its p99 reached
+--good-p99, goroutines leaked or memory grew. See docs/soak.md.`)
 		fl.PrintDefaults()
 	}
 	var o soak.Options
@@ -38,6 +43,9 @@ goroutines leaked or memory grew. See docs/soak.md.`)
 	fl.IntVar(&o.Streams, "streams", soak.DefaultStreams, "proxied streams open at once")
 	fl.Int64Var(&o.MaxStreamBytes, "max-stream-bytes", soak.DefaultMaxStreamBytes, "largest payload of one proxied stream in bytes")
 	fl.IntVar(&o.Slowloris, "slowloris", soak.DefaultSlowloris, "stalled connections held open to the enclave server (lowered if the open-file limit is too low)")
+	fl.IntVar(&o.Tricklers, "tricklers", soak.DefaultTricklers, "trickling connections held against the ingress in the ingress phase")
+	fl.IntVar(&o.Pipeliners, "pipeliners", soak.DefaultPipeliners, "connections pipelining 1 MiB requests without reading in the pipeliners phase")
+	fl.DurationVar(&o.GoodP99, "good-p99", soak.DefaultGoodP99, "largest acceptable p99 of the good client's calls in each attack phase")
 	fl.DurationVar(&o.ProgressEvery, "progress", soak.DefaultProgressEvery, "interval of progress lines")
 	fl.Uint64Var(&o.Seed, "seed", 0, "seed of the random bodies and payloads (0: random)")
 	verbose := fl.Bool("verbose", false, "print the components' logs at info level (default: warnings and errors)")

@@ -9,7 +9,8 @@ import (
 
 func TestSoakCommand(t *testing.T) {
 	short := []string{"soak", "--duration", "1s", "--progress", "1s", "--concurrency", "4", "--pool", "2",
-		"--max-body", "4096", "--streams", "2", "--max-stream-bytes", "65536", "--slowloris", "10"}
+		"--max-body", "4096", "--streams", "2", "--max-stream-bytes", "65536", "--slowloris", "10",
+		"--tricklers", "10", "--good-p99", "1m"}
 	tests := []struct {
 		name     string
 		args     []string

@@ -133,7 +133,14 @@ func Run(ctx context.Context, args []string, env Env) int {
 	var handler slog.Handler
 	var logs *enclave.LogHandler
 	if strings.EqualFold(o.logSink, "none") || o.logSink == "" {
-		handler = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel})
+		// Asynchronous: a console nobody reads must not block requests.
+		console := enclave.NewConsoleHandler(stderr, o.logLevel)
+		defer func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = console.Close(cctx)
+		}()
+		handler = console
 	} else {
 		logs, err = enclave.NewLogHandler(enclave.LogConfig{Addr: o.logSink, Console: stderr, Level: o.logLevel})
 		if err != nil {

@@ -17,6 +17,9 @@ const (
 	DefaultStreams        = 100
 	DefaultMaxStreamBytes = 4 << 20
 	DefaultSlowloris      = 1000
+	DefaultTricklers      = 1000
+	DefaultPipeliners     = 3
+	DefaultGoodP99        = 100 * time.Millisecond
 	DefaultProgressEvery  = 5 * time.Second
 	DefaultSettleTimeout  = 10 * time.Second
 	// DefaultStreamTimeout bounds one proxied stream, from dial to the
@@ -60,6 +63,17 @@ type Options struct {
 	// low for it.
 	Slowloris int
 
+	// Tricklers is the number of trickling connections held against the
+	// ingress in the ingress phase (default 1000). Run lowers it, with a
+	// note, when the file descriptor limit is too low (each costs four).
+	Tricklers int
+	// Pipeliners is the number of connections pipelining 1 MiB requests
+	// without reading in the pipeliners phase (default 3).
+	Pipeliners int
+	// GoodP99 is the good client's largest acceptable p99 latency in each
+	// attack phase (default 100ms); a higher one fails the run.
+	GoodP99 time.Duration
+
 	// ProgressEvery is the interval of progress lines written to Out
 	// (default 5s).
 	ProgressEvery time.Duration
@@ -100,6 +114,12 @@ func (o Options) Validate() error {
 		return bad("StreamTimeout", o.StreamTimeout, "a positive duration, or 0 for the default")
 	case o.Slowloris < 0:
 		return bad("Slowloris", o.Slowloris, fmt.Sprintf("a positive count, or 0 for %d", DefaultSlowloris))
+	case o.Tricklers < 0:
+		return bad("Tricklers", o.Tricklers, fmt.Sprintf("a positive count, or 0 for %d", DefaultTricklers))
+	case o.Pipeliners < 0:
+		return bad("Pipeliners", o.Pipeliners, fmt.Sprintf("a positive count, or 0 for %d", DefaultPipeliners))
+	case o.GoodP99 < 0:
+		return bad("GoodP99", o.GoodP99, "a positive duration, or 0 for the default")
 	case o.ProgressEvery < 0:
 		return bad("ProgressEvery", o.ProgressEvery, "a positive duration, or 0 for the default")
 	case o.SettleTimeout < 0:
@@ -129,6 +149,15 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Slowloris == 0 {
 		o.Slowloris = DefaultSlowloris
+	}
+	if o.Tricklers == 0 {
+		o.Tricklers = DefaultTricklers
+	}
+	if o.Pipeliners == 0 {
+		o.Pipeliners = DefaultPipeliners
+	}
+	if o.GoodP99 == 0 {
+		o.GoodP99 = DefaultGoodP99
 	}
 	if o.ProgressEvery == 0 {
 		o.ProgressEvery = DefaultProgressEvery

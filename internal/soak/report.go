@@ -66,7 +66,8 @@ type Report struct {
 	// CallErrors holds the first few call errors.
 	CallErrors []string
 	// P50, P99 and Max are the latencies of all successful calls, every
-	// one of them made while the slowloris connections were held.
+	// one of them made after the slowloris connections were opened (the
+	// server evicts or times them out as its default limits say).
 	P50, P99, Max time.Duration
 
 	// StreamsOK and StreamsFailed count proxied streams.
@@ -84,8 +85,11 @@ type Report struct {
 
 	// SlowlorisHeld is how many stalled connections were opened and
 	// accepted; SlowlorisCut how many of them the server had closed by the
-	// end of the run.
+	// end of the load without counting them as evicted (at MaxConns) or
+	// timed out (ReadHeaderTimeout), which it does with the default
+	// limits; SlowlorisEvictedOrTimedOut how many it closed so.
 	SlowlorisHeld, SlowlorisCut int
+	SlowlorisEvictedOrTimedOut  int
 	// ReadHeaderTimeout is the enclave server's, set beyond the run.
 	ReadHeaderTimeout time.Duration
 	// Server is the enclave server's counters at the end of the loads.
@@ -108,6 +112,10 @@ type Report struct {
 
 	// Samples are the per-second measurements.
 	Samples []Sample
+
+	// Phases are the attack phases run after the load, each with the
+	// good client measured.
+	Phases []PhaseReport
 }
 
 // Leaked is GoroutinesAfter - GoroutinesBefore (≤ 0 when nothing leaked).
@@ -139,6 +147,20 @@ func (r *Report) Problems() []string {
 	}
 	if r.Leaked() > 0 {
 		p = append(p, fmt.Sprintf("%d goroutines leaked (%d before, %d after)", r.Leaked(), r.GoroutinesBefore, r.GoroutinesAfter))
+	}
+	for _, ph := range r.Phases {
+		if ph.GoodFailed > 0 {
+			p = append(p, fmt.Sprintf("phase %s: %d good-client calls failed", ph.Name, ph.GoodFailed))
+		}
+		if ph.GoodOK == 0 {
+			p = append(p, fmt.Sprintf("phase %s: no good-client call succeeded", ph.Name))
+		}
+		if limit := r.Options.GoodP99; limit > 0 && ph.GoodP99 >= limit {
+			p = append(p, fmt.Sprintf("phase %s: good-client p99 %s is not under %s", ph.Name, dur(ph.GoodP99), dur(limit)))
+		}
+		if ph.GoroutinesAfter > ph.GoroutinesBefore {
+			p = append(p, fmt.Sprintf("phase %s: goroutines %d after, %d before", ph.Name, ph.GoroutinesAfter, ph.GoroutinesBefore))
+		}
 	}
 	if r.MemoryVerdict == MemoryGrowing {
 		p = append(p, fmt.Sprintf("memory grew: last-third mean %s vs middle-third mean %s", mib(r.RSSLastMean), mib(r.RSSMiddleMean)))
@@ -189,7 +211,7 @@ func (r *Report) WriteTo(w io.Writer) (int64, error) {
 	}
 	fmt.Fprintf(&b, "  rpc         %d goroutines on a %d-connection parent.Client, echo bodies 0..%d B\n", o.Concurrency, o.PoolSize, o.MaxBody)
 	fmt.Fprintf(&b, "    calls     %d ok, %d failed (%d wrong bytes), %.0f calls/s\n", r.CallsOK, r.CallsFailed, r.Mismatched, rate(r.CallsOK))
-	fmt.Fprintf(&b, "    latency   p50 %s  p99 %s  max %s  (every call made while the slowloris connections were held)\n",
+	fmt.Fprintf(&b, "    latency   p50 %s  p99 %s  max %s  (slowloris connections opened before the load)\n",
 		dur(r.P50), dur(r.P99), dur(r.Max))
 	for _, e := range r.CallErrors {
 		fmt.Fprintf(&b, "    error     %s\n", e)
@@ -202,11 +224,21 @@ func (r *Report) WriteTo(w io.Writer) (int64, error) {
 	for _, e := range r.StreamErrors {
 		fmt.Fprintf(&b, "    error     %s\n", e)
 	}
-	fmt.Fprintf(&b, "  slowloris   %d held (2 header bytes, then silence), %d cut by the server (ReadHeaderTimeout %s)\n",
-		r.SlowlorisHeld, r.SlowlorisCut, r.ReadHeaderTimeout)
+	fmt.Fprintf(&b, "  slowloris   %d held (2 header bytes, then silence), %d evicted or timed out, %d cut otherwise (default limits: MaxConns 256, ReadHeaderTimeout %s)\n",
+		r.SlowlorisHeld, r.SlowlorisEvictedOrTimedOut, r.SlowlorisCut, r.ReadHeaderTimeout)
 	s := r.Server
-	fmt.Fprintf(&b, "  server      conns open %d, total %d, rejected %d, dropped %d; requests %d, errors %d, panics %d; budget waits %d\n",
-		s.OpenConns, s.TotalConns, s.RejectedConns, s.DroppedConns, s.Requests, s.Errors, s.Panics, s.BudgetWaits)
+	fmt.Fprintf(&b, "  server      conns open %d, total %d, rejected %d, evicted %d, dropped %d; requests %d, errors %d, panics %d; budget waits %d\n",
+		s.OpenConns, s.TotalConns, s.RejectedConns, s.EvictedConns, s.DroppedConns, s.Requests, s.Errors, s.Panics, s.BudgetWaits)
+	for _, ph := range r.Phases {
+		fmt.Fprintf(&b, "  phase %-10s %s, %s\n", ph.Name, ph.Attack, ph.Elapsed.Round(100*time.Millisecond))
+		fmt.Fprintf(&b, "    good      %d ok, %d failed; %d B echo p50 %s  p99 %s  max %s (limit p99 < %s)\n",
+			ph.GoodOK, ph.GoodFailed, goodBody, dur(ph.GoodP50), dur(ph.GoodP99), dur(ph.GoodMax), dur(r.Options.GoodP99))
+		for _, e := range ph.GoodErrors {
+			fmt.Fprintf(&b, "    error     %s\n", e)
+		}
+		fmt.Fprintf(&b, "    attack    %d connections made, %d cut; %s\n", ph.AttackConns, ph.AttackCut, ph.Limits)
+		fmt.Fprintf(&b, "    goroutines before %d, after %d\n", ph.GoroutinesBefore, ph.GoroutinesAfter)
+	}
 	fmt.Fprintf(&b, "  goroutines  before %d, peak %d, after %d (leaked %d)\n",
 		r.GoroutinesBefore, r.GoroutinesPeak, r.GoroutinesAfter, max(r.Leaked(), 0))
 	fmt.Fprintf(&b, "  memory      %s\n", r.RSSSource)

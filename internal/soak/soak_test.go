@@ -21,6 +21,8 @@ func TestRun(t *testing.T) {
 		Streams:        4,
 		MaxStreamBytes: 256 << 10,
 		Slowloris:      50,
+		Tricklers:      20,
+		GoodP99:        time.Minute, // latencies are not asserted here
 		ProgressEvery:  time.Second,
 		Out:            &out,
 	})
@@ -264,6 +266,35 @@ func TestReportProblems(t *testing.T) {
 			r.WriteTo(&b)
 			if !strings.Contains(b.String(), "\nFAIL\n") {
 				t.Errorf("report does not say FAIL:\n%s", b.String())
+			}
+		})
+	}
+}
+
+func TestReportPhaseProblems(t *testing.T) {
+	ok := PhaseReport{Name: PhaseIngress, GoodOK: 10, GoodP99: time.Millisecond, GoroutinesBefore: 5, GoroutinesAfter: 5}
+	tests := []struct {
+		name   string
+		modify func(*PhaseReport)
+		want   string
+	}{
+		{"failed good call", func(p *PhaseReport) { p.GoodFailed = 2 }, "phase ingress: 2 good-client calls failed"},
+		{"no good call", func(p *PhaseReport) { p.GoodOK = 0 }, "no good-client call succeeded"},
+		{"slow p99", func(p *PhaseReport) { p.GoodP99 = 150 * time.Millisecond }, "good-client p99 150ms is not under 100ms"},
+		{"goroutines", func(p *PhaseReport) { p.GoroutinesAfter = 9 }, "goroutines 9 after, 5 before"},
+	}
+	base := Report{Options: Options{GoodP99: DefaultGoodP99}, CallsOK: 1, StreamsOK: 1, MemoryVerdict: MemoryFlat, Phases: []PhaseReport{ok}}
+	if p := base.Problems(); len(p) != 0 {
+		t.Fatalf("good phases have problems %q", p)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ph := ok
+			tt.modify(&ph)
+			r := base
+			r.Phases = []PhaseReport{ph}
+			if p := strings.Join(r.Problems(), "; "); !strings.Contains(p, tt.want) {
+				t.Errorf("problems %q; want one containing %q", p, tt.want)
 			}
 		})
 	}

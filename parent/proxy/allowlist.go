@@ -78,6 +78,9 @@ func NewAllowlist(entries []AllowEntry) (*Allowlist, error) {
 			return nil, fieldErr(p+".port", "%d is not in 1..65535", e.Port)
 		}
 		if ip, err := netip.ParseAddr(host); err == nil {
+			if why, bad := Wildcard(ip); bad {
+				return nil, fieldErr(p+".address", "%s is %s, which reaches this host's own services, not a destination; list the real destination's address or DNS name", e.Address, why)
+			}
 			a.ips[netip.AddrPortFrom(ip, uint16(e.Port))] = struct{}{}
 		} else {
 			a.names[hostPort{host, e.Port}] = struct{}{}
@@ -235,6 +238,40 @@ func Denied(ip netip.Addr) (string, bool) {
 			if why, bad := Denied(v4); bad {
 				return "embeds " + v4.String() + " (" + why + ")", true
 			}
+		}
+	}
+	return "", false
+}
+
+// Wildcard reports whether ip is an unspecified ("any") address in one of
+// its spellings, and which: 0.0.0.0 and the rest of 0.0.0.0/8, ::, and
+// IPv6 forms that embed 0.0.0.0 (IPv4-mapped ::ffff:0.0.0.0, SIIT
+// ::ffff:0:0.0.0.0, NAT64 64:ff9b::, 6to4 2002::). A kernel connects such
+// a destination to the local host, so an allowlist entry naming one would
+// let the enclave reach the parent's loopback services despite the
+// denylist; NewAllowlist refuses them.
+func Wildcard(ip netip.Addr) (string, bool) {
+	ip = ip.Unmap().WithZone("")
+	switch {
+	case !ip.IsValid():
+		return "", false
+	case ip.IsUnspecified():
+		return "the unspecified (any) address", true
+	case thisNetwork.Contains(ip):
+		return "in 0.0.0.0/8 (this network)", true
+	case ip.Is6():
+		b := ip.As16()
+		var v4 netip.Addr
+		switch {
+		case siit.Contains(ip):
+			v4 = netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]})
+		case nat64.Contains(ip):
+			v4 = netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]})
+		case sixToFour.Contains(ip):
+			v4 = netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]})
+		}
+		if v4.IsValid() && thisNetwork.Contains(v4) {
+			return "an IPv6 form of " + v4.String() + " (unspecified)", true
 		}
 	}
 	return "", false

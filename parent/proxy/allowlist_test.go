@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -187,5 +188,41 @@ func TestAllowlistEntryForms(t *testing.T) {
 	ips, err := al.Check(context.Background(), fakeResolver{}, "tcp", host, port)
 	if err != nil || len(ips) != 1 || ips[0] != netip.MustParseAddr("10.0.0.5") {
 		t.Errorf("Check(%s) = %v, %v; want [10.0.0.5]", host, ips, err)
+	}
+}
+
+func TestWildcard(t *testing.T) {
+	tests := []struct {
+		addr string
+		want bool
+	}{
+		{"0.0.0.0", true},
+		{"::", true},
+		{"::ffff:0.0.0.0", true},
+		{"0:0:0:0:0:0:0:0", true},
+		{"0.255.1.1", true},
+		{"::ffff:0:0.0.0.0", true}, // SIIT
+		{"64:ff9b::", true},        // NAT64 of 0.0.0.0
+		{"2002::", true},           // 6to4 of 0.0.0.0
+		{"::1", false},
+		{"127.0.0.1", false},
+		{"10.0.0.5", false},
+		{"1.0.0.0", false},
+		{"2001:db8::1", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.addr, func(t *testing.T) {
+			why, got := Wildcard(netip.MustParseAddr(tt.addr))
+			if got != tt.want {
+				t.Errorf("Wildcard(%s) = %q, %v; want %v", tt.addr, why, got, tt.want)
+			}
+			_, err := NewAllowlist([]AllowEntry{{Address: tt.addr, Port: 443}})
+			if (err != nil) != tt.want {
+				t.Errorf("NewAllowlist(%s) error = %v; want refused %v", tt.addr, err, tt.want)
+			}
+			if err != nil && (!errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "allowlist[0].address: "+tt.addr)) {
+				t.Errorf("error %q does not name the field and value", err)
+			}
+		})
 	}
 }

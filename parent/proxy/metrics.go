@@ -1,8 +1,92 @@
 package proxy
 
 import (
+	"log"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
+
+// Limits of the /metrics HTTP server (Config.Metrics). A scrape is one
+// small request, so these are tight: a peer that connects and sends
+// nothing, or reads the answer slowly, loses its connection within
+// seconds, and no more than MetricsMaxConns connections are open at once
+// (a connection over the cap is closed as soon as it is accepted).
+const (
+	MetricsReadHeaderTimeout = 5 * time.Second
+	MetricsReadTimeout       = 10 * time.Second
+	MetricsWriteTimeout      = 30 * time.Second
+	MetricsIdleTimeout       = 60 * time.Second
+	MetricsMaxConns          = 32
+)
+
+// newMetricsServer returns the /metrics server with every timeout set.
+func newMetricsServer(h http.Handler, errLog *log.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: MetricsReadHeaderTimeout,
+		ReadTimeout:       MetricsReadTimeout,
+		WriteTimeout:      MetricsWriteTimeout,
+		IdleTimeout:       MetricsIdleTimeout,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          errLog,
+	}
+}
+
+// capListener closes accepted connections beyond max open ones at once,
+// so Accept never blocks on the cap and the server keeps serving the
+// connections it has.
+type capListener struct {
+	net.Listener
+	mu   sync.Mutex
+	open int
+	max  int
+}
+
+func newCapListener(ln net.Listener, max int) *capListener {
+	return &capListener{Listener: ln, max: max}
+}
+
+// Accept returns the next connection under the cap.
+func (l *capListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		l.mu.Lock()
+		ok := l.open < l.max
+		if ok {
+			l.open++
+		}
+		l.mu.Unlock()
+		if !ok {
+			c.Close()
+			continue
+		}
+		return &capConn{Conn: c, l: l}, nil
+	}
+}
+
+// capConn gives its slot back on its first Close.
+type capConn struct {
+	net.Conn
+	l    *capListener
+	once sync.Once
+}
+
+func (c *capConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		c.l.open--
+		c.l.mu.Unlock()
+	})
+	return err
+}
 
 // Metric names (all with the enclavekit_proxy_ prefix):
 //

@@ -234,11 +234,11 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	if p.metricsLn != nil {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(p.reg, promhttp.HandlerOpts{}))
-		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelDebug)}
+		srv = newMetricsServer(mux, slog.NewLogLogger(p.log.Handler(), slog.LevelDebug))
 		srvDone = make(chan struct{})
 		go func() {
 			defer close(srvDone)
-			srv.Serve(p.metricsLn)
+			srv.Serve(newCapListener(p.metricsLn, MetricsMaxConns))
 		}()
 	}
 

@@ -347,3 +347,69 @@ func TestConnectOutlivesHandshakeTimeout(t *testing.T) {
 		<-done
 	})
 }
+
+// TestMetricsServerLimits: on the /metrics server, a silent connection is
+// closed at MetricsReadHeaderTimeout, a connection over MetricsMaxConns is
+// closed at once, and a scrape still works while the cap is held.
+func TestMetricsServerLimits(t *testing.T) {
+	tests := []struct {
+		name string
+		max  int
+	}{
+		{"cap 1", 1},
+		{"cap 3", 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ln := newMemListener()
+				mux := http.NewServeMux()
+				mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+				srv := newMetricsServer(mux, nil)
+				if srv.ReadHeaderTimeout == 0 || srv.ReadTimeout == 0 || srv.WriteTimeout == 0 || srv.IdleTimeout == 0 {
+					t.Fatalf("metrics server lacks a timeout: %+v", srv)
+				}
+				served := make(chan struct{})
+				go func() {
+					defer close(served)
+					srv.Serve(newCapListener(ln, tt.max))
+				}()
+				var silent []net.Conn
+				for range tt.max {
+					silent = append(silent, ln.dial())
+				}
+				over := ln.dial()
+				synctest.Wait()
+				over.SetReadDeadline(time.Now().Add(time.Second))
+				if _, err := over.Read(make([]byte, 1)); !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrClosedPipe) {
+					t.Errorf("connection over the cap: read = %v, want closed", err)
+				}
+				over.Close()
+				start := time.Now()
+				for _, c := range silent {
+					if _, err := c.Read(make([]byte, 1)); err == nil {
+						t.Error("silent connection got data")
+					}
+					c.Close()
+				}
+				if d := time.Since(start); d > MetricsReadHeaderTimeout+time.Second {
+					t.Errorf("silent connections closed after %v, want ~%v", d, MetricsReadHeaderTimeout)
+				}
+				// Slots are free again: a scrape works.
+				c := ln.dial()
+				go io.WriteString(c, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				if string(body) != "ok\n" {
+					t.Errorf("scrape body %q", body)
+				}
+				c.Close()
+				srv.Close()
+				<-served
+			})
+		})
+	}
+}

@@ -1,0 +1,289 @@
+package parent
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+func TestRecordWatch(t *testing.T) {
+	tests := []struct {
+		name       string
+		mode       framing
+		chunks     [][]byte
+		incomplete bool
+		messages   uint64
+		detected   framing
+	}{
+		{"auto TLS whole", framingUnknown, [][]byte{{22, 3, 1, 0, 2, 'a', 'b'}}, false, 1, framingTLS},
+		{"auto TLS header split", framingUnknown, [][]byte{{22, 3}, {1, 0, 2}, {'a'}}, true, 0, framingTLS},
+		{"auto frames two", framingUnknown, [][]byte{{0, 0, 0, 1, 'x', 0, 0}, {0, 0}}, false, 2, framingFrames},
+		{"auto frames partial prefix", framingUnknown, [][]byte{{0, 0}}, true, 0, framingFrames},
+		{"auto frames empty frame", framingUnknown, [][]byte{{0, 0, 0, 0}}, false, 1, framingFrames},
+		{"auto unknown stream", framingUnknown, [][]byte{[]byte("hello")}, false, 0, framingNone},
+		{"forced frames", framingFrames, [][]byte{{22, 0, 0}}, true, 0, framingFrames},
+		{"none", framingNone, [][]byte{{0, 0}}, false, 0, framingNone},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := &recordWatch{mode: tt.mode}
+			now := time.Unix(1000, 0)
+			for _, c := range tt.chunks {
+				w.feed(c, now)
+			}
+			if w.incomplete.Load() != tt.incomplete || w.messages.Load() != tt.messages || w.mode != tt.detected {
+				t.Errorf("incomplete %v messages %d mode %d; want %v %d %d", w.incomplete.Load(), w.messages.Load(), w.mode, tt.incomplete, tt.messages, tt.detected)
+			}
+			rd := w.rateDeadline(1000, 5*time.Second)
+			if rd.IsZero() != !tt.incomplete {
+				t.Errorf("rateDeadline %v with incomplete %v", rd, tt.incomplete)
+			}
+		})
+	}
+}
+
+func TestSourceKey(t *testing.T) {
+	tests := []struct {
+		addr net.Addr
+		want string
+	}{
+		{&net.TCPAddr{IP: net.ParseIP("198.51.100.7"), Port: 1}, "198.51.100.7"},
+		{&net.TCPAddr{IP: net.ParseIP("::ffff:198.51.100.7"), Port: 1}, "198.51.100.7"},
+		{&net.TCPAddr{IP: net.ParseIP("2001:db8:1:2:3:4:5:6"), Port: 1}, "2001:db8:1:2::/64"},
+		{nil, ""},
+	}
+	for _, tt := range tests {
+		if got := sourceKey(tt.addr); got != tt.want {
+			t.Errorf("sourceKey(%v) = %q, want %q", tt.addr, got, tt.want)
+		}
+	}
+}
+
+// addrConn is a pipe end with a chosen remote address.
+type addrConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c addrConn) RemoteAddr() net.Addr { return c.remote }
+
+// memIngress runs an ingress inside a synctest bubble on an in-memory
+// listener; every forwarded connection reaches an echo "enclave".
+type memIngress struct {
+	in   *Ingress
+	ch   chan net.Conn
+	stop func()
+}
+
+func startMemIngress(t *testing.T, cfg IngressConfig) *memIngress {
+	t.Helper()
+	ch := make(chan net.Conn)
+	var echoes sync.WaitGroup
+	cfg.Target = "tcp://enclave:1"
+	cfg.Logger = quiet
+	cfg.Dialer = func(context.Context, string) (net.Conn, error) {
+		a, b := net.Pipe()
+		echoes.Go(func() {
+			defer b.Close()
+			io.Copy(b, b)
+		})
+		return a, nil
+	}
+	in, err := NewIngress(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &chanListenerP{ch: ch, done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- in.Serve(ctx, ln) }()
+	return &memIngress{in: in, ch: ch, stop: func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		echoes.Wait()
+	}}
+}
+
+// dial connects a client from ip.
+func (m *memIngress) dial(ip string) net.Conn {
+	a, b := net.Pipe()
+	m.ch <- addrConn{Conn: b, remote: &net.TCPAddr{IP: net.ParseIP(ip), Port: 40000}}
+	return a
+}
+
+type chanListenerP struct {
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func (l *chanListenerP) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+func (l *chanListenerP) Close() error   { l.once.Do(func() { close(l.done) }); return nil }
+func (l *chanListenerP) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 443} }
+
+// echoOnce writes p and reads the echo; it reports success.
+func echoOnce(c net.Conn, p []byte) bool {
+	go c.Write(p)
+	got := make([]byte, len(p))
+	_, err := io.ReadFull(c, got)
+	return err == nil && string(got) == string(p)
+}
+
+func closedNow(c net.Conn) bool {
+	c.SetReadDeadline(time.Now())
+	_, err := c.Read(make([]byte, 1))
+	c.SetReadDeadline(time.Time{})
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrClosedPipe)
+}
+
+// TestIngressMinRateSynctest: a client trickling an incomplete message is
+// cut once it falls below MinRate after the grace; one that sent whole
+// messages and waits, or is idle, is not.
+func TestIngressMinRateSynctest(t *testing.T) {
+	tests := []struct {
+		name string
+		send func(c net.Conn) // runs in its own goroutine
+		slow bool
+	}{
+		{"trickles a frame prefix", func(c net.Conn) {
+			for _, b := range []byte{0, 0, 0} {
+				if _, err := c.Write([]byte{b}); err != nil {
+					return
+				}
+				time.Sleep(4 * time.Second)
+			}
+		}, true},
+		{"trickles a TLS record", func(c net.Conn) {
+			c.Write([]byte{22, 3, 1, 0xff, 0xff})
+			for {
+				time.Sleep(time.Second)
+				if _, err := c.Write([]byte{1}); err != nil {
+					return
+				}
+			}
+		}, true},
+		{"whole frame then waits", func(c net.Conn) {
+			c.Write([]byte{0, 0, 0, 2, 'h', 'i'})
+		}, false},
+		{"unknown stream trickles", func(c net.Conn) {
+			for range 3 {
+				if _, err := c.Write([]byte{'x'}); err != nil {
+					return
+				}
+				time.Sleep(4 * time.Second)
+			}
+		}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				m := startMemIngress(t, IngressConfig{MinRate: 1024, MinRateGrace: 5 * time.Second, IdleTimeout: time.Minute})
+				c := m.dial("198.51.100.1")
+				go io.Copy(io.Discard, c) // the echo
+				go tt.send(c)
+				time.Sleep(30 * time.Second)
+				synctest.Wait()
+				st, ls := m.in.Stats(), m.in.LimitStats()
+				if tt.slow != (ls.Slow == 1) || tt.slow != (st.Open == 0) {
+					t.Errorf("after 30s: %+v %+v; want slow %v", st, ls, tt.slow)
+				}
+				c.Close()
+				m.stop()
+			})
+		})
+	}
+}
+
+// TestIngressEvictionSynctest: at MaxConns the connection idle or stalled
+// the longest makes room for the newcomer; a source at MaxConnsPerSource
+// displaces only its own connections, and only one idle for MinRateGrace,
+// else its newcomer is refused.
+func TestIngressEvictionSynctest(t *testing.T) {
+	type held struct {
+		ip   string
+		what string // "idle" (one echo), "stalled" (two bytes of a frame), "busy" (whole frame sent, no answer yet: the enclave is slow)
+	}
+	tests := []struct {
+		name      string
+		maxConns  int
+		perSource int
+		grace     time.Duration
+		held      []held
+		newcomer  string
+		victim    int // -1: the newcomer is refused
+	}{
+		{"idle longest", 3, 0, time.Hour, []held{{"10.0.0.1", "idle"}, {"10.0.0.2", "idle"}, {"10.0.0.3", "idle"}}, "10.0.0.9", 0},
+		{"stalled longest", 3, 0, time.Hour, []held{{"10.0.0.1", "stalled"}, {"10.0.0.2", "idle"}, {"10.0.0.3", "idle"}}, "10.0.0.9", 0},
+		{"per source: own oldest", 10, 2, 2 * time.Second, []held{{"10.0.0.1", "idle"}, {"10.0.0.2", "idle"}, {"10.0.0.2", "idle"}}, "10.0.0.2", 1},
+		{"per source: none idle long enough", 10, 2, 10 * time.Second, []held{{"10.0.0.1", "idle"}, {"10.0.0.2", "idle"}, {"10.0.0.2", "idle"}}, "10.0.0.2", -1},
+		{"cap and source: own oldest", 3, 2, 2 * time.Second, []held{{"10.0.0.1", "idle"}, {"10.0.0.2", "idle"}, {"10.0.0.2", "idle"}}, "10.0.0.2", 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				m := startMemIngress(t, IngressConfig{MaxConns: tt.maxConns, MaxConnsPerSource: tt.perSource, IdleTimeout: time.Hour, MinRateGrace: tt.grace})
+				var conns []net.Conn
+				for _, h := range tt.held {
+					time.Sleep(time.Second)
+					c := m.dial(h.ip)
+					switch h.what {
+					case "idle":
+						if !echoOnce(c, []byte{0, 0, 0, 1, 'x'}) {
+							t.Fatal("echo failed")
+						}
+					case "stalled":
+						go c.Write([]byte{0, 0})
+						go io.Copy(io.Discard, c)
+					}
+					synctest.Wait()
+					conns = append(conns, c)
+				}
+				time.Sleep(time.Second)
+				nc := m.dial(tt.newcomer)
+				if tt.victim < 0 {
+					synctest.Wait()
+					if !closedNow(nc) {
+						t.Fatal("newcomer over the per-source cap not refused")
+					}
+				} else if !echoOnce(nc, []byte{0, 0, 0, 1, 'n'}) {
+					t.Fatal("newcomer not served")
+				}
+				synctest.Wait()
+				for i, c := range conns {
+					if tt.held[i].what == "stalled" {
+						continue // its reader goroutine consumes the EOF
+					}
+					if got := closedNow(c); got != (i == tt.victim) {
+						t.Errorf("held[%d] closed = %v, want %v", i, got, i == tt.victim)
+					}
+				}
+				wantEvicted, wantRefused := int64(1), int64(0)
+				if tt.victim < 0 {
+					wantEvicted, wantRefused = 0, 1
+				}
+				if st, ls := m.in.Stats(), m.in.LimitStats(); ls.Evicted != wantEvicted || ls.SourceRefused != wantRefused || st.Rejected != 0 {
+					t.Errorf("stats %+v %+v; want %d evicted, %d refused by source", st, ls, wantEvicted, wantRefused)
+				}
+				for _, c := range conns {
+					c.Close()
+				}
+				nc.Close()
+				m.stop()
+			})
+		})
+	}
+}

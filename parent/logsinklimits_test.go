@@ -1,0 +1,157 @@
+package parent
+
+import (
+	"context"
+	"net"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/enclavekit/enclavekit/protocol"
+)
+
+// fakeVsockAddr is a vsock peer address for tests (no vsock needed).
+type fakeVsockAddr string
+
+func (fakeVsockAddr) Network() string  { return "vsock" }
+func (a fakeVsockAddr) String() string { return string(a) }
+
+func TestLogSinkPeerKey(t *testing.T) {
+	tests := []struct {
+		name  string
+		allow []uint32
+		addr  net.Addr
+		key   string
+		ok    bool
+	}{
+		{"enclave CID", nil, fakeVsockAddr("16:1234"), "cid:16", true},
+		{"parent CID", nil, fakeVsockAddr("3:1234"), "cid:3", false},
+		{"host CID", nil, fakeVsockAddr("2:1234"), "cid:2", false},
+		{"listed CID", []uint32{16, 20}, fakeVsockAddr("20:1"), "cid:20", true},
+		{"unlisted CID", []uint32{16}, fakeVsockAddr("17:1"), "cid:17", false},
+		{"loopback TCP", nil, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}, "127.0.0.1", true},
+		{"loopback TCP6", nil, &net.TCPAddr{IP: net.IPv6loopback, Port: 9}, "::1", true},
+		{"remote TCP", nil, &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 9}, "192.0.2.1", false},
+		{"no address", nil, nil, "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := NewLogSink(LogSinkConfig{AllowCIDs: tt.allow})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if key, ok := s.peerKey(tt.addr); key != tt.key || ok != tt.ok {
+				t.Errorf("peerKey(%v) = %q, %v; want %q, %v", tt.addr, key, ok, tt.key, tt.ok)
+			}
+		})
+	}
+	for _, bad := range []uint32{3, 0, 2} {
+		if err := (LogSinkConfig{AllowCIDs: []uint32{16, bad}}).Validate(); err == nil {
+			t.Errorf("Validate accepted AllowCIDs with %d", bad)
+		}
+	}
+}
+
+// memSink runs a log sink on an in-memory listener inside a bubble.
+func memSink(t *testing.T, cfg LogSinkConfig) (*LogSink, *chanListenerP, func()) {
+	t.Helper()
+	s, err := NewLogSink(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &chanListenerP{ch: make(chan net.Conn), done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	return s, ln, func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}
+}
+
+func dialFrom(ln *chanListenerP, remote net.Addr) net.Conn {
+	a, b := net.Pipe()
+	ln.ch <- addrConn{Conn: b, remote: remote}
+	return a
+}
+
+// TestLogSinkLimitsSynctest: the parent's own CID is refused; at MaxConns
+// and at MaxConnsPerCID a newcomer is served and the connection idle the
+// longest (of its own enclave, at the per-CID cap) is closed.
+func TestLogSinkLimitsSynctest(t *testing.T) {
+	tests := []struct {
+		name      string
+		maxConns  int
+		held      []string // CIDs, connecting one second apart, each sending a record
+		newcomer  string
+		victim    int // -1: none
+		refused   bool
+		wantConns int64
+	}{
+		{"parent CID refused", 8, []string{"16"}, "3", -1, true, 1},
+		{"cap: idlest goes", 2, []string{"16", "17"}, "18", 0, false, 3},
+		{"per CID: own idlest goes", 8, []string{"16", "17", "16"}, "16", 0, false, 4},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h := newCapture()
+				s, ln, stop := memSink(t, LogSinkConfig{Handler: h, MaxConns: tt.maxConns})
+				var conns []net.Conn
+				for i, cid := range tt.held {
+					time.Sleep(time.Second)
+					c := dialFrom(ln, fakeVsockAddr(cid+":1000"))
+					sendLog(t, c, protocol.MethodLog, protocol.LogRecord{Message: "held", TimeUnixNano: int64(i + 1)})
+					synctest.Wait()
+					conns = append(conns, c)
+				}
+				time.Sleep(time.Second)
+				nc := dialFrom(ln, fakeVsockAddr(tt.newcomer+":1000"))
+				synctest.Wait()
+				if tt.refused {
+					if !closedNow(nc) {
+						t.Fatal("connection from the parent's CID not closed")
+					}
+				} else {
+					sendLog(t, nc, protocol.MethodLog, protocol.LogRecord{Message: "newcomer"})
+					synctest.Wait()
+					recs := h.records()
+					if recs[len(recs)-1].Message != "newcomer" {
+						t.Fatalf("newcomer's record not emitted: last %q", recs[len(recs)-1].Message)
+					}
+				}
+				for i, c := range conns {
+					if got := closedNow(c); got != (i == tt.victim) {
+						t.Errorf("held[%d] (CID %s) closed = %v, want %v", i, tt.held[i], got, i == tt.victim)
+					}
+				}
+				st := s.Stats()
+				wantEvicted := int64(0)
+				if tt.victim >= 0 {
+					wantEvicted = 1
+				}
+				wantRefused := int64(0)
+				if tt.refused {
+					wantRefused = 1
+				}
+				if st.Evicted != wantEvicted || st.Refused != wantRefused || st.Conns != tt.wantConns {
+					t.Errorf("stats %+v; want evicted %d refused %d conns %d", st, wantEvicted, wantRefused, tt.wantConns)
+				}
+				for _, r := range h.records() {
+					if r.Message == "held" {
+						if a := attrs(r); a["received"] == "" || r.Time.UnixNano() > 10 {
+							t.Errorf("record time %v attrs %v: want the enclave's time and the receive time", r.Time, a)
+						}
+					}
+				}
+				for _, c := range conns {
+					c.Close()
+				}
+				nc.Close()
+				stop()
+			})
+		})
+	}
+}
