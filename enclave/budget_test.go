@@ -317,10 +317,16 @@ func TestNonReadingPipelinersDoNotStarveOthers(t *testing.T) {
 		cfg.MaxInFlightBytes = 64 << 10
 		s, ln, stop := bubbleServer(t, cfg, nil)
 		body := bytes.Repeat([]byte{'p'}, 8000)
+		// All three connect before any sends: a connection alone may hold
+		// the whole budget (its share is all of it), and keeps what it was
+		// granted when others arrive; the bound below is about shares
+		// among connections that are all active.
 		var hogs []*client
 		for range 3 {
-			c := pipeClient(t, ln)
-			hogs = append(hogs, c)
+			hogs = append(hogs, pipeClient(t, ln))
+		}
+		synctest.Wait()
+		for _, c := range hogs {
 			go func() {
 				for i := uint64(0); ; i++ {
 					if err := c.send(protocol.Envelope{ID: i, Method: "echo", Body: body}); err != nil {
