@@ -12,7 +12,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -27,7 +29,7 @@ func init() {
 }
 
 const attestUsage = `usage:
-  enclavekit attest verify [--root FILE.pem] [--max-age DUR] [--nonce HEX] [--pcr N=HEX]... FILE
+  enclavekit attest verify [--root FILE.pem] [--max-age DUR] [--nonce HEX] [--pcr N=HEX]... [--allow-debug] FILE
   enclavekit attest inspect FILE
   enclavekit attest tls ADDR [--root FILE.pem] [--pcr N=HEX]... [--fresh] [--max-age DUR] [--allow-debug]
 
@@ -109,6 +111,7 @@ func attestVerify(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&nonce, "nonce", "expected nonce, `HEX`")
 	pcrs := attestPCRFlags{}
 	fs.Var(pcrs, "pcr", "expected PCR value `N=HEX` (repeatable)")
+	allowDebug := fs.Bool("allow-debug", false, "accept a debug-mode document (PCR0 all zeros), for development only")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -117,8 +120,7 @@ func attestVerify(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	if len(pos) != 1 {
-		fmt.Fprintf(stderr, "enclavekit attest verify: want exactly one FILE, got %d\n", len(pos))
-		return exitUsage
+		return usageFail(fs, stderr, "enclavekit attest verify: want exactly one FILE (the document; - for standard input), got %d", len(pos))
 	}
 	if *maxAge < 0 {
 		fmt.Fprintln(stderr, "enclavekit attest verify: --max-age must not be negative")
@@ -149,7 +151,40 @@ func attestVerify(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "enclavekit attest verify: FAILED %s check: %s\n", attestCheckName(err), attestOneLine(err))
 		return exitFailure
 	}
-	return attestPrintDocument(stdout, stderr, d, true)
+	// The checks that ran, in order; none is skipped silently.
+	checks := []string{"format", "signature", "root"}
+	if *root == "" {
+		checks[2] = "root (AWS Nitro, pinned)"
+	}
+	if *maxAge > 0 {
+		checks = append(checks, "max-age")
+	}
+	if nonce.b != nil {
+		checks = append(checks, "nonce")
+	}
+	for _, i := range slices.Sorted(maps.Keys(pcrs)) {
+		checks = append(checks, fmt.Sprintf("pcr%d", i))
+	}
+	debug := len(d.PCRs[0]) > 0 && !slices.ContainsFunc(d.PCRs[0], func(b byte) bool { return b != 0 })
+	if debug && !*allowDebug {
+		fmt.Fprintln(stderr, "enclavekit attest verify: FAILED debug mode check: PCR0 is all zeros, so the document comes from a debug-mode enclave, whose memory the parent can read (pass --allow-debug only for a development enclave)")
+		return exitFailure
+	}
+	checks = append(checks, "debug-mode")
+	var warnings []string
+	if *maxAge == 0 {
+		warnings = append(warnings, "no --max-age: freshness not checked (fine for an archived document)")
+	}
+	if len(pcrs) == 0 {
+		warnings = append(warnings, "no --pcr given: any enclave image passes; pass the PCRs of your EIF (enclavekit eif pcrs) to check that it is yours")
+	}
+	if debug {
+		warnings = append(warnings, "debug-mode document accepted with --allow-debug: never trust it with secrets")
+	}
+	for _, w := range warnings {
+		fmt.Fprintln(stderr, "enclavekit attest verify: WARNING: "+w)
+	}
+	return attestPrintReport(stdout, stderr, d, true, checks, strings.Join(warnings, "; "))
 }
 
 func attestInspect(args []string, stdout, stderr io.Writer) int {
@@ -302,6 +337,7 @@ type attestJSONCert struct {
 
 type attestJSON struct {
 	Verified    bool           `json:"verified"`
+	Checks      []string       `json:"checks,omitempty"`
 	Warning     string         `json:"warning,omitempty"`
 	ModuleID    string         `json:"module_id"`
 	Timestamp   string         `json:"timestamp"`
@@ -315,8 +351,16 @@ type attestJSON struct {
 }
 
 func attestPrintDocument(stdout, stderr io.Writer, d *attest.Document, verified bool) int {
+	return attestPrintReport(stdout, stderr, d, verified, nil, "")
+}
+
+// attestPrintReport prints d as JSON with the checks that ran and any
+// warning.
+func attestPrintReport(stdout, stderr io.Writer, d *attest.Document, verified bool, checks []string, warning string) int {
 	out := attestJSON{
 		Verified:  verified,
+		Checks:    checks,
+		Warning:   warning,
 		ModuleID:  d.ModuleID,
 		Timestamp: d.Timestamp.UTC().Format(time.RFC3339Nano),
 		Digest:    d.Digest,

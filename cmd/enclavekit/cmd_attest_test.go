@@ -77,14 +77,26 @@ func TestAttestCLI(t *testing.T) {
 		stderr   string // substring
 		verified bool
 	}{
-		{"verify corpus", []string{"attest", "verify", valid}, 0, `"module_id": "i-0809849710bf1b61b-enc017cc45400406a27"`, "", true},
-		{"verify hex", []string{"attest", "verify", hexFile}, 0, `"timestamp": "2021-10-28T17:02:02.077Z"`, "", true},
-		{"verify base64", []string{"attest", "verify", b64File}, 0, `"not_after": "2021-10-28T17:44:13Z"`, "", true},
+		// This published document comes from a debug-mode enclave (PCR0 zeros).
+		{"verify debug-mode refused", []string{"attest", "verify", valid}, 1, "", "FAILED debug mode check", false},
+		{"verify corpus", []string{"attest", "verify", "--allow-debug", valid}, 0, `"module_id": "i-0809849710bf1b61b-enc017cc45400406a27"`, "WARNING: debug-mode document accepted", true},
+		{"verify hex", []string{"attest", "verify", "--allow-debug", hexFile}, 0, `"timestamp": "2021-10-28T17:02:02.077Z"`, "WARNING: no --pcr given", true},
+		{"verify base64", []string{"attest", "verify", "--allow-debug", b64File}, 0, `"not_after": "2021-10-28T17:44:13Z"`, "", true},
 		{"verify stale", []string{"attest", "verify", "--max-age", "1h", valid}, 1, "", "FAILED freshness check", false},
 		{"verify invalid", []string{"attest", "verify", invalid}, 1, "", "FAILED signature check", false},
 		{"verify garbage", []string{"attest", "verify", garbage}, 1, "", "FAILED format check", false},
 		{"verify emulator without root", []string{"attest", "verify", emuFile}, 1, "", "FAILED root pin check", false},
 		{"verify emulator", []string{"attest", "verify", "--root", rootFile, "--max-age", "1m", "--nonce", "010203", "--pcr", pcrFlag, emuFile}, 0, `"nonce": "AQID"`, "", true},
+		{"verify reports its checks", []string{"attest", "verify", "--root", rootFile, "--max-age", "1m", "--nonce", "010203", "--pcr", pcrFlag, emuFile}, 0,
+			`"checks": [
+    "format",
+    "signature",
+    "root",
+    "max-age",
+    "nonce",
+    "pcr0",
+    "debug-mode"
+  ]`, "", true},
 		{"flags after file", []string{"attest", "verify", emuFile, "--root", rootFile, "--nonce", "010203"}, 0, `"verified": true`, "", true},
 		{"wrong nonce", []string{"attest", "verify", "--root", rootFile, "--nonce", "0102", emuFile}, 1, "", "FAILED nonce check", false},
 		{"wrong pcr", []string{"attest", "verify", "--root", rootFile, "--pcr", "1=" + hex.EncodeToString(pcr0), emuFile}, 1, "", "FAILED PCR check", false},
