@@ -14,6 +14,7 @@ all: test
 
 ## dev: run the whole system on loopback (emulated NSM) and a scripted client session.
 dev:
+	@echo "make dev: building enclavekit (the first build compiles every module, about half a minute), then running it"
 	$(GO) run ./cmd/enclavekit dev
 
 ## test: what CI runs — formatting, vet, and every test under the race detector.

@@ -191,7 +191,7 @@ func Run(ctx context.Context, opts Options) error {
 			for _, l := range e.enclaveProblems(3) {
 				fmt.Fprintf(e.out, "      enclave log: %s\n", l)
 			}
-			fmt.Fprintf(e.out, "make dev: step %d (%s) failed; see above\n", i+1, s.name)
+			fmt.Fprintf(e.out, "enclavekit dev: step %d (%s) failed; see above\n", i+1, s.name)
 			return &StepError{Step: i + 1, Name: s.name, Err: err}
 		}
 		fmt.Fprintf(e.out, "%-22s ok  %8s  %s\n", label, took, detail)
@@ -559,6 +559,13 @@ func (e *env) stepEgress(ctx context.Context) (string, error) {
 }
 
 func (e *env) stepLogs(ctx context.Context) (string, error) {
+	// A sink that is not running fails the step at once, rather than
+	// after the whole wait for the marker.
+	if c, err := net.DialTimeout("tcp", strings.TrimPrefix(e.sinkAddr, "tcp://"), time.Second); err != nil {
+		return "", fmt.Errorf("the log sink at %s is not running: %w", e.sinkAddr, err)
+	} else {
+		c.Close()
+	}
 	marker := make([]byte, 8)
 	rand.Read(marker)
 	want := hex.EncodeToString(marker)

@@ -75,7 +75,7 @@ func TestKill(t *testing.T) {
 			if se.Step != tt.step || se.Name != tt.name {
 				t.Fatalf("failed at step %d (%s), want %d (%s): %v", se.Step, se.Name, tt.step, tt.name, err)
 			}
-			wantLine := fmt.Sprintf("make dev: step %d (%s) failed", tt.step, tt.name)
+			wantLine := fmt.Sprintf("enclavekit dev: step %d (%s) failed", tt.step, tt.name)
 			if !strings.Contains(out.String(), wantLine) {
 				t.Fatalf("output lacks %q:\n%s", wantLine, out.String())
 			}

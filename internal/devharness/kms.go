@@ -97,7 +97,8 @@ func (k *kmsEnv) enclaveArgs(routeAddr string) []string {
 // stepCredentials: the parent reads the role's credentials with the SDK's
 // IMDSv2 client and pushes them into the enclave.
 func (e *env) stepCredentials(ctx context.Context) (string, error) {
-	src := &parent.IMDSCredentials{Client: imds.New(imds.Options{Endpoint: e.k.imds.URL()})}
+	// No retries here: a stopped IMDS (--kill imds) fails the step at once.
+	src := &parent.IMDSCredentials{Client: imds.New(imds.Options{Endpoint: e.k.imds.URL(), Retryer: aws.NopRetryer{}})}
 	creds, err := src.Retrieve(ctx)
 	if err != nil {
 		return "", err
