@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -201,9 +202,13 @@ func kmsPolicy(args []string, stdout, stderr io.Writer) int {
 			pcrs[8] = m.PCR8[:]
 		}
 	}
-	if p0, ok := pcrs[0]; ok && !slices.ContainsFunc(p0, func(b byte) bool { return b != 0 }) {
-		fmt.Fprintf(stderr, "%s: PCR0 is all zeros, which every debug-mode enclave reports: such a policy would release keys to any enclave run with --debug-mode\n", name)
-		return exitFailure
+	// A debug-mode enclave reports every PCR as zeros, so a zero value in
+	// any condition (not only PCR0) can match one.
+	for _, i := range slices.Sorted(maps.Keys(pcrs)) {
+		if !slices.ContainsFunc(pcrs[i], func(b byte) bool { return b != 0 }) {
+			fmt.Fprintf(stderr, "%s: PCR%d is all zeros, which every debug-mode enclave reports: such a policy would release keys to any enclave run with --debug-mode\n", name, i)
+			return exitFailure
+		}
 	}
 	cond := map[string]string{}
 	for i, v := range pcrs {

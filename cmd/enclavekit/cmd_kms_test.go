@@ -108,6 +108,9 @@ func TestKMSPolicy(t *testing.T) {
 	}{
 		{[]string{"kms", "policy"}, 2, "give either --eif FILE or at least one --pcr"},
 		{[]string{"kms", "policy", "--pcr", "0=" + strings.Repeat("00", 48)}, 1, "PCR0 is all zeros"},
+		// Debug-mode enclaves report every PCR as zeros, not only PCR0.
+		{[]string{"kms", "policy", "--pcr", "1=" + strings.Repeat("00", 48), "--pcr", "2=" + strings.Repeat("00", 48)}, 1, "PCR1 is all zeros"},
+		{[]string{"kms", "policy", "--pcr", "0=" + pcr, "--pcr", "8=" + strings.Repeat("00", 48)}, 1, "PCR8 is all zeros"},
 		{[]string{"kms", "policy", "--pcr", "0=" + pcr, "--action", "kms:Encrypt"}, 2, "takes no Recipient"},
 		{[]string{"kms", "policy", "--pcr", "0=abc"}, 2, "want 48 bytes of hex"},
 		{[]string{"kms", "policy", "--eif", filepath.Join(f.dir, "missing.eif")}, 1, "missing.eif"},
