@@ -210,6 +210,14 @@ func kmsPolicy(args []string, stdout, stderr io.Writer) int {
 			return exitFailure
 		}
 	}
+	// PCR1 (kernel and bootstrap), PCR3 (the parent's IAM role) and PCR4
+	// (the parent's instance) are shared by every enclave the parent can
+	// build and run there: without PCR0, PCR2 or PCR8 the key would go to
+	// code the parent chose.
+	if !slices.ContainsFunc([]int{0, 2, 8}, func(i int) bool { _, ok := pcrs[i]; return ok }) {
+		fmt.Fprintf(stderr, "%s: no PCR given measures the enclave's own code: name PCR0 (the image), PCR2 (the application) or PCR8 (the signing certificate), or any enclave the parent runs would get the key\n", name)
+		return exitFailure
+	}
 	cond := map[string]string{}
 	for i, v := range pcrs {
 		key := fmt.Sprintf("kms:RecipientAttestation:PCR%d", i)

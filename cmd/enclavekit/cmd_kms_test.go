@@ -111,6 +111,12 @@ func TestKMSPolicy(t *testing.T) {
 		// Debug-mode enclaves report every PCR as zeros, not only PCR0.
 		{[]string{"kms", "policy", "--pcr", "1=" + strings.Repeat("00", 48), "--pcr", "2=" + strings.Repeat("00", 48)}, 1, "PCR1 is all zeros"},
 		{[]string{"kms", "policy", "--pcr", "0=" + pcr, "--pcr", "8=" + strings.Repeat("00", 48)}, 1, "PCR8 is all zeros"},
+		// PCR1 (kernel), PCR3 (the parent's role) and PCR4 (its instance)
+		// are the same for any enclave the parent builds and runs there.
+		{[]string{"kms", "policy", "--pcr", "3=" + pcr, "--pcr", "4=" + pcr}, 1, "measures the enclave's own code"},
+		{[]string{"kms", "policy", "--pcr", "1=" + pcr}, 1, "measures the enclave's own code"},
+		{[]string{"kms", "policy", "--pcr", "2=" + pcr, "--pcr", "4=" + pcr}, 0, ""},
+		{[]string{"kms", "policy", "--pcr", "8=" + pcr}, 0, ""},
 		{[]string{"kms", "policy", "--pcr", "0=" + pcr, "--action", "kms:Encrypt"}, 2, "takes no Recipient"},
 		{[]string{"kms", "policy", "--pcr", "0=abc"}, 2, "want 48 bytes of hex"},
 		{[]string{"kms", "policy", "--eif", filepath.Join(f.dir, "missing.eif")}, 1, "missing.eif"},
