@@ -212,10 +212,15 @@ func kmsPolicy(args []string, stdout, stderr io.Writer) int {
 	}
 	// PCR1 (kernel and bootstrap), PCR3 (the parent's IAM role) and PCR4
 	// (the parent's instance) are shared by every enclave the parent can
-	// build and run there: without PCR0, PCR2 or PCR8 the key would go to
-	// code the parent chose.
-	if !slices.ContainsFunc([]int{0, 2, 8}, func(i int) bool { _, ok := pcrs[i]; return ok }) {
-		fmt.Fprintf(stderr, "%s: no PCR given measures the enclave's own code: name PCR0 (the image), PCR2 (the application) or PCR8 (the signing certificate), or any enclave the parent runs would get the key\n", name)
+	// build and run there, and PCR2 (the application) alone leaves the
+	// kernel and init around it to the parent: the whole image must be
+	// named by PCR0, PCR1 with PCR2, or PCR8 (its signer).
+	_, p0 := pcrs[0]
+	_, p1 := pcrs[1]
+	_, p2 := pcrs[2]
+	_, p8 := pcrs[8]
+	if !p0 && !p8 && !(p1 && p2) {
+		fmt.Fprintf(stderr, "%s: no PCR given measures the enclave's own code whole: name PCR0 (the image), PCR1 and PCR2 (kernel and application), or PCR8 (the signing certificate), or an enclave the parent builds would get the key\n", name)
 		return exitFailure
 	}
 	cond := map[string]string{}
