@@ -30,8 +30,9 @@ func version() string {
 	return "(devel)"
 }
 
-// MaxAttestField is the largest nonce, user_data or public_key accepted by
-// enclavekit.attest, in bytes (the NSM's limit).
+// MaxAttestField is the largest nonce or user_data accepted by
+// enclavekit.attest, in bytes (the NSM's limit). A public_key is refused:
+// only the enclave's own keys go into that field.
 const MaxAttestField = 1024
 
 // Health returns what enclavekit.health reports, the clock included (the
@@ -114,10 +115,17 @@ func (s *Server) handleAttest(ctx context.Context, body []byte) ([]byte, error) 
 			return nil, fmt.Errorf("%w: enclavekit.attest %s is %d bytes, the limit is %d", protocol.ErrTooLarge, f.name, len(f.b), MaxAttestField)
 		}
 	}
+	// A document's public_key is, to KMS and every verifier, a key only
+	// this measured enclave holds: KMS encrypts a Recipient answer to it.
+	// Signed over a key the caller chose, a genuine document would let the
+	// parent receive what KMS releases only to this image.
+	if req.PublicKey != nil {
+		return nil, fmt.Errorf("%w: enclavekit.attest: a caller may not choose the document's public_key (KMS would encrypt to it)", protocol.ErrBadRequest)
+	}
 	if s.cfg.Attester == nil {
 		return nil, fmt.Errorf("%w: enclavekit.attest: no Attester configured (Config.Attester is nil)", protocol.ErrUnavailable)
 	}
-	doc, err := s.cfg.Attester.Attest(ctx, attest.Request{Nonce: req.Nonce, UserData: req.UserData, PublicKey: req.PublicKey})
+	doc, err := s.cfg.Attester.Attest(ctx, attest.Request{Nonce: req.Nonce, UserData: req.UserData})
 	if err != nil {
 		return nil, fmt.Errorf("enclavekit.attest: attester: %w", err)
 	}

@@ -519,7 +519,10 @@ func TestBuiltins(t *testing.T) {
 		code protocol.Code
 		doc  string
 	}{
-		{"ok", attestBody(protocol.AttestRequest{Nonce: []byte("n"), UserData: []byte("u"), PublicKey: []byte("k")}), 0, "doc:nuk"},
+		{"ok", attestBody(protocol.AttestRequest{Nonce: []byte("n"), UserData: []byte("u")}), 0, "doc:nu"},
+		// KMS encrypts a Recipient answer to the document's public_key.
+		{"public_key chosen by the caller", attestBody(protocol.AttestRequest{Nonce: []byte("n"), PublicKey: []byte("k")}), protocol.CodeBadRequest, ""},
+		{"empty public_key", []byte{0xa1, 0x03, 0x40}, protocol.CodeBadRequest, ""},
 		{"empty", nil, 0, "doc:"},
 		{"limit", attestBody(protocol.AttestRequest{Nonce: big[:MaxAttestField]}), 0, "doc:" + string(big[:MaxAttestField])},
 		{"nonce too large", attestBody(protocol.AttestRequest{Nonce: big}), protocol.CodeTooLarge, ""},

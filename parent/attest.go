@@ -63,6 +63,8 @@ type AttestOptions struct {
 	Now func() time.Time
 	// UserData and PublicKey (at most 1024 bytes each) are sent to the
 	// enclave and must come back in the document; nil requires them absent.
+	// An enclavekit enclave refuses a PublicKey (bad request): KMS encrypts
+	// to the key a document names, so only the enclave's own keys go there.
 	UserData  []byte
 	PublicKey []byte
 	// ChainCache caches verified certificate chains; nil uses the attest

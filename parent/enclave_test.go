@@ -316,7 +316,7 @@ func TestEnclaveAttest(t *testing.T) {
 		wantErr error // nil: verified
 	}{
 		{"ok", AttestOptions{Roots: emu.Roots(), PCRs: want}, nil},
-		{"ok with user data and key", AttestOptions{Roots: emu.Roots(), PCRs: want, UserData: []byte("ud"), PublicKey: []byte("pk")}, nil},
+		{"ok with user data", AttestOptions{Roots: emu.Roots(), PCRs: want, UserData: []byte("ud")}, nil},
 		{"any pcrs", AttestOptions{Roots: emu.Roots(), AllowAnyPCRs: true}, nil},
 		{"wrong pcr", AttestOptions{Roots: emu.Roots(), PCRs: map[int][]byte{0: pcr(0xa0), 2: pcr(0xff)}}, attest.ErrPCRMismatch},
 		{"aws root pinned", AttestOptions{PCRs: want}, ErrAttestation},

@@ -1,5 +1,11 @@
 package protocol
 
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+)
+
 // Built-in method names served by every enclavekit enclave server.
 const (
 	MethodHealth = "enclavekit.health"
@@ -140,3 +146,14 @@ func (r CredentialsRequest) String() string {
 
 // GoString never prints the secret fields.
 func (r CredentialsRequest) GoString() string { return r.String() }
+
+// Format prints String under every verb: without it, verbs that bypass
+// String (%d, %o, %b…) print the secret fields' bytes as numbers.
+func (r CredentialsRequest) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(r.String())) }
+
+// LogValue never logs the secret fields (slog's JSON handler would
+// otherwise encode them in base64).
+func (r CredentialsRequest) LogValue() slog.Value { return slog.StringValue(r.String()) }
+
+// MarshalJSON never encodes the secret fields; the wire encoding is CBOR.
+func (r CredentialsRequest) MarshalJSON() ([]byte, error) { return json.Marshal(r.String()) }

@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -200,8 +201,25 @@ func kmsPolicy(args []string, stdout, stderr io.Writer) int {
 			pcrs[8] = m.PCR8[:]
 		}
 	}
-	if p0, ok := pcrs[0]; ok && !slices.ContainsFunc(p0, func(b byte) bool { return b != 0 }) {
-		fmt.Fprintf(stderr, "%s: PCR0 is all zeros, which every debug-mode enclave reports: such a policy would release keys to any enclave run with --debug-mode\n", name)
+	// A debug-mode enclave reports every PCR as zeros, so a zero value in
+	// any condition (not only PCR0) can match one.
+	for _, i := range slices.Sorted(maps.Keys(pcrs)) {
+		if !slices.ContainsFunc(pcrs[i], func(b byte) bool { return b != 0 }) {
+			fmt.Fprintf(stderr, "%s: PCR%d is all zeros, which every debug-mode enclave reports: such a policy would release keys to any enclave run with --debug-mode\n", name, i)
+			return exitFailure
+		}
+	}
+	// PCR1 (kernel and bootstrap), PCR3 (the parent's IAM role) and PCR4
+	// (the parent's instance) are shared by every enclave the parent can
+	// build and run there, and PCR2 (the application) alone leaves the
+	// kernel and init around it to the parent: the whole image must be
+	// named by PCR0, PCR1 with PCR2, or PCR8 (its signer).
+	_, p0 := pcrs[0]
+	_, p1 := pcrs[1]
+	_, p2 := pcrs[2]
+	_, p8 := pcrs[8]
+	if !p0 && !p8 && !(p1 && p2) {
+		fmt.Fprintf(stderr, "%s: no PCR given measures the enclave's own code whole: name PCR0 (the image), PCR1 and PCR2 (kernel and application), or PCR8 (the signing certificate), or an enclave the parent builds would get the key\n", name)
 		return exitFailure
 	}
 	cond := map[string]string{}

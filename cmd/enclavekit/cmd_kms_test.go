@@ -108,6 +108,17 @@ func TestKMSPolicy(t *testing.T) {
 	}{
 		{[]string{"kms", "policy"}, 2, "give either --eif FILE or at least one --pcr"},
 		{[]string{"kms", "policy", "--pcr", "0=" + strings.Repeat("00", 48)}, 1, "PCR0 is all zeros"},
+		// Debug-mode enclaves report every PCR as zeros, not only PCR0.
+		{[]string{"kms", "policy", "--pcr", "1=" + strings.Repeat("00", 48), "--pcr", "2=" + strings.Repeat("00", 48)}, 1, "PCR1 is all zeros"},
+		{[]string{"kms", "policy", "--pcr", "0=" + pcr, "--pcr", "8=" + strings.Repeat("00", 48)}, 1, "PCR8 is all zeros"},
+		// PCR1 (kernel), PCR3 (the parent's role) and PCR4 (its instance)
+		// are the same for any enclave the parent builds and runs there.
+		{[]string{"kms", "policy", "--pcr", "3=" + pcr, "--pcr", "4=" + pcr}, 1, "measures the enclave's own code whole"},
+		{[]string{"kms", "policy", "--pcr", "1=" + pcr}, 1, "measures the enclave's own code whole"},
+		// PCR2 alone: the parent's own kernel and init around the app.
+		{[]string{"kms", "policy", "--pcr", "2=" + pcr, "--pcr", "4=" + pcr}, 1, "measures the enclave's own code whole"},
+		{[]string{"kms", "policy", "--pcr", "1=" + pcr, "--pcr", "2=" + pcr}, 0, ""},
+		{[]string{"kms", "policy", "--pcr", "8=" + pcr}, 0, ""},
 		{[]string{"kms", "policy", "--pcr", "0=" + pcr, "--action", "kms:Encrypt"}, 2, "takes no Recipient"},
 		{[]string{"kms", "policy", "--pcr", "0=abc"}, 2, "want 48 bytes of hex"},
 		{[]string{"kms", "policy", "--eif", filepath.Join(f.dir, "missing.eif")}, 1, "missing.eif"},

@@ -156,7 +156,7 @@ func (e *env) stepKMS(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	dataKey, err := e.k.kms.RevealPlaintext(blob, map[string]string{kms.EncryptionContextKey: "dev"})
+	dataKey, err := e.k.kms.RevealPlaintext(blob, map[string]string{kms.EncryptionContextKey: enclaved.ExampleAppPrefix + "dev"})
 	if err != nil {
 		return "", fmt.Errorf("the KMS emulator cannot open the sealed blob's data key: %w", err)
 	}

@@ -30,6 +30,13 @@ const (
 	MethodOpenDigest = "example.open-digest"
 )
 
+// ExampleAppPrefix starts the application name under which the example
+// methods seal and open. The parent names the application, so without it
+// example.open-digest would open state that other code sealed under the
+// same key (and hand the parent its SHA-256), and example.seal would
+// forge state that other code opens as its own.
+const ExampleAppPrefix = "enclaved-example/"
+
 // SealRequest is the body of example.seal.
 type SealRequest struct {
 	App  string `cbor:"1,keyasint"`
@@ -115,7 +122,7 @@ func (k *kmsOptions) handlers(att attest.Attester, log *slog.Logger) (map[string
 		if key == "" {
 			key = k.keys[0]
 		}
-		sealed, err := client.Seal(ctx, key, req.App, req.Data)
+		sealed, err := client.Seal(ctx, key, ExampleAppPrefix+req.App, req.Data)
 		if err != nil {
 			return nil, kmsError(err)
 		}
@@ -126,7 +133,7 @@ func (k *kmsOptions) handlers(att attest.Attester, log *slog.Logger) (map[string
 		if err := protocol.Unmarshal(body, &req); err != nil {
 			return nil, fmt.Errorf("%w: %s body: %w", protocol.ErrBadRequest, MethodOpenDigest, err)
 		}
-		state, err := client.Open(ctx, req.App, req.Sealed)
+		state, err := client.Open(ctx, ExampleAppPrefix+req.App, req.Sealed)
 		if err != nil {
 			return nil, kmsError(err)
 		}
