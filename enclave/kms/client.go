@@ -323,6 +323,7 @@ func (c *Client) GenerateDataKeyPair(ctx context.Context, in GenerateDataKeyPair
 		return DataKeyPair{}, err
 	}
 	if _, err := x509.ParsePKCS8PrivateKey(s.Bytes()); err != nil {
+		protocol.Zero(s.Bytes())
 		return DataKeyPair{}, fmt.Errorf("%w: %s: the private key is not PKCS#8", ErrRecipient, op)
 	}
 	return DataKeyPair{PrivateKey: s, PublicKey: pub, PrivateKeyCiphertextBlob: blob, KeyID: in.KeyID, Spec: in.Spec}, nil
@@ -441,6 +442,7 @@ func (c *Client) recipientCall(ctx context.Context, op string, want int,
 		return protocol.Secret{}, fmt.Errorf("%w (%s)", ErrRecipient, op)
 	}
 	if want >= 0 && s.Len() != want {
+		protocol.Zero(s.Bytes())
 		return protocol.Secret{}, fmt.Errorf("%w (%s: %d bytes, asked %d)", ErrRecipient, op, s.Len(), want)
 	}
 	return s, nil

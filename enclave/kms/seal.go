@@ -58,6 +58,7 @@ func (c *Client) Seal(ctx context.Context, keyID, app string, plaintext []byte) 
 	if err != nil {
 		return nil, err
 	}
+	defer protocol.Zero(dk.Plaintext.Bytes())
 	if len(dk.CiphertextBlob) > maxBlob || len(keyID) > maxARN {
 		return nil, fmt.Errorf("kms: Seal: KMS answered with a %d-byte ciphertext blob", len(dk.CiphertextBlob))
 	}
@@ -96,6 +97,7 @@ func (c *Client) Open(ctx context.Context, app string, sealed []byte) (protocol.
 	if err != nil {
 		return protocol.Secret{}, err
 	}
+	defer protocol.Zero(key.Bytes())
 	aead, err := newGCM(key.Bytes())
 	if err != nil {
 		return protocol.Secret{}, err
