@@ -158,9 +158,6 @@ func serveProxy(ctx context.Context, cfg proxy.Config, path string, log *slog.Lo
 		fmt.Fprintln(stderr, "enclavekit proxy:", withHint(err))
 		return exitFailure
 	}
-	for i := range cfg.Routes {
-		log.Info("listening", "route", i, "addr", p.Addr(i))
-	}
 	if a := p.MetricsAddr(); a != "" {
 		log.Info("metrics", "addr", a+"/metrics")
 	}

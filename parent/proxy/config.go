@@ -203,6 +203,10 @@ func (c Config) Validate() error {
 		return err
 	}
 	if len(c.Routes) == 0 {
+		if len(c.Allowlist) > 0 {
+			return fieldErr("routes", "no routes: this file has only an allowlist, as AWS vsock-proxy's does; "+
+				"run it with enclavekit vsock-proxy --config FILE LOCAL_PORT HOST PORT, or add routes (deploy/config/proxy.yaml shows both)")
+		}
 		return fieldErr("routes", "no routes: at least one is needed")
 	}
 	return nil

@@ -147,6 +147,9 @@ func (p *Proxy) Listen(ctx context.Context) error {
 	if p.listening {
 		return nil
 	}
+	if err := p.checkRoutes(ctx); err != nil {
+		return err
+	}
 	var lns []net.Listener
 	fail := func(err error) error {
 		for _, ln := range lns {
@@ -502,4 +505,38 @@ func sameRoutes(a, b []Route) bool {
 		}
 	}
 	return true
+}
+
+// routeCheckTimeout bounds the name resolution of the start-up route check.
+const routeCheckTimeout = 5 * time.Second
+
+// checkRoutes refuses to start a fixed route whose destination the
+// denylist would refuse on every connection (for example "localhost:443",
+// which resolves to loopback): such a route would start fine and then
+// fail every connection. A name that does not resolve now is only logged,
+// since DNS may not be ready at boot; each connection checks again.
+func (p *Proxy) checkRoutes(ctx context.Context) error {
+	al := p.allow.Load()
+	for i, r := range p.routes {
+		if r.To == "" {
+			continue
+		}
+		host, port, err := SplitHostPort(r.To)
+		if err != nil {
+			return err // Validate checked it
+		}
+		cctx, cancel := context.WithTimeout(ctx, routeCheckTimeout)
+		_, err = al.Check(cctx, p.res, p.cfg.Network, host, port)
+		cancel()
+		var re *RefusedError
+		switch {
+		case err == nil:
+		case errors.As(err, &re) && re.Reason == ReasonDeniedIP:
+			return fieldErr(fmt.Sprintf("routes[%d].to", i), "%s %s, which the denylist refuses on every connection; "+
+				"if you mean it, allowlist that exact address and port", r.To, re.Detail)
+		default:
+			p.log.Warn("proxy: route destination cannot be checked now; every connection checks it again", "route", r.Name, "to", r.To, "err", err)
+		}
+	}
+	return nil
 }

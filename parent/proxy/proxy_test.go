@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -344,11 +345,13 @@ func TestConnectRefusals(t *testing.T) {
 // to IMDS (rebinding after start) is refused per connection.
 func TestFixedRouteRebinding(t *testing.T) {
 	guard := newGuard(t)
-	res := fakeResolver{"kms.example": {netip.MustParseAddr("169.254.169.254")}}
+	res := &rebindingResolver{before: fakeResolver{"kms.example": {netip.MustParseAddr("93.184.216.34")}},
+		after: fakeResolver{"kms.example": {netip.MustParseAddr("169.254.169.254")}}}
 	p := startProxy(t, Config{
 		Routes:    []Route{{Listen: "tcp://127.0.0.1:0", To: "kms.example:443"}},
 		Allowlist: []AllowEntry{{Address: "kms.example", Port: 443}},
 	}, Options{Resolver: res, Dialer: guard})
+	res.rebind()
 	c, err := net.Dial("tcp", hostPortOf(p.Addr(0)))
 	if err != nil {
 		t.Fatal(err)
@@ -362,6 +365,66 @@ func TestFixedRouteRebinding(t *testing.T) {
 	}
 	if d := guard.dialed(); len(d) != 0 {
 		t.Errorf("dialed %v", d)
+	}
+}
+
+// rebindingResolver answers from before until rebind, then from after.
+type rebindingResolver struct {
+	before, after fakeResolver
+	mu            sync.Mutex
+	rebound       bool
+}
+
+func (r *rebindingResolver) rebind() { r.mu.Lock(); r.rebound = true; r.mu.Unlock() }
+
+func (r *rebindingResolver) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
+	r.mu.Lock()
+	use := r.before
+	if r.rebound {
+		use = r.after
+	}
+	r.mu.Unlock()
+	return use.LookupNetIP(ctx, network, host)
+}
+
+// TestRouteDeniedAtStart: a fixed route that the denylist refuses for
+// every connection (here a name that resolves to loopback) is refused when
+// the proxy starts, naming the route; an unresolvable name only warns.
+func TestRouteDeniedAtStart(t *testing.T) {
+	res := fakeResolver{"localhost": {netip.MustParseAddr("127.0.0.1")}}
+	p, err := New(Config{
+		Routes:    []Route{{Listen: "tcp://127.0.0.1:0", To: "localhost:443"}},
+		Allowlist: []AllowEntry{{Address: "localhost", Port: 443}},
+	}, Options{Resolver: res, Dialer: newGuard(t), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.Listen(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "routes[0].to: localhost:443 resolves to 127.0.0.1 (loopback)") {
+		t.Fatalf("Listen = %v, want the route refused at start", err)
+	}
+	p2, err := New(Config{
+		Routes:    []Route{{Listen: "tcp://127.0.0.1:0", To: "unknown.example:443"}},
+		Allowlist: []AllowEntry{{Address: "unknown.example", Port: 443}},
+	}, Options{Resolver: res, Dialer: newGuard(t), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p2.Listen(context.Background()); err != nil {
+		t.Fatalf("an unresolvable name should only warn: %v", err)
+	}
+	p2.Close()
+}
+
+// TestVsockProxyAllowlistGivenToProxy: an allowlist-only file says what
+// it is and what to run.
+func TestVsockProxyAllowlistGivenToProxy(t *testing.T) {
+	cfg, err := ParseConfig("allowlist.yaml", []byte("allowlist:\n- {address: kms.eu-west-1.amazonaws.com, port: 443}\n"))
+	if err != nil {
+		t.Fatal(err) // a valid vsock-proxy allowlist
+	}
+	if _, err := New(cfg, Options{}); err == nil || !strings.Contains(err.Error(), "enclavekit vsock-proxy --config FILE") {
+		t.Fatalf("New = %v", err)
 	}
 }
 
