@@ -329,3 +329,65 @@ func TestCheckEnvelopeTypesDefensive(t *testing.T) {
 		}
 	}
 }
+
+// TestEnvelopeFastPathMatchesLibrary checks the hand-written codec against
+// the library: the encoding is byte for byte cbor.CoreDetEncOptions', and
+// the fast decoder returns exactly what the strict decoder returns, for
+// random envelopes and for every single-byte change of their encodings.
+func TestEnvelopeFastPathMatchesLibrary(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for i := range 3000 {
+		e := Envelope{ID: rng.Uint64() >> (rng.IntN(64))}
+		switch rng.IntN(3) {
+		case 0:
+			e.Method = strings.Repeat([]string{"é", "m"}[rng.IntN(2)], 1+rng.IntN(MaxMethodLen/2))
+		case 1:
+			e.Code = Code(1 + rng.IntN(int(maxCode)))
+			e.Message = e.Code.Message()
+		}
+		if n := rng.IntN(300); n > 0 && rng.IntN(4) > 0 {
+			e.Body = make([]byte, n)
+			for i := range e.Body {
+				e.Body[i] = byte(rng.Uint32())
+			}
+		}
+		c := e
+		c.Version = Version
+		want, err := encMode.Marshal(&c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := MarshalEnvelope(&e)
+		if err != nil {
+			t.Fatalf("MarshalEnvelope(%+v): %v", e, err)
+		}
+		if !bytes.Equal(got, want) || EnvelopeSize(&e) != len(want) {
+			t.Fatalf("MarshalEnvelope(%+v) = %x (size %d), library %x", e, got, EnvelopeSize(&e), want)
+		}
+		if app, _ := AppendEnvelope([]byte{9}, &e); !bytes.Equal(app[1:], want) {
+			t.Fatalf("AppendEnvelope = %x, want %x", app[1:], want)
+		}
+		inputs := [][]byte{want}
+		if i%10 == 0 {
+			for j := range want {
+				m := bytes.Clone(want)
+				m[j] = byte(rng.Uint32())
+				inputs = append(inputs, m, want[:j])
+			}
+		}
+		for _, in := range inputs {
+			fe, fp, ok := decodeEnvelopeFast(in)
+			if !ok {
+				continue
+			}
+			se, sp, err := decodeEnvelopeStrict(in)
+			if err != nil {
+				t.Fatalf("%x: fast path accepted, strict decoder: %v", in, err)
+			}
+			if fp != sp || fe.Version != se.Version || fe.ID != se.ID || fe.Method != se.Method || fe.Code != se.Code ||
+				fe.Message != se.Message || !bytes.Equal(fe.Body, se.Body) || (fe.Body == nil) != (se.Body == nil) {
+				t.Fatalf("%x: fast %+v %b, strict %+v %b", in, fe, fp, se, sp)
+			}
+		}
+	}
+}
