@@ -39,6 +39,10 @@ const (
 	maxRemoteMessage = 256
 )
 
+// maxRetainedWriteBuf is the largest encoding buffer a connection keeps
+// between requests.
+const maxRetainedWriteBuf = 64 << 10
+
 // silentProbeTimeout bounds the health probe sent on a connection after a
 // call timed out on it with nothing at all received since the call was
 // sent. A variable for tests.
@@ -359,7 +363,8 @@ type clientConn struct {
 	nc   net.Conn
 	fw   *protocol.FrameWriter
 	fr   *protocol.FrameReader
-	wsem chan struct{} // 1-slot semaphore guarding fw and nc writes
+	wsem chan struct{} // 1-slot semaphore guarding fw, wbuf and nc writes
+	wbuf []byte        // the request being encoded; guarded by wsem
 	done chan struct{} // closed when the connection is broken
 
 	mu        sync.Mutex
@@ -437,6 +442,12 @@ func (cc *clientConn) lostErr() error {
 var errWriteInterrupted = errors.New("request write interrupted by the caller's context")
 
 func (cc *clientConn) call(ctx context.Context, method string, body []byte) ([]byte, error) {
+	req := protocol.Envelope{Version: protocol.Version, Method: method, Body: body}
+	if err := req.Validate(); err != nil {
+		return nil, fmt.Errorf("parent: encoding request: %w", err)
+	}
+	// Not pooled: a channel made inside a testing/synctest bubble must not
+	// be used outside it.
 	ch := make(chan result, 1)
 	cc.mu.Lock()
 	if cc.cause != nil {
@@ -445,15 +456,11 @@ func (cc *clientConn) call(ctx context.Context, method string, body []byte) ([]b
 	}
 	cc.nextID++
 	id := cc.nextID
+	req.ID = id
 	cc.pending[id] = ch
 	cc.mu.Unlock()
 
-	payload, err := protocol.MarshalEnvelope(&protocol.Envelope{ID: id, Method: method, Body: body})
-	if err != nil {
-		cc.forget(id, false)
-		return nil, fmt.Errorf("parent: encoding request: %w", err)
-	}
-	if err := cc.write(ctx, id, payload); err != nil {
+	if err := cc.write(ctx, id, &req); err != nil {
 		return nil, err
 	}
 	sent := time.Now().UnixNano()
@@ -468,7 +475,7 @@ func (cc *clientConn) call(ctx context.Context, method string, body []byte) ([]b
 		// The reader may have delivered just before breaking.
 		select {
 		case r := <-ch:
-			if r.err != nil {
+				if r.err != nil {
 				return nil, r.err
 			}
 			return r.body, nil
@@ -513,9 +520,10 @@ func (cc *clientConn) probe() {
 	cc.fail(fmt.Errorf("%w: the enclave sent nothing, not even an answer to a health probe within %v, after a call timed out", ErrConnLost, silentProbeTimeout))
 }
 
-// write sends one request frame. A write cut short by ctx may leave half a
-// frame on the stream, so it breaks the connection.
-func (cc *clientConn) write(ctx context.Context, id uint64, payload []byte) error {
+// write encodes req (already validated) into the connection's reused
+// buffer and sends it as one frame. A write cut short by ctx may leave half
+// a frame on the stream, so it breaks the connection.
+func (cc *clientConn) write(ctx context.Context, id uint64, req *protocol.Envelope) error {
 	select {
 	case cc.wsem <- struct{}{}:
 	case <-cc.done:
@@ -546,7 +554,14 @@ func (cc *clientConn) write(ctx context.Context, id uint64, payload []byte) erro
 			close(fired)
 		})
 	}
-	err := cc.fw.WriteFrame(payload)
+	// Encoded under wsem, into a buffer only writers use: no allocation
+	// per request. A large buffer is not kept for the life of the
+	// connection.
+	cc.wbuf, _ = protocol.AppendEnvelope(cc.wbuf[:0], req)
+	err := cc.fw.WriteFrame(cc.wbuf)
+	if cap(cc.wbuf) > maxRetainedWriteBuf {
+		cc.wbuf = nil
+	}
 	interrupted := false
 	if stop != nil && !stop() {
 		<-fired
