@@ -25,7 +25,8 @@ func benchAttest(rounds int, sample time.Duration) []section {
 		Note: "Cold verifies the chain (4 links) and the COSE signature: five P-384 ECDSA verifications, which are " +
 			"about 95% of its time. Cached skips the cabundle verified before and a known leaf: one verification. " +
 			"hf/nitrite and blocky/nitrite are not measured: the Go module proxy refused both (403, not available), " +
-			"and their code is not copied here.",
+			"and their code is not copied here. Figures from other runs (the issue's among them) are not comparable with these: " +
+			"compare within this table only.",
 	}
 	opts := map[string]attest.VerifyOptions{
 		"enclavekit cold":   {DisableChainCache: true},
