@@ -40,10 +40,6 @@ const (
 	maxRemoteMessage = 256
 )
 
-// maxRetainedWriteBuf is the largest encoding buffer a connection keeps
-// between requests.
-const maxRetainedWriteBuf = 64 << 10
-
 // silentProbeTimeout bounds the health probe sent on a connection after a
 // call timed out on it with nothing at all received since the call was
 // sent. A variable for tests.
@@ -427,8 +423,7 @@ type clientConn struct {
 	nc   net.Conn
 	fw   *protocol.FrameWriter
 	fr   *protocol.FrameReader
-	wsem chan struct{} // 1-slot semaphore guarding fw, wbuf and nc writes
-	wbuf []byte        // the request being encoded; guarded by wsem
+	wsem chan struct{} // 1-slot semaphore guarding fw and nc writes
 	done chan struct{} // closed when the connection is broken
 
 	mu        sync.Mutex
@@ -639,14 +634,9 @@ func (cc *clientConn) write(b *callBound, id uint64, req *protocol.Envelope) err
 		// deadline is the write deadline.
 		cc.nc.SetWriteDeadline(b.deadline)
 	}
-	// Encoded under wsem, into a buffer only writers use: no allocation
-	// per request. A large buffer is not kept for the life of the
-	// connection.
-	cc.wbuf, _ = protocol.AppendEnvelope(cc.wbuf[:0], req)
-	err := cc.fw.WriteFrame(cc.wbuf)
-	if cap(cc.wbuf) > maxRetainedWriteBuf {
-		cc.wbuf = nil
-	}
+	// Encoded under wsem straight into the frame writer's reused buffer:
+	// no allocation per request.
+	err := cc.fw.WriteEnvelope(req)
 	interrupted := false
 	if stop != nil && !stop() {
 		<-fired

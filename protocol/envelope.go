@@ -100,7 +100,7 @@ func MarshalEnvelope(e *Envelope) ([]byte, error) {
 	if err := e.Validate(); err != nil {
 		return nil, err
 	}
-	return appendEnvelope(make([]byte, 0, EnvelopeSize(e)), e), nil
+	return appendEnvelope(make([]byte, 0, envelopeSize(e)), e), nil
 }
 
 // UnmarshalEnvelope decodes untrusted bytes into an envelope. It rejects

@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"encoding/binary"
+	"fmt"
 	"unicode/utf8"
 )
 
@@ -30,9 +31,22 @@ func AppendEnvelope(dst []byte, e *Envelope) ([]byte, error) {
 	return appendEnvelope(dst, e), nil
 }
 
-// EnvelopeSize returns the length of e's canonical encoding (Version 0
-// counted as Version), without validating it.
-func EnvelopeSize(e *Envelope) int {
+// EnvelopeSize validates e as MarshalEnvelope does and returns the length
+// of its canonical encoding (Version 0 counted as Version): what a frame of
+// it will hold, known before it is encoded.
+func EnvelopeSize(e *Envelope) (int, error) {
+	if e.Version == 0 {
+		c := *e
+		c.Version = Version
+		e = &c
+	}
+	if err := e.Validate(); err != nil {
+		return 0, err
+	}
+	return envelopeSize(e), nil
+}
+
+func envelopeSize(e *Envelope) int {
 	v := e.Version
 	if v == 0 {
 		v = Version
@@ -228,4 +242,31 @@ func internMethod(s []byte) string {
 		return MethodLog
 	}
 	return string(s)
+}
+
+// WriteEnvelope validates e and writes its canonical encoding as one frame,
+// encoded straight into the writer's reused buffer: the same bytes as
+// WriteFrame(MarshalEnvelope(e)) without a payload allocation per frame
+// (envelopes over 64 KiB are encoded into a buffer of their own, as
+// before). An envelope over the limit is refused with ErrFrameTooLarge
+// before anything is written. Version 0 is encoded as Version.
+func (fw *FrameWriter) WriteEnvelope(e *Envelope) error {
+	if e.Version == 0 {
+		c := *e
+		c.Version = Version
+		e = &c
+	}
+	if err := e.Validate(); err != nil {
+		return err
+	}
+	n := envelopeSize(e)
+	if n > fw.max {
+		return fmt.Errorf("%w: payload is %d bytes, the limit is %d", ErrFrameTooLarge, n, fw.max)
+	}
+	if n > coalesceLimit {
+		return fw.WriteFrame(appendEnvelope(make([]byte, 0, n), e))
+	}
+	fw.buf = binary.BigEndian.AppendUint32(fw.buf[:0], uint32(n))
+	fw.buf = appendEnvelope(fw.buf, e)
+	return writeAll(fw.w, fw.buf)
 }

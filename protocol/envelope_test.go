@@ -361,8 +361,8 @@ func TestEnvelopeFastPathMatchesLibrary(t *testing.T) {
 		if err != nil {
 			t.Fatalf("MarshalEnvelope(%+v): %v", e, err)
 		}
-		if !bytes.Equal(got, want) || EnvelopeSize(&e) != len(want) {
-			t.Fatalf("MarshalEnvelope(%+v) = %x (size %d), library %x", e, got, EnvelopeSize(&e), want)
+		if n, err := EnvelopeSize(&e); !bytes.Equal(got, want) || n != len(want) || err != nil {
+			t.Fatalf("MarshalEnvelope(%+v) = %x (size %d, %v), library %x", e, got, n, err, want)
 		}
 		if app, _ := AppendEnvelope([]byte{9}, &e); !bytes.Equal(app[1:], want) {
 			t.Fatalf("AppendEnvelope = %x, want %x", app[1:], want)
@@ -389,5 +389,40 @@ func TestEnvelopeFastPathMatchesLibrary(t *testing.T) {
 				t.Fatalf("%x: fast %+v %b, strict %+v %b", in, fe, fp, se, sp)
 			}
 		}
+	}
+}
+
+// TestWriteEnvelope checks that WriteEnvelope writes exactly the frame
+// WriteFrame(MarshalEnvelope(e)) writes, refuses what MarshalEnvelope
+// refuses, and refuses an envelope over the limit before writing anything.
+func TestWriteEnvelope(t *testing.T) {
+	for _, e := range []Envelope{
+		{ID: 1, Method: "echo", Body: []byte("hi")},
+		{ID: 2, Code: CodeTimeout, Message: CodeTimeout.Message()},
+		{Version: Version, ID: 3, Body: bytes.Repeat([]byte{7}, coalesceLimit+10)},
+	} {
+		var got, want bytes.Buffer
+		fw, _ := NewFrameWriter(&got, 0)
+		if err := fw.WriteEnvelope(&e); err != nil {
+			t.Fatal(err)
+		}
+		p, err := MarshalEnvelope(&e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := WriteFrame(&want, p, 0); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.Bytes(), want.Bytes()) {
+			t.Fatalf("WriteEnvelope(%.40v) wrote %d bytes, WriteFrame(MarshalEnvelope) %d, or different ones", e, got.Len(), want.Len())
+		}
+	}
+	var out bytes.Buffer
+	fw, _ := NewFrameWriter(&out, 16)
+	if err := fw.WriteEnvelope(&Envelope{ID: 1, Body: make([]byte, 16)}); !errors.Is(err, ErrFrameTooLarge) || out.Len() != 0 {
+		t.Fatalf("over the limit: %v, %d bytes written", err, out.Len())
+	}
+	if err := fw.WriteEnvelope(&Envelope{ID: 1, Method: "\xff"}); !errors.Is(err, ErrBadEnvelope) || out.Len() != 0 {
+		t.Fatalf("invalid envelope: %v, %d bytes written", err, out.Len())
 	}
 }
