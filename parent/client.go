@@ -1,6 +1,7 @@
 package parent
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -39,6 +40,9 @@ const (
 	// maxRemoteMessage bounds the message of a remote error, in bytes.
 	maxRemoteMessage = 256
 )
+
+// readBufSize is the read buffer of each client connection.
+const readBufSize = 4 << 10
 
 // silentProbeTimeout bounds the health probe sent on a connection after a
 // call timed out on it with nothing at all received since the call was
@@ -445,7 +449,9 @@ func newClientConn(nc net.Conn, maxFrame int) (*clientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	fr, err := protocol.NewFrameReader(nc, maxFrame)
+	// Buffered, so that a response's length prefix and payload, which
+	// arrive together, take one read system call rather than two.
+	fr, err := protocol.NewFrameReader(bufio.NewReaderSize(nc, readBufSize), maxFrame)
 	if err != nil {
 		return nil, err
 	}
