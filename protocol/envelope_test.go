@@ -426,3 +426,30 @@ func TestWriteEnvelope(t *testing.T) {
 		t.Fatalf("invalid envelope: %v, %d bytes written", err, out.Len())
 	}
 }
+
+// FuzzEnvelopeFastPath checks that whatever the fast decoder accepts, the
+// strict library decoder accepts too, with the same result.
+func FuzzEnvelopeFastPath(f *testing.F) {
+	for _, e := range []Envelope{
+		{ID: 1, Method: "enclavekit.health"},
+		{ID: 1 << 40, Body: []byte("body")},
+		{ID: 3, Code: CodeTimeout, Message: "timeout"},
+	} {
+		b, _ := MarshalEnvelope(&e)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		fe, fp, ok := decodeEnvelopeFast(in)
+		if !ok {
+			return
+		}
+		se, sp, err := decodeEnvelopeStrict(in)
+		if err != nil {
+			t.Fatalf("%x: fast path accepted, strict decoder: %v", in, err)
+		}
+		if fp != sp || fe.Version != se.Version || fe.ID != se.ID || fe.Method != se.Method || fe.Code != se.Code ||
+			fe.Message != se.Message || !bytes.Equal(fe.Body, se.Body) || (fe.Body == nil) != (se.Body == nil) {
+			t.Fatalf("%x: fast %+v %b, strict %+v %b", in, fe, fp, se, sp)
+		}
+	})
+}
