@@ -8,7 +8,7 @@ PKGS      ?= ./...
 
 PREFIX    ?= /usr/local
 
-.PHONY: all dev test vet fmt-check fuzz bench soak tidy clean install
+.PHONY: all dev test vet vet-bench fmt-check fuzz bench bench-report soak tidy clean install
 
 all: test
 
@@ -17,10 +17,14 @@ dev:
 	@echo "make dev: building enclavekit (the first build compiles every module, about half a minute), then running it"
 	$(GO) run ./cmd/enclavekit dev
 
-## test: what CI runs — formatting, vet, and every test under the race detector.
-test: fmt-check vet
+## test: what CI runs — formatting, vet, and every test under the race detector;
+## the bench module (bench/) is only vetted, which compiles it: no benchmark runs.
+test: fmt-check vet vet-bench
 	$(GO) test -race -count=1 $(PKGS)
 	cd deploy/kubernetes/manifesttest && $(GO) vet -mod=mod ./... && $(GO) test -mod=mod -race -count=1 ./...
+
+vet-bench:
+	cd bench && $(GO) vet ./...
 
 vet:
 	$(GO) vet $(PKGS)
@@ -42,6 +46,26 @@ fuzz:
 ## bench: run the benchmarks (BENCH=regexp, BENCHTIME=1s); compare runs with benchstat.
 bench:
 	$(GO) test -run='^$$' -bench='$(BENCH)' -benchmem -benchtime=$(BENCHTIME) $(PKGS)
+
+## bench-report: side-by-side benchmarks (enclavekit vs HAProxy, socat, gRPC-go,
+## net/http, raw TCP) written to docs/benchmarks.md and docs/bench/*.svg.
+## Installs Debian's socat and haproxy with apt-get when they are missing and it
+## can; otherwise the report skips those columns and says why.
+## BENCH_ROUNDS (default 5) interleaved rounds; BENCH_SAMPLE (default 1s) per figure.
+BENCH_ROUNDS ?= 5
+BENCH_SAMPLE ?= 1s
+bench-report:
+	@missing=""; for p in socat haproxy; do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "bench-report: installing$$missing with apt-get (Debian packages)"; \
+	    apt-get install -y$$missing >/dev/null || { apt-get update >/dev/null && apt-get install -y$$missing >/dev/null; } || \
+	      echo "bench-report: could not install$$missing; the report will skip them"; \
+	  else \
+	    echo "bench-report:$$missing not installed and apt-get is not usable as root here; the report will skip them"; \
+	  fi; \
+	fi
+	cd bench && $(GO) run ./cmd/benchreport -rounds $(BENCH_ROUNDS) -sample $(BENCH_SAMPLE) -out ../docs
 
 ## soak: load the system on loopback for SOAKTIME (default 60s) and check it holds; see docs/soak.md.
 soak:

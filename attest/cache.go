@@ -31,30 +31,99 @@ type cacheEntry struct {
 	certs               []*x509.Certificate
 	notBefore, notAfter time.Time
 
-	// leaves holds the SHA-256 of signing certificates already checked
-	// against certs[len-1]: a host's leaf lives for hours and signs every
-	// document of that time. Guarded by ChainCache.mu.
-	leaves map[cacheKey]struct{}
+	// leaves maps the SHA-256 of signing certificates already checked
+	// against certs[len-1] to their parsed form: a host's leaf lives for
+	// hours and signs every document of that time, so it is neither parsed
+	// nor verified again. Guarded by ChainCache.mu.
+	leaves map[cacheKey]*x509.Certificate
 }
 
 const maxLeaves = 32
 
-// leafKnown reports whether the leaf with hash h was verified under e.
-func (c *ChainCache) leafKnown(e *cacheEntry, h cacheKey) bool {
+// leafKnown reports whether leaf, whose DER hashes to h, was verified under
+// e. It compares the DER too, so a parsed certificate handed out by
+// cacheLookup.leaf is the one that was verified.
+func (c *ChainCache) leafKnown(e *cacheEntry, h cacheKey, leaf *x509.Certificate) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	_, ok := e.leaves[h]
-	return ok
+	known, ok := e.leaves[h]
+	return ok && (known == leaf || string(known.Raw) == string(leaf.Raw))
 }
 
-// addLeaf records that the leaf with hash h verified under e.
-func (c *ChainCache) addLeaf(e *cacheEntry, h cacheKey) {
+// addLeaf records that leaf, whose DER hashes to h, verified under e.
+func (c *ChainCache) addLeaf(e *cacheEntry, h cacheKey, leaf *x509.Certificate) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e.leaves == nil || len(e.leaves) >= maxLeaves {
-		e.leaves = make(map[cacheKey]struct{})
+		e.leaves = make(map[cacheKey]*x509.Certificate)
 	}
-	e.leaves[h] = struct{}{}
+	e.leaves[h] = leaf
+}
+
+// cacheLookup carries one Verify call's view of its ChainCache: the bundle
+// key, computed once from the DER bytes while parsing, the entry it found
+// (looked up once, so Stats counts one lookup per document), and the leaf's
+// hash. With a nil cache it only carries the roots.
+type cacheLookup struct {
+	cache *ChainCache
+	roots *x509.CertPool
+
+	keyed    bool
+	bkey     cacheKey
+	looked   bool
+	found    *cacheEntry
+	leafSum  cacheKey
+	leafDone bool
+}
+
+// bundle implements certSource: the cached parsed cabundle when these DERs
+// verified before under the same roots.
+func (l *cacheLookup) bundle(ders [][]byte) []*x509.Certificate {
+	l.bkey, l.keyed = bundleKeyDER(ders), true
+	e := l.entry(l.bkey)
+	if e == nil {
+		return nil
+	}
+	return append([]*x509.Certificate(nil), e.certs...)
+}
+
+// leaf implements certSource: the parsed leaf when this DER verified before
+// under the cabundle entry that bundle found.
+func (l *cacheLookup) leaf(der []byte) *x509.Certificate {
+	l.leafSum, l.leafDone = cacheKey(sha256.Sum256(der)), true
+	if l.found == nil {
+		return nil
+	}
+	l.cache.mu.Lock()
+	defer l.cache.mu.Unlock()
+	if c, ok := l.found.leaves[l.leafSum]; ok && string(c.Raw) == string(der) {
+		return c
+	}
+	return nil
+}
+
+// key returns the cabundle's cache key, from the parse when it ran.
+func (l *cacheLookup) key(certs []*x509.Certificate) cacheKey {
+	if !l.keyed {
+		l.bkey, l.keyed = bundleKey(certs), true
+	}
+	return l.bkey
+}
+
+// entry looks the bundle up once per Verify call.
+func (l *cacheLookup) entry(k cacheKey) *cacheEntry {
+	if !l.looked {
+		l.found, l.looked = l.cache.get(k, l.roots), true
+	}
+	return l.found
+}
+
+// leafHash returns the SHA-256 of the leaf's DER, from the parse when it ran.
+func (l *cacheLookup) leafHash(c *x509.Certificate) cacheKey {
+	if !l.leafDone {
+		l.leafSum, l.leafDone = cacheKey(sha256.Sum256(c.Raw)), true
+	}
+	return l.leafSum
 }
 
 var defaultChainCache = NewChainCache(256)
@@ -121,12 +190,22 @@ func (c *ChainCache) put(k cacheKey, e *cacheEntry) {
 
 // bundleKey hashes the cabundle DERs, each length-prefixed.
 func bundleKey(certs []*x509.Certificate) cacheKey {
+	ders := make([][]byte, len(certs))
+	for i, c := range certs {
+		ders[i] = c.Raw
+	}
+	return bundleKeyDER(ders)
+}
+
+// bundleKeyDER hashes DERs, each length-prefixed: the key of a cabundle
+// before (or without) parsing it.
+func bundleKeyDER(ders [][]byte) cacheKey {
 	h := sha256.New()
 	var n [8]byte
-	for _, c := range certs {
-		binary.BigEndian.PutUint64(n[:], uint64(len(c.Raw)))
+	for _, der := range ders {
+		binary.BigEndian.PutUint64(n[:], uint64(len(der)))
 		h.Write(n[:])
-		h.Write(c.Raw)
+		h.Write(der)
 	}
 	var k cacheKey
 	h.Sum(k[:0])

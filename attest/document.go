@@ -49,7 +49,10 @@ type Document struct {
 	// NitroTPM reports that the document carried nitrotpm_pcrs (an EC2
 	// NitroTPM document) rather than pcrs (a Nitro Enclave document).
 	NitroTPM bool
-	// Certificate is the signing (leaf) certificate.
+	// Certificate is the signing (leaf) certificate. Certificates of a
+	// Document may be shared with other Documents verified through the same
+	// ChainCache (and the pinned root with the package): treat them as
+	// read-only.
 	Certificate *x509.Certificate
 	// CABundle is the issuing chain, root first: [root, intermediate…].
 	CABundle []*x509.Certificate
@@ -142,14 +145,25 @@ func ParseUnverified(doc []byte) (d *Document, err error) {
 			d, err = nil, fmt.Errorf("%w: parser panic: %v", ErrMalformed, r)
 		}
 	}()
-	p, err := parse(doc)
+	p, err := parse(doc, nil)
 	if err != nil {
 		return nil, err
 	}
 	return p.doc, nil
 }
 
-func parse(doc []byte) (*parsed, error) {
+// certSource supplies already-parsed certificates for DER bytes seen before,
+// so that a verifier with a warm ChainCache parses neither the cabundle nor a
+// known leaf again. A nil certSource parses everything.
+type certSource interface {
+	// bundle returns the parsed cabundle for exactly these DERs, or nil.
+	bundle(ders [][]byte) []*x509.Certificate
+	// leaf returns the parsed signing certificate for exactly der, or nil;
+	// it is asked after bundle.
+	leaf(der []byte) *x509.Certificate
+}
+
+func parse(doc []byte, src certSource) (*parsed, error) {
 	if len(doc) == 0 {
 		return nil, malformed("empty document")
 	}
@@ -180,7 +194,7 @@ func parse(doc []byte) (*parsed, error) {
 	if len(msg.Signature) != sigSize {
 		return nil, malformed("COSE_Sign1: signature is %d bytes, want %d", len(msg.Signature), sigSize)
 	}
-	d, err := parsePayload(msg.Payload)
+	d, err := parsePayload(msg.Payload, src)
 	if err != nil {
 		return nil, err
 	}
@@ -205,7 +219,7 @@ func checkProtected(prot []byte) error {
 
 func isNull(raw cbor.RawMessage) bool { return len(raw) == 1 && raw[0] == 0xf6 }
 
-func parsePayload(payload []byte) (*Document, error) {
+func parsePayload(payload []byte, src certSource) (*Document, error) {
 	var rp rawPayload
 	if err := payloadMode.Unmarshal(payload, &rp); err != nil {
 		return nil, malformed("payload: %v", err)
@@ -270,16 +284,32 @@ func parsePayload(payload []byte) (*Document, error) {
 	if len(bundle) == 0 || len(bundle) > maxCABundle {
 		return nil, malformed("cabundle has %d certificates, want 1..%d", len(bundle), maxCABundle)
 	}
-	if d.Certificate, err = x509.ParseCertificate(certDER); err != nil {
-		return nil, malformed("certificate: %v", err)
-	}
-	d.CABundle = make([]*x509.Certificate, len(bundle))
 	for i, der := range bundle {
 		if len(der) == 0 || len(der) > maxCertSize {
 			return nil, malformed("cabundle[%d] is %d bytes, want 1..%d", i, len(der), maxCertSize)
 		}
-		if d.CABundle[i], err = x509.ParseCertificate(der); err != nil {
-			return nil, malformed("cabundle[%d]: %v", i, err)
+	}
+	if src != nil {
+		d.CABundle = src.bundle(bundle)
+		d.Certificate = src.leaf(certDER)
+	}
+	if d.Certificate == nil {
+		if d.Certificate, err = x509.ParseCertificate(certDER); err != nil {
+			return nil, malformed("certificate: %v", err)
+		}
+	}
+	if d.CABundle == nil {
+		d.CABundle = make([]*x509.Certificate, len(bundle))
+		for i, der := range bundle {
+			// The pinned root is parsed once, at init: every AWS document
+			// starts its cabundle with exactly these bytes.
+			if i == 0 && bytes.Equal(der, awsRoot.Raw) {
+				d.CABundle[0] = awsRoot
+				continue
+			}
+			if d.CABundle[i], err = x509.ParseCertificate(der); err != nil {
+				return nil, malformed("cabundle[%d]: %v", i, err)
+			}
 		}
 	}
 

@@ -3,7 +3,6 @@ package attest
 import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/x509"
 	"errors"
@@ -116,7 +115,23 @@ func verify(doc []byte, opts *VerifyOptions) (*Document, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	p, err := parse(doc)
+	roots := opts.Roots
+	if roots == nil {
+		roots = awsRootPool
+	}
+	cache := opts.ChainCache
+	if cache == nil {
+		cache = defaultChainCache
+	}
+	if opts.DisableChainCache {
+		cache = nil
+	}
+	var src certSource
+	lk := &cacheLookup{cache: cache, roots: roots}
+	if cache != nil {
+		src = lk
+	}
+	p, err := parse(doc, src)
 	if err != nil {
 		return nil, err
 	}
@@ -125,7 +140,7 @@ func verify(doc []byte, opts *VerifyOptions) (*Document, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := verifyChain(d, opts); err != nil {
+	if err := verifyChain(d, opts, lk); err != nil {
 		return nil, err
 	}
 	if err := verifySignature(pub, p); err != nil {
@@ -151,27 +166,19 @@ func leafKey(c *x509.Certificate) (*ecdsa.PublicKey, error) {
 	return pub, nil
 }
 
-func verifyChain(d *Document, opts *VerifyOptions) error {
-	roots := opts.Roots
-	if roots == nil {
-		roots = awsRootPool
+func verifyChain(d *Document, opts *VerifyOptions, lk *cacheLookup) error {
+	roots, cache := lk.roots, lk.cache
+	if opts.Roots == nil {
 		// The default trust anchor is pinned by its exact DER bytes.
 		if !awsRoot.Equal(d.CABundle[0]) {
 			return fmt.Errorf("%w: cabundle[0] (%q) is not the AWS Nitro root", ErrRootNotPinned, d.CABundle[0].Subject.String())
 		}
 	}
-	cache := opts.ChainCache
-	if cache == nil {
-		cache = defaultChainCache
-	}
-	if opts.DisableChainCache {
-		cache = nil
-	}
 	var key cacheKey
 	if cache != nil {
-		key = bundleKey(d.CABundle)
-		if e := cache.get(key, roots); e != nil {
-			return verifyLeafCached(d, e, cache)
+		key = lk.key(d.CABundle)
+		if e := lk.entry(key); e != nil {
+			return verifyLeafCached(d, e, cache, lk.leafHash(d.Certificate))
 		}
 	}
 
@@ -240,7 +247,7 @@ func inPool(roots *x509.CertPool, c *x509.Certificate, at time.Time) bool {
 
 // verifyLeafCached checks the leaf against a cabundle whose chain to the
 // root was verified earlier: the checks x509.Verify applies to the last link.
-func verifyLeafCached(d *Document, e *cacheEntry, cache *ChainCache) error {
+func verifyLeafCached(d *Document, e *cacheEntry, cache *ChainCache, h cacheKey) error {
 	leaf, parent := d.Certificate, e.certs[len(e.certs)-1]
 	t := d.Timestamp
 	switch {
@@ -254,14 +261,13 @@ func verifyLeafCached(d *Document, e *cacheEntry, cache *ChainCache) error {
 	case string(leaf.RawIssuer) != string(parent.RawSubject):
 		return fmt.Errorf("%w: certificate issuer does not match the last cabundle subject", ErrChain)
 	}
-	h := cacheKey(sha256.Sum256(leaf.Raw))
-	if cache.leafKnown(e, h) {
+	if cache.leafKnown(e, h, leaf) {
 		return nil
 	}
 	if err := leaf.CheckSignatureFrom(parent); err != nil {
 		return fmt.Errorf("%w: certificate: %v", ErrChain, err)
 	}
-	cache.addLeaf(e, h)
+	cache.addLeaf(e, h, leaf)
 	return nil
 }
 

@@ -307,9 +307,12 @@ func (c *conn) handle(req protocol.Envelope, charged int64) {
 	} else {
 		resp.Body = body
 		// The access log is at debug level: it names methods and sizes,
-		// never bodies.
-		c.s.log.Debug("enclave server: request served", "remote", c.remote, "method", req.Method, "id", req.ID,
-			"request_bytes", len(req.Body), "response_bytes", len(body), "duration", time.Since(start))
+		// never bodies. Its arguments are only built when it is enabled,
+		// so a disabled access log costs no allocation per request.
+		if c.s.log.Enabled(c.ctx, slog.LevelDebug) {
+			c.s.log.Debug("enclave server: request served", "remote", c.remote, "method", req.Method, "id", req.ID,
+				"request_bytes", len(req.Body), "response_bytes", len(body), "duration", time.Since(start))
+		}
 	}
 	c.writeResponse(&resp)
 }
@@ -340,25 +343,29 @@ func (c *conn) call(req *protocol.Envelope) (body []byte, err error) {
 // too large for MaxFrameSize is replaced by a "too large" error. A write
 // failure aborts the connection.
 func (c *conn) writeResponse(resp *protocol.Envelope) {
-	var b []byte
+	var n int
 	var err error
 	// A body that cannot fit is refused before it is copied into a frame:
 	// encoding a handler's oversized result would allocate its size again.
+	// The size is known without encoding: the response is encoded only
+	// once, straight into the frame writer's reused buffer.
 	if len(resp.Body) <= c.s.cfg.MaxFrameSize {
-		b, err = protocol.MarshalEnvelope(resp)
+		n, err = protocol.EnvelopeSize(resp)
 	}
-	if err == nil && (b == nil || len(b) > c.s.cfg.MaxFrameSize) {
+	if err == nil && (n == 0 || n > c.s.cfg.MaxFrameSize) {
 		c.s.failures.Add(1)
 		c.s.log.Warn("enclave server: response exceeds MaxFrameSize; sending a too-large error instead", "remote", c.remote, "id", resp.ID, "body_size", len(resp.Body), "max_frame_size", c.s.cfg.MaxFrameSize)
-		b, err = protocol.MarshalEnvelope(&protocol.Envelope{ID: resp.ID, Code: protocol.CodeTooLarge, Message: protocol.CodeTooLarge.Message()})
+		resp = &protocol.Envelope{ID: resp.ID, Code: protocol.CodeTooLarge, Message: protocol.CodeTooLarge.Message()}
+		n, err = protocol.EnvelopeSize(resp)
 	}
 	if err != nil {
 		c.s.log.Error("enclave server: encoding response", "id", resp.ID, "err", err)
-		b, _ = protocol.MarshalEnvelope(&protocol.Envelope{ID: resp.ID, Code: protocol.CodeInternal, Message: protocol.CodeInternal.Message()})
+		resp = &protocol.Envelope{ID: resp.ID, Code: protocol.CodeInternal, Message: protocol.CodeInternal.Message()}
+		n, _ = protocol.EnvelopeSize(resp)
 	}
 	// The response counts against MaxInFlightBytes until it is written.
-	c.s.budget.chargeFor(&c.budget, int64(len(b)))
-	defer c.s.budget.releaseFor(&c.budget, int64(len(b)))
+	c.s.budget.chargeFor(&c.budget, int64(n))
+	defer c.s.budget.releaseFor(&c.budget, int64(n))
 	c.wmu <- struct{}{}
 	defer func() { <-c.wmu }()
 	if c.werr != nil {
@@ -366,7 +373,7 @@ func (c *conn) writeResponse(resp *protocol.Envelope) {
 	}
 	_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
 	c.writeStart.Store(time.Now().UnixNano())
-	err = c.fw.WriteFrame(b)
+	err = c.fw.WriteEnvelope(resp)
 	c.writeStart.Store(0)
 	if err == nil {
 		c.progress()

@@ -1,11 +1,13 @@
 package parent
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +40,9 @@ const (
 	// maxRemoteMessage bounds the message of a remote error, in bytes.
 	maxRemoteMessage = 256
 )
+
+// readBufSize is the read buffer of each client connection.
+const readBufSize = 4 << 10
 
 // silentProbeTimeout bounds the health probe sent on a connection after a
 // call timed out on it with nothing at all received since the call was
@@ -222,17 +227,26 @@ func (c *Client) CallRaw(ctx context.Context, method string, body []byte) ([]byt
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("parent: call %s: %w", method, err)
 	}
+	b := callBound{ctx: ctx}
 	if _, ok := ctx.Deadline(); !ok && c.opts.CallTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.opts.CallTimeout)
-		defer cancel()
+		if ctx.Done() == nil {
+			// ctx never ends by itself: a timer bounds the call, with no
+			// derived context (several allocations per call).
+			b.timer = time.NewTimer(c.opts.CallTimeout)
+			b.deadline = time.Now().Add(c.opts.CallTimeout)
+		} else {
+			var cancel context.CancelFunc
+			b.ctx, cancel = context.WithTimeout(ctx, c.opts.CallTimeout)
+			defer cancel()
+		}
 	}
+	defer b.release()
 	for attempt := 0; ; attempt++ {
-		cc, err := c.conn(ctx)
+		cc, err := c.conn(&b)
 		if err != nil {
 			return nil, err
 		}
-		out, err := cc.call(ctx, method, body)
+		out, err := cc.callBounded(&b, method, body)
 		var ns errNotSent
 		if errors.As(err, &ns) {
 			if attempt == 0 && !errors.Is(ns.err, ErrClientClosed) {
@@ -244,9 +258,62 @@ func (c *Client) CallRaw(ctx context.Context, method string, body []byte) ([]byt
 	}
 }
 
+// callBound is how a call ends other than by its response: its context,
+// and, when that context can never end by itself (context.Background), the
+// Client's CallTimeout as a plain timer instead of a derived context.
+type callBound struct {
+	ctx      context.Context
+	timer    *time.Timer // nil unless ctx.Done() is nil and CallTimeout applies
+	deadline time.Time   // the timer's, also the write deadline
+
+	derived context.Context // ctx bounded by deadline, made only to dial
+	cancel  context.CancelFunc
+}
+
+// expired is the timer's channel, nil (never ready) without a timer.
+func (b *callBound) expired() <-chan time.Time {
+	if b.timer == nil {
+		return nil
+	}
+	return b.timer.C
+}
+
+// err is the context's error, or context.DeadlineExceeded once the timer's
+// deadline has passed.
+func (b *callBound) err() error {
+	if err := b.ctx.Err(); err != nil {
+		return err
+	}
+	if b.timer != nil && !time.Now().Before(b.deadline) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+// context returns a context that ends when the call must: for the rarely
+// taken paths (waiting for a dial, dialing) that need one.
+func (b *callBound) context() context.Context {
+	if b.timer == nil {
+		return b.ctx
+	}
+	if b.derived == nil {
+		b.derived, b.cancel = context.WithDeadline(b.ctx, b.deadline)
+	}
+	return b.derived
+}
+
+func (b *callBound) release() {
+	if b.timer != nil {
+		b.timer.Stop()
+	}
+	if b.cancel != nil {
+		b.cancel()
+	}
+}
+
 // conn returns a healthy connection of the pool, dialing one into the next
 // slot if that slot is empty or broken.
-func (c *Client) conn(ctx context.Context) (*clientConn, error) {
+func (c *Client) conn(b *callBound) (*clientConn, error) {
 	i := int(c.next.Add(1) % uint64(len(c.slots)))
 	for {
 		c.mu.Lock()
@@ -262,6 +329,7 @@ func (c *Client) conn(ctx context.Context) (*clientConn, error) {
 		}
 		if ch := s.dialing; ch != nil {
 			c.mu.Unlock()
+			ctx := b.context()
 			select {
 			case <-ch:
 				continue
@@ -280,7 +348,7 @@ func (c *Client) conn(ctx context.Context) (*clientConn, error) {
 			c.opts.Logger.Debug("enclavekit: replacing broken connection", "addr", c.addr, "err", old.err())
 		}
 
-		cc, err := c.dial(ctx)
+		cc, err := c.dial(b.context())
 
 		c.mu.Lock()
 		s.dialing = nil
@@ -381,7 +449,9 @@ func newClientConn(nc net.Conn, maxFrame int) (*clientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	fr, err := protocol.NewFrameReader(nc, maxFrame)
+	// Buffered, so that a response's length prefix and payload, which
+	// arrive together, take one read system call rather than two.
+	fr, err := protocol.NewFrameReader(bufio.NewReaderSize(nc, readBufSize), maxFrame)
 	if err != nil {
 		return nil, err
 	}
@@ -436,7 +506,18 @@ func (cc *clientConn) lostErr() error {
 
 var errWriteInterrupted = errors.New("request write interrupted by the caller's context")
 
+// call sends one request and waits for its response until ctx ends.
 func (cc *clientConn) call(ctx context.Context, method string, body []byte) ([]byte, error) {
+	return cc.callBounded(&callBound{ctx: ctx}, method, body)
+}
+
+func (cc *clientConn) callBounded(b *callBound, method string, body []byte) ([]byte, error) {
+	req := protocol.Envelope{Version: protocol.Version, Method: method, Body: body}
+	if err := req.Validate(); err != nil {
+		return nil, fmt.Errorf("parent: encoding request: %w", err)
+	}
+	// Not pooled: a channel made inside a testing/synctest bubble must not
+	// be used outside it.
 	ch := make(chan result, 1)
 	cc.mu.Lock()
 	if cc.cause != nil {
@@ -445,15 +526,11 @@ func (cc *clientConn) call(ctx context.Context, method string, body []byte) ([]b
 	}
 	cc.nextID++
 	id := cc.nextID
+	req.ID = id
 	cc.pending[id] = ch
 	cc.mu.Unlock()
 
-	payload, err := protocol.MarshalEnvelope(&protocol.Envelope{ID: id, Method: method, Body: body})
-	if err != nil {
-		cc.forget(id, false)
-		return nil, fmt.Errorf("parent: encoding request: %w", err)
-	}
-	if err := cc.write(ctx, id, payload); err != nil {
+	if err := cc.write(b, id, &req); err != nil {
 		return nil, err
 	}
 	sent := time.Now().UnixNano()
@@ -475,13 +552,21 @@ func (cc *clientConn) call(ctx context.Context, method string, body []byte) ([]b
 		default:
 		}
 		return nil, cc.lostErr()
-	case <-ctx.Done():
-		cc.forget(id, true)
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) && cc.lastFrame.Load() < sent {
-			cc.suspect()
-		}
-		return nil, fmt.Errorf("parent: call %s: %w", method, ctx.Err())
+	case <-b.ctx.Done():
+		return nil, cc.gaveUp(id, method, b.ctx.Err(), sent)
+	case <-b.expired():
+		return nil, cc.gaveUp(id, method, context.DeadlineExceeded, sent)
 	}
+}
+
+// gaveUp abandons request id after the call ended with err before its
+// response arrived.
+func (cc *clientConn) gaveUp(id uint64, method string, err error, sent int64) error {
+	cc.forget(id, true)
+	if errors.Is(err, context.DeadlineExceeded) && cc.lastFrame.Load() < sent {
+		cc.suspect()
+	}
+	return fmt.Errorf("parent: call %s: %w", method, err)
 }
 
 // suspect starts a probe of a connection on which a call timed out with
@@ -513,9 +598,11 @@ func (cc *clientConn) probe() {
 	cc.fail(fmt.Errorf("%w: the enclave sent nothing, not even an answer to a health probe within %v, after a call timed out", ErrConnLost, silentProbeTimeout))
 }
 
-// write sends one request frame. A write cut short by ctx may leave half a
-// frame on the stream, so it breaks the connection.
-func (cc *clientConn) write(ctx context.Context, id uint64, payload []byte) error {
+// write encodes req (already validated) into the connection's reused
+// buffer and sends it as one frame. A write cut short by ctx may leave half
+// a frame on the stream, so it breaks the connection.
+func (cc *clientConn) write(b *callBound, id uint64, req *protocol.Envelope) error {
+	ctx := b.ctx
 	select {
 	case cc.wsem <- struct{}{}:
 	case <-cc.done:
@@ -523,6 +610,9 @@ func (cc *clientConn) write(ctx context.Context, id uint64, payload []byte) erro
 	case <-ctx.Done():
 		cc.forget(id, false)
 		return fmt.Errorf("parent: waiting to send request: %w", ctx.Err())
+	case <-b.expired():
+		cc.forget(id, false)
+		return fmt.Errorf("parent: waiting to send request: %w", context.DeadlineExceeded)
 	}
 	// The semaphore may have been free at the same time as one of the other
 	// cases was ready: nothing is written for a call that already ended,
@@ -532,7 +622,7 @@ func (cc *clientConn) write(ctx context.Context, id uint64, payload []byte) erro
 		<-cc.wsem
 		return errNotSent{cc.lostErr()}
 	}
-	if err := ctx.Err(); err != nil {
+	if err := b.err(); err != nil {
 		<-cc.wsem
 		cc.forget(id, false)
 		return fmt.Errorf("parent: waiting to send request: %w", err)
@@ -545,8 +635,14 @@ func (cc *clientConn) write(ctx context.Context, id uint64, payload []byte) erro
 			cc.nc.SetWriteDeadline(time.Unix(1, 0))
 			close(fired)
 		})
+	} else if b.timer != nil {
+		// A context that never ends needs no watcher: the timer's
+		// deadline is the write deadline.
+		cc.nc.SetWriteDeadline(b.deadline)
 	}
-	err := cc.fw.WriteFrame(payload)
+	// Encoded under wsem straight into the frame writer's reused buffer:
+	// no allocation per request.
+	err := cc.fw.WriteEnvelope(req)
 	interrupted := false
 	if stop != nil && !stop() {
 		<-fired
@@ -555,6 +651,9 @@ func (cc *clientConn) write(ctx context.Context, id uint64, payload []byte) erro
 			// The frame went out whole; only the deadline must go.
 			cc.nc.SetWriteDeadline(time.Time{})
 		}
+	} else if b.timer != nil {
+		interrupted = err != nil && errors.Is(err, os.ErrDeadlineExceeded)
+		cc.nc.SetWriteDeadline(time.Time{})
 	}
 	// On failure the connection is failed before the semaphore is given
 	// back, so that the next writer sees it broken and knows its request
@@ -569,7 +668,7 @@ func (cc *clientConn) write(ctx context.Context, id uint64, payload []byte) erro
 		return fmt.Errorf("parent: request: %w", err)
 	case interrupted:
 		cc.fail(fmt.Errorf("%w: %w", ErrConnLost, errWriteInterrupted))
-		return fmt.Errorf("parent: sending request: %w", ctx.Err())
+		return fmt.Errorf("parent: sending request: %w", b.err())
 	}
 	cc.fail(fmt.Errorf("%w: writing: %w", ErrConnLost, err))
 	return cc.lostErr()

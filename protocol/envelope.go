@@ -100,7 +100,7 @@ func MarshalEnvelope(e *Envelope) ([]byte, error) {
 	if err := e.Validate(); err != nil {
 		return nil, err
 	}
-	return encMode.Marshal(e)
+	return appendEnvelope(make([]byte, 0, envelopeSize(e)), e), nil
 }
 
 // UnmarshalEnvelope decodes untrusted bytes into an envelope. It rejects
@@ -111,17 +111,12 @@ func MarshalEnvelope(e *Envelope) ([]byte, error) {
 // without a non-zero code, and anything Validate rejects; every error wraps
 // ErrBadEnvelope. On error the returned envelope is the zero value.
 func UnmarshalEnvelope(b []byte) (Envelope, error) {
-	var e Envelope
-	if err := decMode.Unmarshal(b, &e); err != nil {
-		return Envelope{}, fmt.Errorf("%w: %w", ErrBadEnvelope, err)
-	}
-	// The CBOR decoder converts more than protocol v1 allows (null,
-	// undefined and other simple values to zero or to their number, an
-	// array of small integers to bytes) and cannot tell an absent key from
-	// a zero value. Look at the map itself for both.
-	present, err := checkEnvelopeTypes(b)
-	if err != nil {
-		return Envelope{}, err
+	e, present, ok := decodeEnvelopeFast(b)
+	if !ok {
+		var err error
+		if e, present, err = decodeEnvelopeStrict(b); err != nil {
+			return Envelope{}, err
+		}
 	}
 	if err := e.Validate(); err != nil {
 		return Envelope{}, err
@@ -139,6 +134,24 @@ func UnmarshalEnvelope(b []byte) (Envelope, error) {
 		return Envelope{}, fmt.Errorf("%w: error message (key 5) without an error code (key 4)", ErrBadEnvelope)
 	}
 	return e, nil
+}
+
+// decodeEnvelopeStrict decodes any envelope with the strict library
+// decoder: the path for input that is not in canonical form.
+func decodeEnvelopeStrict(b []byte) (Envelope, uint8, error) {
+	var e Envelope
+	if err := decMode.Unmarshal(b, &e); err != nil {
+		return Envelope{}, 0, fmt.Errorf("%w: %w", ErrBadEnvelope, err)
+	}
+	// The CBOR decoder converts more than protocol v1 allows (null,
+	// undefined and other simple values to zero or to their number, an
+	// array of small integers to bytes) and cannot tell an absent key from
+	// a zero value. Look at the map itself for both.
+	present, err := checkEnvelopeTypes(b)
+	if err != nil {
+		return Envelope{}, 0, err
+	}
+	return e, present, nil
 }
 
 // envelopeKeyTypes is the CBOR major type (RFC 8949 §3.1) of each

@@ -329,3 +329,127 @@ func TestCheckEnvelopeTypesDefensive(t *testing.T) {
 		}
 	}
 }
+
+// TestEnvelopeFastPathMatchesLibrary checks the hand-written codec against
+// the library: the encoding is byte for byte cbor.CoreDetEncOptions', and
+// the fast decoder returns exactly what the strict decoder returns, for
+// random envelopes and for every single-byte change of their encodings.
+func TestEnvelopeFastPathMatchesLibrary(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for i := range 3000 {
+		e := Envelope{ID: rng.Uint64() >> (rng.IntN(64))}
+		switch rng.IntN(3) {
+		case 0:
+			e.Method = strings.Repeat([]string{"é", "m"}[rng.IntN(2)], 1+rng.IntN(MaxMethodLen/2))
+		case 1:
+			e.Code = Code(1 + rng.IntN(int(maxCode)))
+			e.Message = e.Code.Message()
+		}
+		if n := rng.IntN(300); n > 0 && rng.IntN(4) > 0 {
+			e.Body = make([]byte, n)
+			for i := range e.Body {
+				e.Body[i] = byte(rng.Uint32())
+			}
+		}
+		c := e
+		c.Version = Version
+		want, err := encMode.Marshal(&c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := MarshalEnvelope(&e)
+		if err != nil {
+			t.Fatalf("MarshalEnvelope(%+v): %v", e, err)
+		}
+		if n, err := EnvelopeSize(&e); !bytes.Equal(got, want) || n != len(want) || err != nil {
+			t.Fatalf("MarshalEnvelope(%+v) = %x (size %d, %v), library %x", e, got, n, err, want)
+		}
+		if app, _ := AppendEnvelope([]byte{9}, &e); !bytes.Equal(app[1:], want) {
+			t.Fatalf("AppendEnvelope = %x, want %x", app[1:], want)
+		}
+		inputs := [][]byte{want}
+		if i%10 == 0 {
+			for j := range want {
+				m := bytes.Clone(want)
+				m[j] = byte(rng.Uint32())
+				inputs = append(inputs, m, want[:j])
+			}
+		}
+		for _, in := range inputs {
+			fe, fp, ok := decodeEnvelopeFast(in)
+			if !ok {
+				continue
+			}
+			se, sp, err := decodeEnvelopeStrict(in)
+			if err != nil {
+				t.Fatalf("%x: fast path accepted, strict decoder: %v", in, err)
+			}
+			if fp != sp || fe.Version != se.Version || fe.ID != se.ID || fe.Method != se.Method || fe.Code != se.Code ||
+				fe.Message != se.Message || !bytes.Equal(fe.Body, se.Body) || (fe.Body == nil) != (se.Body == nil) {
+				t.Fatalf("%x: fast %+v %b, strict %+v %b", in, fe, fp, se, sp)
+			}
+		}
+	}
+}
+
+// TestWriteEnvelope checks that WriteEnvelope writes exactly the frame
+// WriteFrame(MarshalEnvelope(e)) writes, refuses what MarshalEnvelope
+// refuses, and refuses an envelope over the limit before writing anything.
+func TestWriteEnvelope(t *testing.T) {
+	for _, e := range []Envelope{
+		{ID: 1, Method: "echo", Body: []byte("hi")},
+		{ID: 2, Code: CodeTimeout, Message: CodeTimeout.Message()},
+		{Version: Version, ID: 3, Body: bytes.Repeat([]byte{7}, coalesceLimit+10)},
+	} {
+		var got, want bytes.Buffer
+		fw, _ := NewFrameWriter(&got, 0)
+		if err := fw.WriteEnvelope(&e); err != nil {
+			t.Fatal(err)
+		}
+		p, err := MarshalEnvelope(&e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := WriteFrame(&want, p, 0); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.Bytes(), want.Bytes()) {
+			t.Fatalf("WriteEnvelope(%.40v) wrote %d bytes, WriteFrame(MarshalEnvelope) %d, or different ones", e, got.Len(), want.Len())
+		}
+	}
+	var out bytes.Buffer
+	fw, _ := NewFrameWriter(&out, 16)
+	if err := fw.WriteEnvelope(&Envelope{ID: 1, Body: make([]byte, 16)}); !errors.Is(err, ErrFrameTooLarge) || out.Len() != 0 {
+		t.Fatalf("over the limit: %v, %d bytes written", err, out.Len())
+	}
+	if err := fw.WriteEnvelope(&Envelope{ID: 1, Method: "\xff"}); !errors.Is(err, ErrBadEnvelope) || out.Len() != 0 {
+		t.Fatalf("invalid envelope: %v, %d bytes written", err, out.Len())
+	}
+}
+
+// FuzzEnvelopeFastPath checks that whatever the fast decoder accepts, the
+// strict library decoder accepts too, with the same result.
+func FuzzEnvelopeFastPath(f *testing.F) {
+	for _, e := range []Envelope{
+		{ID: 1, Method: "enclavekit.health"},
+		{ID: 1 << 40, Body: []byte("body")},
+		{ID: 3, Code: CodeTimeout, Message: "timeout"},
+	} {
+		b, _ := MarshalEnvelope(&e)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		fe, fp, ok := decodeEnvelopeFast(in)
+		if !ok {
+			return
+		}
+		se, sp, err := decodeEnvelopeStrict(in)
+		if err != nil {
+			t.Fatalf("%x: fast path accepted, strict decoder: %v", in, err)
+		}
+		if fp != sp || fe.Version != se.Version || fe.ID != se.ID || fe.Method != se.Method || fe.Code != se.Code ||
+			fe.Message != se.Message || !bytes.Equal(fe.Body, se.Body) || (fe.Body == nil) != (se.Body == nil) {
+			t.Fatalf("%x: fast %+v %b, strict %+v %b", in, fe, fp, se, sp)
+		}
+	})
+}
