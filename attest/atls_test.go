@@ -18,13 +18,13 @@ import (
 	"math/big"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/enclavekit/enclavekit/attest"
 	"github.com/enclavekit/enclavekit/attest/nsmtest"
 	"github.com/enclavekit/enclavekit/enclave"
+	"github.com/enclavekit/enclavekit/internal/testutil"
 )
 
 // atlsPCRs are recognisable PCR0-2 values for the emulator.
@@ -72,29 +72,8 @@ func startATLS(t testing.TB, pcrs map[int][]byte, wrap func(attest.Attester) att
 		inner.Close()
 		t.Fatal(err)
 	}
-	serveEcho(t, ln)
+	testutil.Serve(t, ln, testutil.Echo)
 	return &atlsServer{emu: emu, ln: ln, addr: inner.Addr().String(), pcrs: pcrs}
-}
-
-// serveEcho echoes every connection accepted from ln until the test ends.
-func serveEcho(t testing.TB, ln net.Listener) {
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				io.Copy(c, c)
-			})
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
 }
 
 // startPlainTLS serves echo over ordinary TLS 1.3 with cert: a
@@ -105,7 +84,7 @@ func startPlainTLS(t testing.TB, cert tls.Certificate) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	serveEcho(t, tls.NewListener(inner, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}))
+	testutil.Serve(t, tls.NewListener(inner, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}), testutil.Echo)
 	return inner.Addr().String()
 }
 

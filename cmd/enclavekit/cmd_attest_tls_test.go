@@ -13,7 +13,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/big"
 	"net"
@@ -21,13 +20,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/enclavekit/enclavekit/attest"
 	"github.com/enclavekit/enclavekit/attest/nsmtest"
 	"github.com/enclavekit/enclavekit/enclave"
+	"github.com/enclavekit/enclavekit/internal/testutil"
 )
 
 // tlsEnclave is an attested TLS echo endpoint on loopback.
@@ -71,32 +70,12 @@ func startTLSEnclave(t *testing.T, pcrs map[int][]byte, replay bool) *tlsEnclave
 	if err != nil {
 		t.Fatal(err)
 	}
-	echoServe(t, ln)
+	testutil.Serve(t, ln, testutil.Echo)
 	root := filepath.Join(t.TempDir(), "root.pem")
 	if err := os.WriteFile(root, emu.RootPEM(), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return &tlsEnclave{addr: "tcp://" + inner.Addr().String(), root: root, pcrs: pcrs, ln: ln}
-}
-
-func echoServe(t *testing.T, ln net.Listener) {
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				io.Copy(c, c)
-			})
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
 }
 
 // tlsMITM serves ordinary TLS with its own key; doc, if set, is copied
@@ -120,7 +99,7 @@ func tlsMITM(t *testing.T, doc []byte) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	echoServe(t, tls.NewListener(inner, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}))
+	testutil.Serve(t, tls.NewListener(inner, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}), testutil.Echo)
 	return "tcp://" + inner.Addr().String()
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/enclavekit/enclavekit/attest"
+	"github.com/enclavekit/enclavekit/enclave/kms/internal/awsid"
 	"github.com/enclavekit/enclavekit/transport"
 )
 
@@ -111,7 +112,7 @@ func parseKeyARN(s string) (keyARN, bool) {
 	}
 	id, ok := strings.CutPrefix(p[5], "key/")
 	k := keyARN{partition: p[1], region: p[3], account: p[4], id: id}
-	if !ok || !validPartition(k.partition) || !validRegion(k.region) || !validAccount(k.account) || !validKeyID(k.id) {
+	if !ok || !validPartition(k.partition) || !awsid.Region(k.region) || !awsid.Account(k.account) || !validKeyID(k.id) {
 		return keyARN{}, false
 	}
 	return k, true
@@ -119,30 +120,6 @@ func parseKeyARN(s string) (keyARN, bool) {
 
 func validPartition(s string) bool {
 	return s == "aws" || s == "aws-cn" || s == "aws-us-gov"
-}
-
-func validRegion(s string) bool {
-	if len(s) < 4 || len(s) > 32 {
-		return false
-	}
-	for _, c := range s {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
-func validAccount(s string) bool {
-	if len(s) != 12 {
-		return false
-	}
-	for _, c := range s {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return true
 }
 
 // validKeyID accepts a key ID: a UUID in lower-case hex, or "mrk-" and 32

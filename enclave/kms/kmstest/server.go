@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+
+	"github.com/enclavekit/enclavekit/enclave/kms/internal/awsid"
 )
 
 // Test credentials the emulator accepts by default. They are not secret:
@@ -88,10 +90,10 @@ type Options struct {
 
 // Validate reports whether o is usable.
 func (o Options) Validate() error {
-	if o.Region != "" && !validRegion(o.Region) {
+	if o.Region != "" && !awsid.Region(o.Region) {
 		return fmt.Errorf("kmstest: Options.Region %q is not a region name", o.Region)
 	}
-	if o.Account != "" && !validAccount(o.Account) {
+	if o.Account != "" && !awsid.Account(o.Account) {
 		return fmt.Errorf("kmstest: Options.Account %q is not 12 digits", o.Account)
 	}
 	if (o.Credentials.AccessKeyID == "") != (o.Credentials.SecretAccessKey == "") {
@@ -101,30 +103,6 @@ func (o Options) Validate() error {
 		return fmt.Errorf("kmstest: Options.DocumentMaxAge %v is negative", o.DocumentMaxAge)
 	}
 	return nil
-}
-
-func validRegion(s string) bool {
-	if len(s) < 4 || len(s) > 32 {
-		return false
-	}
-	for _, c := range s {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
-func validAccount(s string) bool {
-	if len(s) != 12 {
-		return false
-	}
-	for _, c := range s {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return true
 }
 
 // Exchange is one request the emulator answered, kept for tests that assert

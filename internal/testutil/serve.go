@@ -1,0 +1,34 @@
+package testutil
+
+import (
+	"io"
+	"net"
+	"sync"
+	"testing"
+)
+
+// Serve accepts connections from ln and runs handle on each (the
+// connection is closed when handle returns) until the test ends; then it
+// closes ln and waits for every handler.
+func Serve(t testing.TB, ln net.Listener, handle func(net.Conn)) {
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				handle(c)
+			})
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+}
+
+// Echo writes back everything it reads until the peer closes.
+func Echo(c net.Conn) { io.Copy(c, c) }
