@@ -43,6 +43,7 @@ func runCredentials(ctx context.Context, args []string, stdout, stderr io.Writer
 	once := fs.Bool("once", false, "push once and exit")
 	interval := fs.Duration("interval", parent.DefaultPushInterval, "time between pushes, such as 1m")
 	role := fs.String("role", "", "instance profile role `NAME` (default: the one role IMDS lists)")
+	logFormat := fs.String("log-format", "text", "log lines as text or json")
 	endpoint := fs.String("imds-endpoint", "", "IMDS endpoint `URL` (default: the SDK's, http://169.254.169.254)")
 	pos, err := parseArgs(fs, args[1:])
 	if err != nil {
@@ -85,7 +86,10 @@ func runCredentials(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintf(stdout, "pushed credentials %s (expires %s) to %s\n", creds.AccessKeyID, creds.Expires.UTC().Format(time.RFC3339), *addr)
 		return exitOK
 	}
-	log := slog.New(slog.NewTextHandler(stderr, nil))
+	log, err := daemonLogger(stderr, *logFormat, slog.LevelInfo)
+	if err != nil {
+		return usageFail(fs, stderr, "%s: %v", name, err)
+	}
 	log.Info("pushing credentials", "to", *addr, "interval", *interval)
 	_ = c.RunCredentialPush(ctx, parent.CredentialPush{Source: src, Interval: *interval, Logger: log})
 	return exitOK

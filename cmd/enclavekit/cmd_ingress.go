@@ -38,6 +38,8 @@ func runIngress(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	framing := fs.String("framing", parent.FramingAuto, "message boundaries for --min-rate: auto, tls, frames or none")
 	idle := fs.Duration("idle-timeout", parent.DefaultIngressIdleTimeout, "close connections idle this long in both directions (0 or negative: never)")
 	proxy := fs.Bool("proxy-protocol", false, "send a PROXY protocol v2 header with the client's address first")
+	metrics := fs.String("metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics, e.g. tcp://127.0.0.1:9101 (default: none)")
+	logFormat := fs.String("log-format", "text", "log lines as text or json")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return flagExit(err)
@@ -61,7 +63,10 @@ func runIngress(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	if *idle == 0 {
 		*idle = -1 // 0 on the command line means never, as negative does
 	}
-	log := slog.New(slog.NewTextHandler(stderr, nil))
+	log, err := daemonLogger(stderr, *logFormat, slog.LevelInfo)
+	if err != nil {
+		return usageFail(fs, stderr, "enclavekit ingress: %v", err)
+	}
 	in, err := parent.NewIngress(parent.IngressConfig{
 		Listen:        *listen, // validated here: a malformed address is a usage error
 		Target:        *to,
@@ -82,6 +87,15 @@ func runIngress(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	if err != nil {
 		fmt.Fprintf(stderr, "enclavekit ingress: %s\n", withHint(err))
 		return exitFailure
+	}
+	maddr, err := startMetrics(ctx, *metrics, log, in.Collectors(nil)...)
+	if err != nil {
+		ln.Close()
+		fmt.Fprintf(stderr, "enclavekit ingress: %v\n", err)
+		return exitFailure
+	}
+	if maddr != "" {
+		log.Info("enclavekit ingress: metrics", "addr", maddr+"/metrics")
 	}
 	log.Info("enclavekit ingress: forwarding", "listen", transport.AddrOf(ln.Addr()), "to", *to,
 		"max_conns", *maxConns, "max_conns_per_source", *perSource, "min_rate", *minRate, "idle_timeout", time.Duration(max(*idle, 0)), "proxy_protocol", *proxy)

@@ -34,6 +34,7 @@ func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print JSON lines instead of text")
 	name := fs.String("enclave", "", "value of the enclave attribute (default: the sender's CID or IP)")
 	level := fs.String("level", "debug", "lowest level printed: debug, info, warn or error")
+	metrics := fs.String("metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics, e.g. tcp://127.0.0.1:9102 (default: none)")
 	allow := fs.String("allow-cids", "", "comma-separated enclave CIDs whose streams are accepted (default: every enclave CID, 4 and up; never the parent's 3)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
@@ -77,6 +78,15 @@ func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	fmt.Fprintf(stderr, "enclavekit logs: listening on %s\n", transport.AddrOf(ln.Addr()))
+	maddr, err := startMetrics(ctx, *metrics, slog.New(slog.NewTextHandler(stderr, nil)), sink.Collectors(nil)...)
+	if err != nil {
+		ln.Close()
+		fmt.Fprintf(stderr, "enclavekit logs: %v\n", err)
+		return exitFailure
+	}
+	if maddr != "" {
+		fmt.Fprintf(stderr, "enclavekit logs: metrics at %s/metrics\n", maddr)
+	}
 	if err := sink.Serve(ctx, ln); err != nil {
 		fmt.Fprintf(stderr, "enclavekit logs: %v\n", err)
 		return exitFailure

@@ -21,12 +21,12 @@ func init() {
 	register(command{name: "vsock-proxy", summary: "drop-in for AWS vsock-proxy: LOCAL_PORT REMOTE_HOST REMOTE_PORT", run: runVsockProxy})
 }
 
-func proxyLogger(w io.Writer, level string) (*slog.Logger, error) {
+func proxyLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("bad --log-level %q: want debug, info, warn or error", level)
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+	return daemonLogger(w, format, l)
 }
 
 // runProxy: enclavekit proxy --config FILE
@@ -35,6 +35,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.SetOutput(stderr)
 	config := fs.String("config", "", "YAML configuration `file` (routes, allowlist, limits, metrics)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	logFormat := fs.String("log-format", "text", "log lines as text or json")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: enclavekit proxy --config FILE\n\nRuns the egress proxy. SIGHUP reloads the allowlist from FILE; SIGTERM drains and exits.\n\nflags:")
 		fs.PrintDefaults()
@@ -51,7 +52,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	case fs.NArg() != 0:
 		return usageFail(fs, stderr, "enclavekit proxy: unexpected arguments %q; for vsock-proxy's LOCAL_PORT REMOTE_HOST REMOTE_PORT use enclavekit vsock-proxy", fs.Args())
 	}
-	log, err := proxyLogger(stderr, *level)
+	log, err := proxyLogger(stderr, *level, *logFormat)
 	if err != nil {
 		fmt.Fprintln(stderr, "enclavekit proxy:", err)
 		return exitUsage
@@ -74,6 +75,7 @@ func runVsockProxy(ctx context.Context, args []string, stdout, stderr io.Writer)
 	workers := fs.Int("num_workers", 0, "maximum simultaneous connections (default: the config's limits.max_conns, else 4096)")
 	listen := fs.String("listen", "", "listen on this transport `address` instead of vsock://any:LOCAL_PORT (e.g. tcp://127.0.0.1:8000 for local tests)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	logFormat := fs.String("log-format", "text", "log lines as text or json")
 	fs.BoolVar(ipv4, "4", false, "short for --ipv4")
 	fs.BoolVar(ipv6, "6", false, "short for --ipv6")
 	fs.IntVar(workers, "w", 0, "short for --num_workers")
@@ -107,7 +109,7 @@ func runVsockProxy(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if *workers < 0 {
 		return usageErr("--num_workers must be positive")
 	}
-	log, err := proxyLogger(stderr, *level)
+	log, err := proxyLogger(stderr, *level, *logFormat)
 	if err != nil {
 		return usageErr("%v", err)
 	}

@@ -28,6 +28,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	slot := fs.Int("slot", -1, "supervisor slot 0..15 on this instance (moves CIDs and parent vsock ports); default: the file's")
 	check := fs.Bool("check", false, "check the configuration, print the CIDs and ports assigned, and exit")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	logFormat := fs.String("log-format", "text", "log lines as text or json")
 	asJSON := fs.Bool("log-json", false, "log JSON lines instead of text")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "usage: enclavekit run --config FILE [--slot N] [--check]\n\n"+
@@ -77,11 +78,14 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "enclavekit run: WARNING: enclave %q runs in DEBUG MODE (debug: true in %s): all-zero PCRs, console readable from the parent; never in production\n", e.Name, *config)
 		}
 	}
-	opts := &slog.HandlerOptions{Level: lv}
-	var h slog.Handler = slog.NewTextHandler(stderr, opts)
 	if *asJSON {
-		h = slog.NewJSONHandler(stderr, opts)
+		*logFormat = "json" // --json is the older spelling
 	}
+	dlog, err := daemonLogger(stderr, *logFormat, lv)
+	if err != nil {
+		return usageFail(fs, stderr, "enclavekit run: %v", err)
+	}
+	h := dlog.Handler()
 	s, err := supervisor.New(cfg, supervisor.Options{Logger: slog.New(h)})
 	if err != nil {
 		fmt.Fprintln(stderr, "enclavekit run:", err)

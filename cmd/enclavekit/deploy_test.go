@@ -1,12 +1,17 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/enclavekit/enclavekit/parent/proxy"
 )
@@ -153,3 +158,41 @@ func TestUsageErrorsSayWhatIsWrong(t *testing.T) {
 		}
 	}
 }
+
+// TestDaemonLogFormatAndMetrics: the ingress logs JSON lines with
+// --log-format json and serves its counters with --metrics.
+func TestDaemonLogFormatAndMetrics(t *testing.T) {
+	if code, _, stderr := runCLI(t, "ingress", "--listen", "tcp://127.0.0.1:0", "--to", "tcp://127.0.0.1:1", "--log-format", "xml"); code != exitUsage || !strings.Contains(stderr, `--log-format "xml": want text or json`) {
+		t.Fatalf("bad --log-format: exit %d, %q", code, stderr)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var stderr lockedBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"ingress", "--listen", "tcp://127.0.0.1:0", "--to", "tcp://127.0.0.1:1",
+			"--metrics", "tcp://127.0.0.1:0", "--log-format", "json"}, io.Discard, &stderr)
+	}()
+	defer func() { cancel(); <-done }()
+	var metricsURL string
+	for deadline := time.Now().Add(20 * time.Second); metricsURL == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for _, line := range strings.Split(stderr.String(), "\n") {
+			var rec struct{ Msg, Addr string }
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "enclavekit ingress: metrics" {
+				metricsURL = "http://" + strings.TrimPrefix(rec.Addr, "tcp://")
+			}
+		}
+	}
+	if metricsURL == "" {
+		t.Fatalf("no JSON log line with the metrics address:\n%s", stderr.String())
+	}
+	resp, err := http.Get(metricsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "enclavekit_ingress_connections_total 0") {
+		t.Fatalf("metrics:\n%s", body)
+	}
+}
+

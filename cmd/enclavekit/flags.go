@@ -1,13 +1,20 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/enclavekit/enclavekit/parent"
+	"github.com/enclavekit/enclavekit/transport"
 )
 
 // parseArgs parses flags that may appear before, between or after the
@@ -112,4 +119,42 @@ func usageFail(fs *flag.FlagSet, stderr io.Writer, format string, args ...any) i
 		fs.Usage()
 	}
 	return exitUsage
+}
+
+// daemonLogger is the logger of a long-running command: text or JSON
+// lines on stderr (--log-format).
+func daemonLogger(stderr io.Writer, format string, level slog.Level) (*slog.Logger, error) {
+	opts := &slog.HandlerOptions{Level: level}
+	switch format {
+	case "", "text":
+		return slog.New(slog.NewTextHandler(stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// startMetrics serves the collectors at http://ADDR/metrics (see
+// parent.ServeMetrics) until ctx ends; addr "" serves nothing. It returns
+// the address it listens on.
+func startMetrics(ctx context.Context, addr string, log *slog.Logger, collectors ...prometheus.Collector) (string, error) {
+	if addr == "" {
+		return "", nil
+	}
+	reg := prometheus.NewRegistry()
+	for _, c := range collectors {
+		if err := reg.Register(c); err != nil {
+			return "", err
+		}
+	}
+	ln, err := transport.Listen(ctx, addr)
+	if err != nil {
+		return "", fmt.Errorf("--metrics: %s", withHint(err))
+	}
+	go func() {
+		if err := parent.ServeMetrics(ctx, ln, reg); err != nil {
+			log.Error("metrics server stopped", "err", err)
+		}
+	}()
+	return transport.AddrOf(ln.Addr()), nil
 }

@@ -150,10 +150,20 @@ func New(cfg *Config, opts Options) (*Supervisor, error) {
 			return nil, fmt.Errorf("supervisor: enclave %s log sink: %w", e.Name, err)
 		}
 		u.sink = sink
+		for _, c := range sink.Collectors(prometheus.Labels{"enclave": e.Name}) {
+			if err := s.reg.Register(c); err != nil {
+				return nil, fmt.Errorf("supervisor: registering metrics: %w", err)
+			}
+		}
 		for _, ic := range e.Ingress {
 			in, err := parent.NewIngress(parent.IngressConfig{Listen: ic.Listen, Target: ic.Target, MaxConns: ic.MaxConns, ProxyProtocol: ic.ProxyProtocol, Logger: s.log.With("enclave", e.Name)})
 			if err != nil {
 				return nil, fmt.Errorf("supervisor: enclave %s ingress %s: %w", e.Name, ic.Listen, err)
+			}
+			for _, c := range in.Collectors(prometheus.Labels{"enclave": e.Name, "listen": ic.Listen}) {
+				if err := s.reg.Register(c); err != nil {
+					return nil, fmt.Errorf("supervisor: registering metrics: %w", err)
+				}
 			}
 			u.ings = append(u.ings, &ingress{in: in})
 		}
