@@ -195,4 +195,3 @@ func TestDaemonLogFormatAndMetrics(t *testing.T) {
 		t.Fatalf("metrics:\n%s", body)
 	}
 }
-
