@@ -668,10 +668,11 @@ Everything keeps running until Ctrl-C. Try:
   go run ./cmd/enclavekit health --addr %[1]s
   go run ./cmd/enclavekit call --addr %[1]s echo '"hello"'
   go run ./cmd/enclavekit attest verify --root %[2]s --pcr 0=%[4]x --pcr 1=%[5]x --pcr 2=%[6]x %[3]s
+  go run ./cmd/enclavekit attest tls %[12]s --root %[2]s --pcr 0=%[4]x --fresh
   curl --proxy http://%[7]s --cacert %[8]s %[9]s/hello      # allowlisted: 200
   curl --proxy http://%[7]s https://%[10]s/                  # not allowlisted: 403 from the proxy
 (The files in %[11]s are removed on exit.)
-`, e.enclaveAddr, root, doc, e.pcrs[0], e.pcrs[1], e.pcrs[2], connect, cert, e.https.URL, canary, dir)
+`, e.enclaveAddr, root, doc, e.pcrs[0], e.pcrs[1], e.pcrs[2], connect, cert, e.https.URL, canary, dir, e.tlsAddr)
 	return nil
 }
 

@@ -105,7 +105,7 @@ func TestKeepStopsOnCancel(t *testing.T) {
 		}
 		out.Write(buf[:n])
 	}
-	for _, want := range []string{"health --addr tcp://127.0.0.1:", "attest verify --root ", "--pcr 0=", "curl --proxy http://127.0.0.1:"} {
+	for _, want := range []string{"health --addr tcp://127.0.0.1:", "attest verify --root ", "--pcr 0=", "attest tls tcp://127.0.0.1:", "curl --proxy http://127.0.0.1:"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--keep output lacks %q", want)
 		}
