@@ -310,7 +310,7 @@ func appImage(spec *eif.Spec, binary, blobs, arch string, cmd, env, files []stri
 	}
 	appRD, err := cpio.Application(app, opts)
 	if err != nil {
-		return err
+		return errors.New(libErr(err, ramdiskFlagNames))
 	}
 	spec.Ramdisks = [][]byte{boot, appRD}
 	return nil
@@ -654,7 +654,7 @@ func eifRamdisk(args []string, stdout, stderr io.Writer) int {
 			app.Files = append(app.Files, cpio.File{Path: strings.TrimPrefix(dst, "/"), Mode: 0o644, Data: data})
 		}
 		if b, err = cpio.Application(app, opts); err != nil {
-			return fail(stderr, name, err)
+			return fail(stderr, name, errors.New(libErr(err, ramdiskFlagNames)))
 		}
 	}
 	if err := writeFileAtomic(*out, b); err != nil {

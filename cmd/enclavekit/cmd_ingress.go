@@ -81,7 +81,7 @@ func runIngress(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		Framing:           *framing,
 	})
 	if err != nil {
-		return usageFail(fs, stderr, "enclavekit ingress: %v", err)
+		return usageFail(fs, stderr, "enclavekit ingress: %s", libErr(err, ingressFlagNames))
 	}
 	ln, err := transport.Listen(ctx, *listen)
 	if err != nil {

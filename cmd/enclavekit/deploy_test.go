@@ -195,3 +195,30 @@ func TestDaemonLogFormatAndMetrics(t *testing.T) {
 		t.Fatalf("metrics:\n%s", body)
 	}
 }
+
+// TestNoGoNamesInErrors: configuration and flag errors name the flag or
+// the YAML field, never a Go type or field.
+func TestNoGoNamesInErrors(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte(body), 0o600)
+		return p
+	}
+	bin := write("bin", "\x7fELF")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"ingress", "--listen", "tcp://127.0.0.1:0", "--to", "http://x"}, `--to: transport: bad address "http://x"`},
+		{[]string{"eif", "ramdisk", "app", "--binary", bin, "--env", "BAD", "-o", filepath.Join(dir, "x")}, `--env "BAD" is not NAME=value`},
+		{[]string{"proxy", "--config", write("w.yaml", "whitelist: []\n")}, `unknown field "whitelist": this file's allowlist key is allowlist`},
+		{[]string{"proxy", "--config", write("d.yaml", "routes:\n  - {listen: tcp://127.0.0.1:0, connect: true}\nlimits:\n  dial_timeout: 10\n")}, `d.yaml:4: value "10" is not valid here: write a duration such as 5s`},
+	} {
+		_, _, stderr := runCLI(t, tc.args...)
+		first, _, _ := strings.Cut(stderr, "\n")
+		if !strings.Contains(first, tc.want) || regexp.MustCompile(`[A-Z][a-zA-Z]*Config\.|App\.|time\.Duration|!!int`).MatchString(first) {
+			t.Errorf("%v: %q, want %q and no Go names", tc.args, first, tc.want)
+		}
+	}
+}

@@ -158,3 +158,24 @@ func startMetrics(ctx context.Context, addr string, log *slog.Logger, collectors
 	}()
 	return transport.AddrOf(ln.Addr()), nil
 }
+
+// libErr renders a library error for the command line: each Go field name
+// in names ("parent: IngressConfig.Target") becomes the flag that sets it
+// ("--to"), so users never see Go names.
+func libErr(err error, names map[string]string) string {
+	s := err.Error()
+	for field, flagName := range names {
+		s = regexp.MustCompile(regexp.QuoteMeta(field)+`(\[\d+\])?`).ReplaceAllString(s, flagName)
+	}
+	return s
+}
+
+var ingressFlagNames = map[string]string{
+	"parent: IngressConfig.Target": "--to", "parent: IngressConfig.Listen": "--listen",
+	"parent: IngressConfig.MaxConns": "--max-conns", "parent: IngressConfig.MinRateGrace": "--min-rate-grace",
+	"parent: IngressConfig.Framing": "--framing", "parent: IngressConfig.DialTimeout": "the dial timeout",
+}
+
+var ramdiskFlagNames = map[string]string{
+	"cpio: App.Env": "--env", "cpio: App.Cmd": "--cmd", "cpio: App.Path": "--path", "cpio: App.Binary": "--binary",
+}

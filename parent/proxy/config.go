@@ -15,6 +15,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/enclavekit/enclavekit/parent/internal/yamlconf"
 	"github.com/enclavekit/enclavekit/transport"
 )
 
@@ -409,58 +410,21 @@ func ParseConfig(name string, data []byte) (Config, error) {
 	return cfg, nil
 }
 
-var lineRE = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
-
-// yamlErr turns yaml.v3's "line N: msg" errors into FieldErrors.
+// yamlErr turns the YAML library's errors into FieldErrors without Go
+// type names.
 func yamlErr(name string, err error) error {
-	msgs := []string{err.Error()}
-	var te *yaml.TypeError
-	if errors.As(err, &te) && len(te.Errors) > 0 {
-		msgs = te.Errors
-	}
-	m := lineRE.FindStringSubmatch(msgs[0])
-	if m == nil {
-		return &FieldError{File: name, Reason: strings.TrimPrefix(msgs[0], "yaml: ")}
-	}
-	line, _ := strconv.Atoi(m[1])
-	reason := m[2]
-	if len(msgs) > 1 {
-		reason += fmt.Sprintf(" (and %d more)", len(msgs)-1)
-	}
+	line, reason := yamlconf.Reason(err, yamlconf.Hints{
+		Unknown: map[string]string{
+			"whitelist": "this file's allowlist key is allowlist (vsock-proxy's old files said whitelist)",
+		},
+		Want: map[string]string{
+			"[]proxy.Route":      "a list of routes (- listen: …)",
+			"[]proxy.AllowEntry": "a list of entries such as - {address: kms.eu-west-1.amazonaws.com, port: 443}",
+		},
+		Fields: "docs/operations.md",
+	})
 	return &FieldError{File: name, Line: line, Reason: reason}
 }
 
-var pathPartRE = regexp.MustCompile(`([a-z_]+)|\[(\d+)\]`)
-
-// lineOf finds the line of a field path like "routes[1].to" in a YAML
-// tree, falling back to the nearest known ancestor.
-func lineOf(root *yaml.Node, path string) int {
-	n := root
-	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
-		n = n.Content[0]
-	}
-	line := n.Line
-	for _, m := range pathPartRE.FindAllStringSubmatch(path, -1) {
-		var next *yaml.Node
-		switch {
-		case m[1] != "" && n.Kind == yaml.MappingNode:
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				if n.Content[i].Value == m[1] {
-					line = n.Content[i].Line
-					next = n.Content[i+1]
-				}
-			}
-		case m[2] != "" && n.Kind == yaml.SequenceNode:
-			i, _ := strconv.Atoi(m[2])
-			if i < len(n.Content) {
-				next = n.Content[i]
-				line = next.Line
-			}
-		}
-		if next == nil {
-			break
-		}
-		n = next
-	}
-	return line
-}
+// lineOf finds the line of a field path like "routes[1].to".
+func lineOf(root *yaml.Node, path string) int { return yamlconf.LineOf(root, path) }

@@ -68,9 +68,10 @@ func TestParseConfigErrors(t *testing.T) {
 	tests := []struct {
 		name, yaml, want string
 	}{
-		{"unknown top-level key", "allowlist: []\nroutez: []\n", "f.yaml:2: field routez not found"},
-		{"unknown route key", "routes:\n  - listen: tcp://127.0.0.1:1\n    connect: true\n    tls: true\n", "f.yaml:4: field tls not found"},
-		{"unknown allowlist key", "allowlist:\n  - {address: a.example, port: 1, proto: tcp}\n", "f.yaml:2: field proto not found"},
+		{"unknown top-level key", "allowlist: []\nroutez: []\n", `f.yaml:2: unknown field "routez"`},
+		{"vsock-proxy's old key", "whitelist: []\n", `f.yaml:1: unknown field "whitelist": this file's allowlist key is allowlist`},
+		{"unknown route key", "routes:\n  - listen: tcp://127.0.0.1:1\n    connect: true\n    tls: true\n", `f.yaml:4: unknown field "tls"`},
+		{"unknown allowlist key", "allowlist:\n  - {address: a.example, port: 1, proto: tcp}\n", `f.yaml:2: unknown field "proto"`},
 		{"bad listen", "routes:\n  - listen: http://x:1\n    connect: true\n", "f.yaml:2: routes[0].listen: transport: bad address"},
 		{"missing listen", "routes:\n  - connect: true\n", "f.yaml:2: routes[0].listen: missing"},
 		{"to not allowlisted", "allowlist:\n  - {address: a.example, port: 443}\nroutes:\n  - listen: tcp://127.0.0.1:1\n    to: b.example:443\n", "f.yaml:5: routes[0].to: b.example:443 is not on the allowlist"},
@@ -87,14 +88,14 @@ func TestParseConfigErrors(t *testing.T) {
 		{"allowlist mapped any", "allowlist:\n  - {address: '::ffff:0.0.0.0', port: 443}\n", "allowlist[0].address: ::ffff:0.0.0.0 is the unspecified"},
 		{"allowlist this-network", "allowlist:\n  - {address: 0.1.2.3, port: 443}\n", "allowlist[0].address: 0.1.2.3 is in 0.0.0.0/8"},
 		{"allowlist bad name", "allowlist:\n\n  - {address: 'a b', port: 443}\n", "f.yaml:3: allowlist[0].address"},
-		{"port as string", "allowlist:\n  - {address: a.example, port: https}\n", "f.yaml:2: cannot unmarshal"},
-		{"bad duration", "limits: {idle_timeout: forever}\n", "f.yaml:1: cannot unmarshal"},
+		{"port as string", "allowlist:\n  - {address: a.example, port: https}\n", `f.yaml:2: value "https" is not valid here: write a whole number`},
+		{"bad duration", "limits: {idle_timeout: forever}\n", `f.yaml:1: value "forever" is not valid here: write a duration such as 5s`},
 		{"negative max_conns", "limits:\n  max_conns: -1\n", "f.yaml:2: limits.max_conns"},
 		{"bad metrics", "metrics: 9100\n", "f.yaml:1: metrics"},
 		{"bad network", "network: udp\n", "f.yaml:1: network"},
 		{"two documents", "allowlist: []\n---\nallowlist: []\n", "more than one YAML document"},
 		{"syntax error", "allowlist: [\n", "f.yaml"},
-		{"not a mapping", "- a\n- b\n", "f.yaml:1: cannot unmarshal"},
+		{"not a mapping", "- a\n- b\n", "f.yaml:1: a list is not valid here: write a mapping of fields"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

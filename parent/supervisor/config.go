@@ -14,6 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/enclavekit/enclavekit/parent"
+	"github.com/enclavekit/enclavekit/parent/internal/yamlconf"
 	"github.com/enclavekit/enclavekit/parent/proxy"
 	"github.com/enclavekit/enclavekit/transport"
 )
@@ -278,99 +279,25 @@ func parseConfig(name string, data []byte, o LoadOptions) (*Config, error) {
 	return cfg, nil
 }
 
-var (
-	yamlLineRE    = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
-	unknownRE     = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
-	wrongTypeRE   = regexp.MustCompile("^cannot unmarshal !!(\\w+)(?: `(.*)`)? into (\\S+)$")
-	nameRE        = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
-	wantByGoTypes = map[string]string{
-		"int": "a whole number", "uint32": "a whole number", "bool": "true or false",
-		"time.Duration": "a duration such as 5s or 2m", "string": "text",
-		"[]string": "a list of text such as [nitro-cli]", "[]supervisor.Enclave": "a list of enclaves (- name: …)",
-		"[]supervisor.Ingress": "a list of ingress entries (- listen: …)",
-	}
-	yamlKinds = map[string]string{"map": "a mapping", "seq": "a list", "str": "text", "int": "a number", "bool": "a boolean", "float": "a number", "null": "nothing"}
-)
+var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
 
 // yamlErr turns the YAML library's errors into ConfigErrors without Go
 // type names.
 func yamlErr(name string, err error) error {
-	msgs := []string{err.Error()}
-	var te *yaml.TypeError
-	if errors.As(err, &te) && len(te.Errors) > 0 {
-		msgs = te.Errors
-	}
-	m := yamlLineRE.FindStringSubmatch(msgs[0])
-	if m == nil {
-		return &ConfigError{File: name, Reason: strings.TrimPrefix(msgs[0], "yaml: ") + " (not valid YAML: check the indentation, quotes and brackets)"}
-	}
-	line, _ := strconv.Atoi(m[1])
-	reason := m[2]
-	if u := unknownRE.FindStringSubmatch(reason); u != nil {
-		reason = fmt.Sprintf("unknown field %q: fix its spelling or remove it (docs/operations.md lists the run.yaml fields)", u[1])
-	} else if w := wrongTypeRE.FindStringSubmatch(reason); w != nil {
-		want, ok := wantByGoTypes[w[3]]
-		switch {
-		case ok:
-		case strings.HasPrefix(w[3], "[]"):
-			want = "a list (- …)"
-		case strings.Contains(w[3], "."):
-			want = "a mapping of fields (key: value)"
-		default:
-			want = "a value of another kind"
-		}
-		found := fmt.Sprintf("value %q", w[2])
-		if w[2] == "" {
-			found = yamlKinds[w[1]]
-			if found == "" {
-				found = "this value"
-			}
-		}
-		reason = fmt.Sprintf("%s is not valid here: write %s", found, want)
-	} else {
-		reason += " (not valid YAML: check the indentation, quotes and brackets)"
-	}
-	if len(msgs) > 1 {
-		reason += fmt.Sprintf(" (and %d more problems)", len(msgs)-1)
-	}
+	line, reason := yamlconf.Reason(err, yamlconf.Hints{
+		Want: map[string]string{
+			"[]string":             "a list of text such as [nitro-cli]",
+			"[]supervisor.Enclave": "a list of enclaves (- name: …)",
+			"[]supervisor.Ingress": "a list of ingress entries (- listen: …)",
+		},
+		Fields: "docs/operations.md",
+	})
 	return &ConfigError{File: name, Line: line, Reason: reason}
 }
 
-var pathPartRE = regexp.MustCompile(`([a-z_]+)|\[(\d+)\]`)
-
 // lineOf is the line of a field path like "enclaves[1].cid", or of its
 // nearest ancestor present in the file.
-func lineOf(root *yaml.Node, path string) int {
-	if root == nil {
-		return 0
-	}
-	n := root
-	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
-		n = n.Content[0]
-	}
-	line := n.Line
-	for _, m := range pathPartRE.FindAllStringSubmatch(path, -1) {
-		var next *yaml.Node
-		switch {
-		case m[1] != "" && n.Kind == yaml.MappingNode:
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				if n.Content[i].Value == m[1] {
-					line, next = n.Content[i].Line, n.Content[i+1]
-				}
-			}
-		case m[2] != "" && n.Kind == yaml.SequenceNode:
-			if i, _ := strconv.Atoi(m[2]); i < len(n.Content) {
-				next = n.Content[i]
-				line = next.Line
-			}
-		}
-		if next == nil {
-			break
-		}
-		n = next
-	}
-	return line
-}
+func lineOf(root *yaml.Node, path string) int { return yamlconf.LineOf(root, path) }
 
 // Validate applies the defaults and checks the configuration; the CIDs and
 // parent vsock ports are assigned here (moved by Slot). The error is a
