@@ -38,7 +38,7 @@ func TestProxyCommandErrors(t *testing.T) {
 		{"proxy help", []string{"proxy", "-h"}, exitOK, "usage"},
 		{"proxy missing file", []string{"proxy", "--config", "/nonexistent/x.yaml"}, exitFailure, "no such file"},
 		{"proxy route not allowlisted", []string{"proxy", "--config", bad}, exitFailure, bad + ":3: routes[0].to: example.com:443 is not on the allowlist"},
-		{"proxy unknown key", []string{"proxy", "--config", unknown}, exitFailure, unknown + ":3: field bogus not found"},
+		{"proxy unknown key", []string{"proxy", "--config", unknown}, exitFailure, unknown + ":3: unknown field \"bogus\""},
 		{"proxy aws file has no routes", []string{"proxy", "--config", aws}, exitFailure, "no routes"},
 		{"vsock-proxy args", []string{"vsock-proxy", "8000", "kms.eu-west-1.amazonaws.com"}, exitUsage, "usage"},
 		{"vsock-proxy bad port", []string{"vsock-proxy", "--config", aws, "8000", "kms.eu-west-1.amazonaws.com", "99999"}, exitUsage, "REMOTE_PORT"},
