@@ -117,6 +117,12 @@ func NewConsoleHandler(w io.Writer, level slog.Leveler) *ConsoleHandler {
 	return &ConsoleHandler{Handler: slog.NewTextHandler(cw, &slog.HandlerOptions{Level: level}), cw: cw}
 }
 
+// NewConsoleJSONHandler is NewConsoleHandler writing slog JSON lines.
+func NewConsoleJSONHandler(w io.Writer, level slog.Leveler) *ConsoleHandler {
+	cw := NewConsoleWriter(w, 0)
+	return &ConsoleHandler{Handler: slog.NewJSONHandler(cw, &slog.HandlerOptions{Level: level}), cw: cw}
+}
+
 // WithAttrs returns a ConsoleHandler sharing the console.
 func (h *ConsoleHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 	return &ConsoleHandler{Handler: h.Handler.WithAttrs(attrs), cw: h.cw}

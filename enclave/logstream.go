@@ -40,6 +40,8 @@ type LogConfig struct {
 	// ConsoleQueue is how many records wait for the console (default
 	// DefaultConsoleQueue).
 	ConsoleQueue int
+	// ConsoleJSON writes the console as slog JSON lines instead of text.
+	ConsoleJSON bool
 	// Level is the minimum level handled (default slog.LevelInfo).
 	Level slog.Leveler
 	// Buffer is how many records wait for the sink (default 1024). When it
@@ -161,6 +163,9 @@ func NewLogHandler(cfg LogConfig) (*LogHandler, error) {
 	if cfg.Console != io.Discard {
 		core.console = NewConsoleWriter(cfg.Console, cfg.ConsoleQueue)
 		console = slog.NewTextHandler(core.console, &slog.HandlerOptions{Level: cfg.Level})
+		if cfg.ConsoleJSON {
+			console = slog.NewJSONHandler(core.console, &slog.HandlerOptions{Level: cfg.Level})
+		}
 	}
 	return &LogHandler{core: core, console: console}, nil
 }

@@ -36,6 +36,7 @@ type options struct {
 	logLevel slog.Level
 	kms      kmsOptions
 	version  bool
+	logJSON  bool
 	tls      tlsOptions // --tls-listen, --emulator-root (atls.go)
 }
 
@@ -59,6 +60,14 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fl.DurationVar(&o.cfg.DrainTimeout, "drain-timeout", enclave.DefaultDrainTimeout, "on SIGTERM, time in-flight requests get to finish")
 	o.kms.flags(fl)
 	fl.BoolVar(&o.version, "version", false, "print the version and exit")
+	fl.Func("log-format", "console log lines as `text` or json", func(v string) error {
+		switch v {
+		case "text", "json":
+			o.logJSON = v == "json"
+			return nil
+		}
+		return fmt.Errorf("want text or json")
+	})
 	fl.BoolVar(&o.cfg.AllowDebug, "allow-debug", false, "start even if the NSM reports an all-zero PCR0 (a debug-mode enclave, which the parent can read), with a loud warning")
 	fl.DurationVar(&o.cfg.MaxClockSkew, "max-clock-skew", enclave.DefaultMaxClockSkew, "largest difference allowed between the system clock and the NSM's time")
 	fl.DurationVar(&o.cfg.ClockCheckInterval, "clock-check-interval", enclave.DefaultClockCheckInterval, "time between re-checks of the clock against the NSM while serving")
@@ -135,6 +144,9 @@ func Run(ctx context.Context, args []string, env Env) int {
 	if strings.EqualFold(o.logSink, "none") || o.logSink == "" {
 		// Asynchronous: a console nobody reads must not block requests.
 		console := enclave.NewConsoleHandler(stderr, o.logLevel)
+		if o.logJSON {
+			console = enclave.NewConsoleJSONHandler(stderr, o.logLevel)
+		}
 		defer func() {
 			cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
@@ -142,7 +154,7 @@ func Run(ctx context.Context, args []string, env Env) int {
 		}()
 		handler = console
 	} else {
-		logs, err = enclave.NewLogHandler(enclave.LogConfig{Addr: o.logSink, Console: stderr, Level: o.logLevel})
+		logs, err = enclave.NewLogHandler(enclave.LogConfig{Addr: o.logSink, Console: stderr, Level: o.logLevel, ConsoleJSON: o.logJSON})
 		if err != nil {
 			fmt.Fprintf(stderr, "enclaved: --log-sink: %v\n", err)
 			return exitUsage

@@ -68,6 +68,7 @@ func TestFlags(t *testing.T) {
 		{"bad log level", []string{"--log-level", "loud"}, exitUsage, "log-level"},
 		{"bad log sink", []string{"--log-sink", "udp://x:1", "--dev"}, exitUsage, "--log-sink"},
 		{"arguments", []string{"serve"}, exitUsage, "only flags"},
+		{"bad log format", []string{"--log-format", "xml"}, exitUsage, `invalid value "xml" for flag -log-format: want text or json`},
 		{"kms alias", []string{"--kms-key", "alias/app"}, exitUsage, "--kms-key/--kms-proxy: kms: bad configuration: KMS key \"alias/app\" is an alias"},
 		{"kms two regions", []string{"--kms-key", "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
 			"--kms-key", "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"}, exitUsage, "different regions"},
