@@ -317,18 +317,23 @@ func TestNonReadingPipelinersDoNotStarveOthers(t *testing.T) {
 		cfg.MaxInFlightBytes = 64 << 10
 		s, ln, stop := bubbleServer(t, cfg, nil)
 		body := bytes.Repeat([]byte{'p'}, 8000)
-		// All three connect before any sends: a connection alone may hold
-		// the whole budget (its share is all of it), and keeps what it was
-		// granted when others arrive; the bound below is about shares
-		// among connections that are all active.
+		// All three are active (each has a request in) before any
+		// pipelines: a connection alone may hold the whole budget (its
+		// share is all of it) and keeps what it was granted when others
+		// arrive; the bound below is about shares among connections that
+		// are all active.
 		var hogs []*client
 		for range 3 {
-			hogs = append(hogs, pipeClient(t, ln))
+			c := pipeClient(t, ln)
+			hogs = append(hogs, c)
+			if err := c.send(protocol.Envelope{ID: 0, Method: "echo", Body: body}); err != nil {
+				t.Fatal(err)
+			}
 		}
 		synctest.Wait()
 		for _, c := range hogs {
 			go func() {
-				for i := uint64(0); ; i++ {
+				for i := uint64(1); ; i++ {
 					if err := c.send(protocol.Envelope{ID: i, Method: "echo", Body: body}); err != nil {
 						return
 					}
