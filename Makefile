@@ -18,13 +18,14 @@ dev:
 	$(GO) run ./cmd/enclavekit dev
 
 ## test: what CI runs — formatting, vet, and every test under the race detector;
-## the bench module (bench/) is only vetted, which compiles it: no benchmark runs.
+## the bench module (bench/) is vetted and its report tool runs once with tiny samples
+## (a smoke test of make bench-report; no figure is checked).
 test: fmt-check vet vet-bench
 	$(GO) test -race -count=1 $(PKGS)
 	cd deploy/kubernetes/manifesttest && $(GO) vet -mod=mod ./... && $(GO) test -mod=mod -race -count=1 ./...
 
 vet-bench:
-	cd bench && $(GO) vet ./...
+	cd bench && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 vet:
 	$(GO) vet $(PKGS)
