@@ -97,7 +97,7 @@ func TestStartupChecks(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var logs syncBuffer
-			res, err := RunChecks(tt.fs, StartupChecks, tt.dev, newTextLogger(&logs))
+			res, err := RunChecks(tt.fs, StartupChecks(), tt.dev, newTextLogger(&logs))
 			if tt.wantErr != nil {
 				var ce *CheckError
 				if !errors.As(err, &ce) || !errors.Is(err, ErrStartupCheck) {
@@ -113,8 +113,8 @@ func TestStartupChecks(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(res) != len(StartupChecks) {
-				t.Fatalf("%d results, want %d", len(res), len(StartupChecks))
+			if len(res) != len(StartupChecks()) {
+				t.Fatalf("%d results, want %d", len(res), len(StartupChecks()))
 			}
 			for _, r := range res {
 				if !r.OK && !r.Overridden {

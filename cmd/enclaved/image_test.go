@@ -1,0 +1,148 @@
+package main
+
+import (
+	"bytes"
+	"debug/elf"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/enclavekit/enclavekit/internal/enclaved"
+)
+
+// emulatorPackages are the test emulators no enclave image may link.
+var emulatorPackages = []string{"nsmtest", "kmstest", "imdstest"}
+
+// buildEnclaved builds ./cmd/enclaved for linux (the enclave's OS) with
+// the given tags, keeping the symbol table so the test can read it, and
+// returns the binary's path.
+func buildEnclaved(t *testing.T, tags string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "enclaved")
+	args := []string{"build", "-trimpath", "-buildvcs=false", "-o", out}
+	if tags != "" {
+		args = append(args, "-tags="+tags)
+	}
+	cmd := exec.Command(goTool(t), append(args, ".")...)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOFLAGS=")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, b)
+	}
+	return out
+}
+
+func goTool(t *testing.T) string {
+	t.Helper()
+	g := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(g); err != nil {
+		if g, err = exec.LookPath("go"); err != nil {
+			t.Skip("no go command to build enclaved with")
+		}
+	}
+	return g
+}
+
+// emulatorSymbols returns the symbols of the ELF binary at path that belong
+// to an emulator package, and how many symbols it read.
+func emulatorSymbols(t *testing.T, path string) (found []string, total int) {
+	t.Helper()
+	f, err := elf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	syms, err := f.Symbols()
+	if err != nil {
+		t.Fatalf("reading the symbols of %s: %v", path, err)
+	}
+	for _, s := range syms {
+		for _, p := range emulatorPackages {
+			if strings.Contains(s.Name, p) {
+				found = append(found, s.Name)
+			}
+		}
+	}
+	return found, len(syms)
+}
+
+// TestProductionBuildLinksNoEmulator builds enclaved as the enclave image
+// does (build tag enclaved.ProductionTag, as make enclaved, make
+// repro-check and build/Dockerfile pass) and proves from the binary's
+// symbol table that no emulator package is behind PCR0. The development
+// build is checked too, so that the check is known to see the emulator
+// when it is there.
+func TestProductionBuildLinksNoEmulator(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds enclaved twice")
+	}
+	t.Parallel()
+
+	prod := buildEnclaved(t, enclaved.ProductionTag)
+	found, total := emulatorSymbols(t, prod)
+	if total < 1000 {
+		t.Fatalf("the production enclaved has %d symbols; the check needs the symbol table", total)
+	}
+	if len(found) > 0 {
+		t.Errorf("the production enclaved links %d emulator symbols, e.g. %s", len(found), found[0])
+	}
+	if !hasSymbol(t, prod, "internal/enclaved.Run") {
+		t.Error("no internal/enclaved.Run symbol in the production enclaved: the check reads the wrong table")
+	}
+
+	dev := buildEnclaved(t, "")
+	if found, _ := emulatorSymbols(t, dev); len(found) == 0 {
+		t.Error("the development enclaved has no nsmtest symbol: the check would not see an emulator")
+	}
+
+	// The production binary refuses --nsm emulated in one line.
+	if runtime.GOOS == "linux" && goarchIsHost() {
+		var stderr bytes.Buffer
+		cmd := exec.Command(prod, "--dev", "--nsm", "emulated", "--listen", "tcp://127.0.0.1:0", "--log-sink", "none")
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		msg := strings.TrimSpace(stderr.String())
+		if err == nil || strings.Contains(msg, "\n") || !strings.Contains(msg, "--nsm emulated: this enclaved was built for an enclave image without the emulator") {
+			t.Errorf("production enclaved --dev --nsm emulated: err %v, stderr %q; want a one-line refusal", err, msg)
+		}
+	}
+}
+
+func hasSymbol(t *testing.T, path, suffix string) bool {
+	t.Helper()
+	f, err := elf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	syms, err := f.Symbols()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range syms {
+		if strings.HasSuffix(s.Name, suffix) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestImageBuildsPassTheProductionTag: every recipe that builds the
+// enclave image's enclaved passes the tag.
+func TestImageBuildsPassTheProductionTag(t *testing.T) {
+	for _, f := range []string{"../../build/build.mk", "../../build/Dockerfile"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(b, []byte(enclaved.ProductionTag)) {
+			t.Errorf("%s does not pass -tags=%s", f, enclaved.ProductionTag)
+		}
+	}
+}
+
+// goarchIsHost reports whether a binary built for GOOS=linux without a
+// GOARCH runs here: the test's own build is for the host's architecture.
+func goarchIsHost() bool { return os.Getenv("GOARCH") == "" || os.Getenv("GOARCH") == runtime.GOARCH }
