@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -45,9 +46,8 @@ func goTool(t *testing.T) string {
 	return g
 }
 
-// emulatorSymbols returns the symbols of the ELF binary at path that belong
-// to an emulator package, and how many symbols it read.
-func emulatorSymbols(t *testing.T, path string) (found []string, total int) {
+// symbols returns the names in the symbol table of the ELF binary at path.
+func symbols(t *testing.T, path string) []string {
 	t.Helper()
 	f, err := elf.Open(path)
 	if err != nil {
@@ -58,14 +58,25 @@ func emulatorSymbols(t *testing.T, path string) (found []string, total int) {
 	if err != nil {
 		t.Fatalf("reading the symbols of %s: %v", path, err)
 	}
-	for _, s := range syms {
+	names := make([]string, len(syms))
+	for i, s := range syms {
+		names[i] = s.Name
+	}
+	return names
+}
+
+// emulatorSymbols returns the symbols among names that belong to an
+// emulator package.
+func emulatorSymbols(names []string) []string {
+	var found []string
+	for _, n := range names {
 		for _, p := range emulatorPackages {
-			if strings.Contains(s.Name, p) {
-				found = append(found, s.Name)
+			if strings.Contains(n, p) {
+				found = append(found, n)
 			}
 		}
 	}
-	return found, len(syms)
+	return found
 }
 
 // TestProductionBuildLinksNoEmulator builds enclaved as the enclave image
@@ -81,19 +92,19 @@ func TestProductionBuildLinksNoEmulator(t *testing.T) {
 	t.Parallel()
 
 	prod := buildEnclaved(t, enclaved.ProductionTag)
-	found, total := emulatorSymbols(t, prod)
-	if total < 1000 {
-		t.Fatalf("the production enclaved has %d symbols; the check needs the symbol table", total)
+	names := symbols(t, prod)
+	if len(names) < 1000 {
+		t.Fatalf("the production enclaved has %d symbols; the check needs the symbol table", len(names))
 	}
-	if len(found) > 0 {
+	if found := emulatorSymbols(names); len(found) > 0 {
 		t.Errorf("the production enclaved links %d emulator symbols, e.g. %s", len(found), found[0])
 	}
-	if !hasSymbol(t, prod, "internal/enclaved.Run") {
+	if !slices.ContainsFunc(names, func(n string) bool { return strings.HasSuffix(n, "internal/enclaved.Run") }) {
 		t.Error("no internal/enclaved.Run symbol in the production enclaved: the check reads the wrong table")
 	}
 
 	dev := buildEnclaved(t, "")
-	if found, _ := emulatorSymbols(t, dev); len(found) == 0 {
+	if found := emulatorSymbols(symbols(t, dev)); len(found) == 0 {
 		t.Error("the development enclaved has no nsmtest symbol: the check would not see an emulator")
 	}
 
@@ -108,25 +119,6 @@ func TestProductionBuildLinksNoEmulator(t *testing.T) {
 			t.Errorf("production enclaved --dev --nsm emulated: err %v, stderr %q; want a one-line refusal", err, msg)
 		}
 	}
-}
-
-func hasSymbol(t *testing.T, path, suffix string) bool {
-	t.Helper()
-	f, err := elf.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	syms, err := f.Symbols()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range syms {
-		if strings.HasSuffix(s.Name, suffix) {
-			return true
-		}
-	}
-	return false
 }
 
 // TestImageBuildsPassTheProductionTag: every recipe that builds the
