@@ -102,6 +102,18 @@ func TestProductionBuildLinksNoEmulator(t *testing.T) {
 	if !slices.ContainsFunc(names, func(n string) bool { return strings.HasSuffix(n, "internal/enclaved.Run") }) {
 		t.Error("no internal/enclaved.Run symbol in the production enclaved: the check reads the wrong table")
 	}
+	// The image's binary is stripped (-s -w), but the function table the
+	// runtime keeps still names every package linked: no emulator's path
+	// may appear anywhere in the file.
+	bin, err := os.ReadFile(prod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"attest/nsmtest", "enclave/kms/kmstest", "parent/imdstest"} {
+		if bytes.Contains(bin, []byte("enclavekit/"+p)) {
+			t.Errorf("the production enclaved contains the path %s", p)
+		}
+	}
 
 	dev := buildEnclaved(t, "")
 	if found := emulatorSymbols(symbols(t, dev)); len(found) == 0 {

@@ -60,7 +60,7 @@ func newAttester(kind string, emu NSMEmulator) (attest.Attester, error) {
 		}
 		return n, nil
 	}
-	return nil, fmt.Errorf("--nsm %q: want %q (the enclave's /dev/nsm) or %q (the attest/nsmtest emulator, needs --dev)", kind, nsmDevice, nsmEmulated)
+	return nil, fmt.Errorf("--nsm %q: want %q (the enclave's /dev/nsm) or %q (the NSM emulator of development builds, needs --dev)", kind, nsmDevice, nsmEmulated)
 }
 
 // printEmulatedPCRs prints PCR0..2 of an emulated NSM, so that a developer
