@@ -19,7 +19,10 @@ BLOBS         ?= /usr/share/nitro_enclaves/blobs
 # ENCLAVE_VERSION is what enclavekit.health reports; it is part of the
 # binary, so it is taken from the commit (never from uncommitted changes).
 ENCLAVE_VERSION ?= $(shell git describe --tags --always 2>/dev/null || echo unknown)
-REPRO_FLAGS   := -trimpath -buildvcs=false -ldflags='-s -w -buildid= -X github.com/enclavekit/enclavekit/enclave.Version=$(ENCLAVE_VERSION)'
+# ENCLAVED_TAGS: the enclave image's enclaved links no emulator (internal/enclaved,
+# ProductionTag); without the tag, --nsm emulated is built in for development.
+ENCLAVED_TAGS := enclavekit_production
+REPRO_FLAGS   := -tags=$(ENCLAVED_TAGS) -trimpath -buildvcs=false -ldflags='-s -w -buildid= -X github.com/enclavekit/enclavekit/enclave.Version=$(ENCLAVE_VERSION)'
 REPRO_ENV     := CGO_ENABLED=0 GOFLAGS= GOOS=linux GOARCH=$(ENCLAVE_ARCH)
 
 -include build/base-image.env

@@ -429,7 +429,7 @@ func TestAttestedOverProxyV2(t *testing.T) {
 			done <- err
 			return
 		}
-		raw.Write(v2(0x21, 0x11, tcp4Block(client, netip.MustParseAddrPort("127.0.0.1:443"))))
+		raw.Write(proxyHeader(client, netip.MustParseAddrPort("127.0.0.1:443")))
 		c, err := attest.ClientHandshake(t.Context(), raw, attest.TLSOptions{Roots: emu.Roots(), AnyImage: true, Fresh: true})
 		if err != nil {
 			done <- err

@@ -28,8 +28,9 @@ type Check struct {
 	Why string
 }
 
-// StartupChecks are the checks every server runs before it listens. They
-// fail closed: a missing or unreadable file is a failure.
+// StartupChecks returns the checks every server runs before it listens,
+// a fresh slice on each call (so no caller can change what another server
+// checks). They fail closed: a missing or unreadable file is a failure.
 //
 // The RNG check makes sure the kernel's entropy comes from the Nitro Secure
 // Module's hardware RNG. The enclave takes its randomness from crypto/rand
@@ -37,19 +38,21 @@ type Check struct {
 // operation itself. The clock check makes sure time comes from the
 // hypervisor's kvm-clock, which the parent cannot skew the way it could a
 // TSC-based clock it migrated or a clock the enclave set from the network.
-var StartupChecks = []Check{
-	{
-		Name: "rng",
-		File: "/sys/devices/virtual/misc/hw_random/rng_current",
-		Want: "nsm-hwrng",
-		Why:  "the kernel RNG must be fed by the Nitro Secure Module",
-	},
-	{
-		Name: "clocksource",
-		File: "/sys/devices/system/clocksource/clocksource0/current_clocksource",
-		Want: "kvm-clock",
-		Why:  "the clock must be the hypervisor's kvm-clock",
-	},
+func StartupChecks() []Check {
+	return []Check{
+		{
+			Name: "rng",
+			File: "/sys/devices/virtual/misc/hw_random/rng_current",
+			Want: "nsm-hwrng",
+			Why:  "the kernel RNG must be fed by the Nitro Secure Module",
+		},
+		{
+			Name: "clocksource",
+			File: "/sys/devices/system/clocksource/clocksource0/current_clocksource",
+			Want: "kvm-clock",
+			Why:  "the clock must be the hypervisor's kvm-clock",
+		},
+	}
 }
 
 // maxCheckFile bounds how much of a checked file is read.

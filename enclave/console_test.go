@@ -9,6 +9,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/enclavekit/enclavekit/internal/syncbuf"
 )
 
 // stuckPipe returns the write end of a pipe nobody reads: it blocks once
@@ -61,7 +63,7 @@ func TestConsoleWriterFlushes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			checkLeaks(t)
-			var out syncBuffer
+			var out syncbuf.Buffer
 			cw := NewConsoleWriter(&out, tt.queue)
 			var want strings.Builder
 			for i := range tt.writes {

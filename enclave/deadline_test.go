@@ -10,6 +10,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/enclavekit/enclavekit/internal/syncbuf"
 	"github.com/enclavekit/enclavekit/protocol"
 )
 
@@ -286,7 +287,7 @@ func TestDrainTimeout(t *testing.T) {
 func TestDrainWaitsForStubbornHandler(t *testing.T) {
 	checkLeaks(t)
 	synctest.Test(t, func(t *testing.T) {
-		var logs syncBuffer
+		var logs syncbuf.Buffer
 		cfg := bubbleConfig()
 		cfg.Logger = newTextLogger(&logs)
 		cfg.HandlerTimeout = time.Hour

@@ -85,7 +85,7 @@ func ExampleRunChecks() {
 		"sys/devices/virtual/misc/hw_random/rng_current":                  {Data: []byte("virtio_rng.0\n")},
 		"sys/devices/system/clocksource/clocksource0/current_clocksource": {Data: []byte("kvm-clock\n")},
 	}
-	_, err := enclave.RunChecks(sys, enclave.StartupChecks, false, slog.New(slog.DiscardHandler))
+	_, err := enclave.RunChecks(sys, enclave.StartupChecks(), false, slog.New(slog.DiscardHandler))
 	fmt.Println(err)
 	// Output:
 	// enclave: refusing to start: startup check "rng" failed: /sys/devices/virtual/misc/hw_random/rng_current contains "virtio_rng.0", required "nsm-hwrng" (run inside a Nitro Enclave; for development only, pass --dev / set Config.Dev to downgrade this to a warning)

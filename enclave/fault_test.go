@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/enclavekit/enclavekit/internal/syncbuf"
 	"github.com/enclavekit/enclavekit/protocol"
 )
 
@@ -266,7 +267,7 @@ func TestServerClosesOnFaults(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			checkLeaks(t)
-			var logs syncBuffer
+			var logs syncbuf.Buffer
 			cfg := testConfig()
 			cfg.Logger = newTextLogger(&logs)
 			ln, err := net.Listen("tcp", "127.0.0.1:0")

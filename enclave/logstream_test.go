@@ -13,6 +13,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/enclavekit/enclavekit/internal/syncbuf"
 	"github.com/enclavekit/enclavekit/protocol"
 	"github.com/enclavekit/enclavekit/transport"
 )
@@ -83,7 +84,7 @@ func TestLogHandlerStreams(t *testing.T) {
 		readSink(nc, got)
 	})
 
-	var console syncBuffer
+	var console syncbuf.Buffer
 	h, err := NewLogHandler(LogConfig{Addr: transport.AddrOf(ln.Addr()), Console: &console, Level: slog.LevelDebug})
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/enclavekit/enclavekit/attest"
 	"github.com/enclavekit/enclavekit/attest/nsmtest"
+	"github.com/enclavekit/enclavekit/internal/syncbuf"
 	"github.com/enclavekit/enclavekit/protocol"
 )
 
@@ -104,7 +105,7 @@ func TestNSMStartupChecks(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				var logs syncBuffer
+				var logs syncbuf.Buffer
 				cfg := testConfig()
 				cfg.Logger = newTextLogger(&logs)
 				cfg.NSMTimeout = 2 * time.Second
@@ -206,7 +207,7 @@ func contains(list []string, s string) bool {
 // TrustedClock follows the NSM, not the system clock.
 func TestClockRecheck(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var logs syncBuffer
+		var logs syncbuf.Buffer
 		emu, n := emulatedNSM(t, nsmtest.Options{})
 		var fail atomic.Bool
 		cfg := testConfig()

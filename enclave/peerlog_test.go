@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/enclavekit/enclavekit/internal/syncbuf"
 	"github.com/enclavekit/enclavekit/protocol"
 )
 
@@ -41,7 +42,7 @@ func TestPeerLimiter(t *testing.T) {
 // it causes are rate-limited and counted, and its errors still come back.
 func TestPeerCannotFloodLog(t *testing.T) {
 	checkLeaks(t)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	cfg := testConfig()
 	cfg.Logger = newTextLogger(&logs)
 	s, addr := startServer(t, cfg, nil)

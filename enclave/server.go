@@ -107,7 +107,7 @@ type Stats struct {
 	ClockStats
 }
 
-// New validates cfg, runs the startup checks (StartupChecks, read from
+// New validates cfg, runs the startup checks (those of StartupChecks, read from
 // cfg.SysFS) and returns a server with the built-in methods
 // enclavekit.health and enclavekit.attest registered. A failed check
 // returns a *CheckError (matching ErrStartupCheck) unless cfg.Dev is set.
@@ -120,7 +120,7 @@ func New(cfg Config) (*Server, error) {
 	if sysfs == nil {
 		sysfs = os.DirFS("/")
 	}
-	checks, err := RunChecks(sysfs, StartupChecks, cfg.Dev, cfg.Logger)
+	checks, err := RunChecks(sysfs, StartupChecks(), cfg.Dev, cfg.Logger)
 	if err != nil {
 		return nil, err
 	}

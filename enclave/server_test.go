@@ -17,6 +17,7 @@ import (
 	"github.com/fxamacker/cbor/v2"
 
 	"github.com/enclavekit/enclavekit/attest"
+	"github.com/enclavekit/enclavekit/internal/syncbuf"
 	"github.com/enclavekit/enclavekit/protocol"
 	"github.com/enclavekit/enclavekit/transport"
 )
@@ -96,8 +97,8 @@ func TestStartupChecks(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var logs syncBuffer
-			res, err := RunChecks(tt.fs, StartupChecks, tt.dev, newTextLogger(&logs))
+			var logs syncbuf.Buffer
+			res, err := RunChecks(tt.fs, StartupChecks(), tt.dev, newTextLogger(&logs))
 			if tt.wantErr != nil {
 				var ce *CheckError
 				if !errors.As(err, &ce) || !errors.Is(err, ErrStartupCheck) {
@@ -113,8 +114,8 @@ func TestStartupChecks(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(res) != len(StartupChecks) {
-				t.Fatalf("%d results, want %d", len(res), len(StartupChecks))
+			if len(res) != len(StartupChecks()) {
+				t.Fatalf("%d results, want %d", len(res), len(StartupChecks()))
 			}
 			for _, r := range res {
 				if !r.OK && !r.Overridden {
@@ -225,7 +226,7 @@ func TestEchoAndPipelining(t *testing.T) {
 // message; details and panics stay in the enclave log.
 func TestErrorsAreGeneric(t *testing.T) {
 	checkLeaks(t)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	cfg := testConfig()
 	cfg.Logger = newTextLogger(&logs)
 	cfg.HandlerTimeout = 50 * time.Millisecond

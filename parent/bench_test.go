@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"runtime"
 	"testing"
 )
@@ -122,16 +121,6 @@ func BenchmarkIngress(b *testing.B) {
 		if _, err := c.Write(chunk); err != nil {
 			b.Fatal(err)
 		}
-	}
-}
-
-func BenchmarkAppendProxyHeaderV2(b *testing.B) {
-	src := net.TCPAddrFromAddrPort(netip.MustParseAddrPort("[2001:db8::1]:50000"))
-	dst := net.TCPAddrFromAddrPort(netip.MustParseAddrPort("[2001:db8::2]:443"))
-	buf := make([]byte, 0, 64)
-	b.ReportAllocs()
-	for b.Loop() {
-		buf = AppendProxyHeaderV2(buf[:0], src, dst)
 	}
 }
 

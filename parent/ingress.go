@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/enclavekit/enclavekit/protocol/proxyproto"
 	"github.com/enclavekit/enclavekit/transport"
 )
 
@@ -85,7 +86,7 @@ type IngressConfig struct {
 	// DefaultIngressDialTimeout.
 	DialTimeout time.Duration
 	// ProxyProtocol prepends a PROXY protocol v2 header (see
-	// AppendProxyHeaderV2) to each forwarded stream, so the enclave learns
+	// protocol/proxyproto) to each forwarded stream, so the enclave learns
 	// the client's address. The enclave side must expect it.
 	ProxyProtocol bool
 	// Logger receives connection events. nil means slog.Default().
@@ -389,7 +390,7 @@ func (in *Ingress) handle(ctx context.Context, client net.Conn) {
 	in.total.Add(1)
 	var hdr []byte
 	if in.cfg.ProxyProtocol {
-		hdr = AppendProxyHeaderV2(nil, client.RemoteAddr(), client.LocalAddr())
+		hdr = proxyproto.Append(nil, client.RemoteAddr(), client.LocalAddr())
 	}
 	sp.b = enclave
 	sp.run(ctx, hdr)

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +16,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/enclavekit/enclavekit/protocol/proxyproto"
 	"github.com/enclavekit/enclavekit/transport"
 )
 
@@ -234,8 +234,8 @@ func TestIngressProxyProtocol(t *testing.T) {
 	got := make(chan hdr, 1)
 	target := backend(t, func(c *net.TCPConn) {
 		br := bufio.NewReader(c)
-		src, dst, err := parseProxyV2(br)
-		got <- hdr{src, dst, err}
+		h, err := proxyproto.Parse(br)
+		got <- hdr{h.Src, h.Dst, err}
 		io.Copy(c, br)
 	})
 	_, addr := startIngress(t, IngressConfig{Target: target, ProxyProtocol: true})
@@ -335,105 +335,6 @@ func TestSpliceStalledWriterSynctest(t *testing.T) {
 		<-done
 		if d := time.Since(start); d != 5*time.Second {
 			t.Fatalf("splice ended after %v, want 5s", d)
-		}
-	})
-}
-
-// parseProxyV2 reads a PROXY protocol v2 header (HAProxy spec section 2.2)
-// for the tests; it accepts TCP4, TCP6 and LOCAL.
-func parseProxyV2(r io.Reader) (src, dst netip.AddrPort, err error) {
-	var h [proxyV2HeaderLen]byte
-	if _, err := io.ReadFull(r, h[:]); err != nil {
-		return src, dst, err
-	}
-	if !bytes.Equal(h[:12], proxyV2Sig[:]) {
-		return src, dst, errors.New("bad signature")
-	}
-	n := int(binary.BigEndian.Uint16(h[14:]))
-	body := make([]byte, n)
-	if _, err := io.ReadFull(r, body); err != nil {
-		return src, dst, err
-	}
-	switch {
-	case h[12] == proxyV2VersionLocal && h[13] == proxyV2Unspec && n == 0:
-		return src, dst, nil
-	case h[12] == proxyV2VersionProxy && h[13] == proxyV2TCP4 && n == 12:
-		s := netip.AddrFrom4([4]byte(body[0:4]))
-		d := netip.AddrFrom4([4]byte(body[4:8]))
-		return netip.AddrPortFrom(s, binary.BigEndian.Uint16(body[8:])), netip.AddrPortFrom(d, binary.BigEndian.Uint16(body[10:])), nil
-	case h[12] == proxyV2VersionProxy && h[13] == proxyV2TCP6 && n == 36:
-		s := netip.AddrFrom16([16]byte(body[0:16]))
-		d := netip.AddrFrom16([16]byte(body[16:32]))
-		return netip.AddrPortFrom(s, binary.BigEndian.Uint16(body[32:])), netip.AddrPortFrom(d, binary.BigEndian.Uint16(body[34:])), nil
-	}
-	return src, dst, fmt.Errorf("unsupported header %x", h[12:16])
-}
-
-func TestProxyHeaderV2(t *testing.T) {
-	tcp := func(s string) net.Addr { return net.TCPAddrFromAddrPort(netip.MustParseAddrPort(s)) }
-	for _, tc := range []struct {
-		name     string
-		src, dst net.Addr
-		want     string // hex after the signature
-	}{
-		{"tcp4", tcp("192.0.2.1:56324"), tcp("198.51.100.7:443"),
-			"2111000c" + "c0000201" + "c6336407" + "dc04" + "01bb"},
-		{"tcp4 mapped", tcp("[::ffff:192.0.2.1]:1"), tcp("198.51.100.7:2"),
-			"2111000c" + "c0000201" + "c6336407" + "0001" + "0002"},
-		{"tcp6", tcp("[2001:db8::1]:1"), tcp("[2001:db8::2]:443"),
-			"21210024" + "20010db8000000000000000000000001" + "20010db8000000000000000000000002" + "0001" + "01bb"},
-		{"mixed", tcp("192.0.2.1:1"), tcp("[2001:db8::2]:2"),
-			"21210024" + "00000000000000000000ffffc0000201" + "20010db8000000000000000000000002" + "0001" + "0002"},
-		{"not tcp", &net.UnixAddr{Name: "/x", Net: "unix"}, tcp("192.0.2.1:1"), "20000000"},
-		{"nil", nil, nil, "20000000"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got := AppendProxyHeaderV2(nil, tc.src, tc.dst)
-			if !bytes.Equal(got[:12], proxyV2Sig[:]) {
-				t.Fatalf("signature %x", got[:12])
-			}
-			if h := fmt.Sprintf("%x", got[12:]); h != tc.want {
-				t.Fatalf("header %s, want %s", h, tc.want)
-			}
-			if _, _, err := parseProxyV2(bytes.NewReader(got)); err != nil {
-				t.Fatal(err)
-			}
-		})
-	}
-}
-
-// FuzzProxyHeaderV2 checks that every address pair encodes to a header
-// that parses back to the same addresses.
-func FuzzProxyHeaderV2(f *testing.F) {
-	f.Add([]byte{192, 0, 2, 1}, uint16(1), []byte{198, 51, 100, 7}, uint16(443))
-	f.Add(bytes.Repeat([]byte{0x20}, 16), uint16(0), bytes.Repeat([]byte{1}, 16), uint16(65535))
-	f.Add([]byte{1, 2, 3}, uint16(5), []byte{}, uint16(6))
-	f.Fuzz(func(t *testing.T, s []byte, sp uint16, d []byte, dp uint16) {
-		sa, sok := netip.AddrFromSlice(s)
-		da, dok := netip.AddrFromSlice(d)
-		var src, dst net.Addr
-		if sok {
-			src = net.TCPAddrFromAddrPort(netip.AddrPortFrom(sa, sp))
-		}
-		if dok {
-			dst = net.TCPAddrFromAddrPort(netip.AddrPortFrom(da, dp))
-		}
-		b := AppendProxyHeaderV2([]byte("prefix"), src, dst)
-		if !bytes.HasPrefix(b, []byte("prefix")) {
-			t.Fatal("prefix lost")
-		}
-		gs, gd, err := parseProxyV2(bytes.NewReader(b[6:]))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !sok || !dok {
-			if gs.IsValid() || gd.IsValid() {
-				t.Fatalf("LOCAL header carried %v %v", gs, gd)
-			}
-			return
-		}
-		if gs.Addr().Unmap() != sa.Unmap() || gs.Port() != sp || gd.Addr().Unmap() != da.Unmap() || gd.Port() != dp {
-			t.Fatalf("round trip %v→%v became %v→%v", sa, da, gs, gd)
 		}
 	})
 }

@@ -282,19 +282,36 @@ func serial() (*big.Int, error) {
 	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 }
 
-func (e *Emulator) newChain() error {
-	now := e.now().UTC().Truncate(time.Second)
+// issue is the emulator's one certificate issuer: it gives tmpl a random
+// serial number and a fresh P-384 key, signs it with signerKey as signer
+// (or with the new key itself, a self-signed root, when signer is nil),
+// and returns the parsed certificate with its key.
+func issue(tmpl, signer *x509.Certificate, signerKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	sn, err := serial()
+	if tmpl.SerialNumber, err = serial(); err != nil {
+		return nil, nil, err
+	}
+	if signer == nil {
+		signer, signerKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, key.Public(), signerKey)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, key, nil
+}
+
+func (e *Emulator) newChain() error {
+	now := e.now().UTC().Truncate(time.Second)
 	n := e.opts.Intermediates
-	tmpl := &x509.Certificate{
-		SerialNumber:          sn,
+	root, key, err := issue(&x509.Certificate{
 		Subject:               pkix.Name{CommonName: "nsmtest.enclavekit root", Organization: []string{"enclavekit nsmtest (NOT AWS)"}},
 		NotBefore:             now.Add(-24 * time.Hour),
 		NotAfter:              now.Add(30 * 365 * 24 * time.Hour),
@@ -302,27 +319,13 @@ func (e *Emulator) newChain() error {
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 		MaxPathLen:            n,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return err
-	}
-	root, err := x509.ParseCertificate(der)
+	}, nil, nil)
 	if err != nil {
 		return err
 	}
 	e.root, e.cas, e.caKey = root, []*x509.Certificate{root}, key
 	for i := 1; i <= n; i++ {
-		k, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-		if err != nil {
-			return err
-		}
-		sn, err := serial()
-		if err != nil {
-			return err
-		}
-		t := &x509.Certificate{
-			SerialNumber:          sn,
+		c, k, err := issue(&x509.Certificate{
 			Subject:               pkix.Name{CommonName: fmt.Sprintf("nsmtest.enclavekit intermediate %d", i), Organization: []string{"enclavekit nsmtest (NOT AWS)"}},
 			NotBefore:             now.Add(-24 * time.Hour),
 			NotAfter:              now.Add(time.Duration(30-i) * 24 * time.Hour * 365),
@@ -331,13 +334,7 @@ func (e *Emulator) newChain() error {
 			IsCA:                  true,
 			MaxPathLen:            n - i,
 			MaxPathLenZero:        n-i == 0,
-		}
-		parent := e.cas[len(e.cas)-1]
-		der, err := x509.CreateCertificate(rand.Reader, t, parent, k.Public(), e.caKey)
-		if err != nil {
-			return err
-		}
-		c, err := x509.ParseCertificate(der)
+		}, e.cas[len(e.cas)-1], e.caKey)
 		if err != nil {
 			return err
 		}
@@ -353,26 +350,12 @@ func (e *Emulator) newChain() error {
 // issueLeaf issues a new signing certificate valid from now; e.mu held or
 // not yet shared.
 func (e *Emulator) issueLeaf(now time.Time) error {
-	k, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	sn, err := serial()
-	if err != nil {
-		return err
-	}
-	t := &x509.Certificate{
-		SerialNumber: sn,
-		Subject:      pkix.Name{CommonName: e.opts.ModuleID, Organization: []string{"enclavekit nsmtest (NOT AWS)"}},
-		NotBefore:    now.Truncate(time.Second),
-		NotAfter:     now.Truncate(time.Second).Add(e.opts.LeafValidity),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, t, e.cas[len(e.cas)-1], k.Public(), e.caKey)
-	if err != nil {
-		return err
-	}
-	c, err := x509.ParseCertificate(der)
+	c, k, err := issue(&x509.Certificate{
+		Subject:   pkix.Name{CommonName: e.opts.ModuleID, Organization: []string{"enclavekit nsmtest (NOT AWS)"}},
+		NotBefore: now.Truncate(time.Second),
+		NotAfter:  now.Truncate(time.Second).Add(e.opts.LeafValidity),
+		KeyUsage:  x509.KeyUsageDigitalSignature,
+	}, e.cas[len(e.cas)-1], e.caKey)
 	if err != nil {
 		return err
 	}

@@ -28,4 +28,10 @@
 // emulator's PCR0-2. On SIGTERM or SIGINT it stops
 // accepting, drains in-flight requests for up to --drain-timeout and exits 0.
 // Once listening it prints "enclaved: listening on ADDR" to stdout.
+//
+// The enclaved that goes into the enclave image is built with
+// -tags=enclavekit_production (make enclaved, build/Dockerfile): it links no
+// emulator, and --nsm emulated answers with a one-line refusal. Built
+// without the tag (go run ./cmd/enclaved --dev --nsm emulated, make dev)
+// it keeps the NSM emulator for development.
 package main

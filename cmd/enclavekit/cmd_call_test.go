@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/enclavekit/enclavekit/enclave"
+	"github.com/enclavekit/enclavekit/internal/syncbuf"
 	"github.com/enclavekit/enclavekit/protocol"
 	"github.com/enclavekit/enclavekit/transport"
 )
@@ -236,29 +236,11 @@ func FuzzCallCBORToJSON(f *testing.F) {
 	})
 }
 
-// callSyncBuf is a goroutine-safe writer for a running command's output.
-type callSyncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *callSyncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *callSyncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // callStartCLI runs a long-running command until cleanup and returns its
 // output buffers.
-func callStartCLI(t *testing.T, args ...string) (stdout, stderr *callSyncBuf) {
+func callStartCLI(t *testing.T, args ...string) (stdout, stderr *syncbuf.Buffer) {
 	t.Helper()
-	stdout, stderr = &callSyncBuf{}, &callSyncBuf{}
+	stdout, stderr = &syncbuf.Buffer{}, &syncbuf.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, args, stdout, stderr) }()
@@ -272,7 +254,7 @@ func callStartCLI(t *testing.T, args ...string) (stdout, stderr *callSyncBuf) {
 }
 
 // callWaitMatch waits for re to match in w and returns its first group.
-func callWaitMatch(t *testing.T, w *callSyncBuf, re string) string {
+func callWaitMatch(t *testing.T, w *syncbuf.Buffer, re string) string {
 	t.Helper()
 	rx := regexp.MustCompile(re)
 	deadline := time.Now().Add(10 * time.Second)

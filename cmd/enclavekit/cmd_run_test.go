@@ -7,9 +7,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/enclavekit/enclavekit/internal/syncbuf"
 )
 
 func TestRunCheck(t *testing.T) {
@@ -60,24 +61,6 @@ func TestRunCheck(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a goroutine-safe writer for a command's output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestRunServesUntilSignal runs the command with a nitro-cli that always
 // fails: it warns about debug mode, logs each failed start with its exit
 // status, and exits 0 when its context (SIGTERM) ends.
@@ -93,7 +76,7 @@ func TestRunServesUntilSignal(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr lockedBuffer
+	var stdout, stderr syncbuf.Buffer
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, []string{"run", "--config", cfg}, &stdout, &stderr) }()
 	deadline := time.Now().Add(20 * time.Second)

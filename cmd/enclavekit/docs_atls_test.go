@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/enclavekit/enclavekit/internal/enclaved"
+	"github.com/enclavekit/enclavekit/internal/syncbuf"
 )
 
 // docCommand is one command line of a ```sh block in a doc page.
@@ -134,7 +135,7 @@ func TestAttestedTLSDocCommands(t *testing.T) {
 				}
 			}
 			ready, tlsReady := make(chan string, 1), make(chan string, 1)
-			out := &lockedWriter{w: &bytes.Buffer{}}
+			out := &syncbuf.Buffer{}
 			bg.Go(func() {
 				enclaved.Run(ctx, args, enclaved.Env{Stdout: out, Stderr: out,
 					Ready: func(a string) { ready <- a }, TLSReady: func(a string) { tlsReady <- a }})
@@ -155,8 +156,7 @@ func TestAttestedTLSDocCommands(t *testing.T) {
 					args[i+1] = "tcp://127.0.0.1:0" // never 0.0.0.0 in a test
 				}
 			}
-			var stderr lockedWriter
-			stderr.w = &bytes.Buffer{}
+			var stderr syncbuf.Buffer
 			done := make(chan int, 1)
 			ictx, icancel := context.WithCancel(ctx)
 			bg.Go(func() { done <- run(ictx, args, &bytes.Buffer{}, &stderr) })
@@ -275,22 +275,4 @@ func docJSONSample(t *testing.T, path string) string {
 	}
 	block, _, _ := strings.Cut(rest, "```")
 	return block
-}
-
-// lockedWriter is a writer safe for concurrent use, readable as a string.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-func (l *lockedWriter) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.String()
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/enclavekit/enclavekit/attest/nsmtest"
 	"github.com/enclavekit/enclavekit/enclave/kms"
 	"github.com/enclavekit/enclavekit/enclave/kms/kmstest"
+	"github.com/enclavekit/enclavekit/internal/syncbuf"
 )
 
 // relay stands in for the parent's egress route: it forwards bytes to a
@@ -105,24 +106,6 @@ func (r *relay) bytes() []byte {
 	return bytes.Clone(r.seen.Bytes())
 }
 
-// syncBuffer is a log destination safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type fixture struct {
 	kms       *kmstest.Server
 	api       *awskms.Client // the emulator, called directly (test side)
@@ -130,7 +113,7 @@ type fixture struct {
 	good, bad string // keys whose policies name this enclave's PCR0, and another
 	agreement string // an ECC key for DeriveSharedSecret
 	relay     *relay
-	logs      *syncBuffer
+	logs      *syncbuf.Buffer
 	store     *kms.CredentialStore
 	pcr0      []byte
 }
@@ -148,7 +131,7 @@ func newFixture(t *testing.T) *fixture {
 	}
 	t.Cleanup(func() { nsm.Close() })
 	srv := kmstest.NewServer(t, kmstest.Options{AttestationRoots: emu.Roots()})
-	f := &fixture{kms: srv, nsm: nsm, pcr0: pcr0, logs: &syncBuffer{}}
+	f := &fixture{kms: srv, nsm: nsm, pcr0: pcr0, logs: &syncbuf.Buffer{}}
 	if f.good, err = srv.CreateKey(kmstest.KeyOptions{Policy: kmstest.PolicyRequiringPCRs(map[int][]byte{0: pcr0})}); err != nil {
 		t.Fatal(err)
 	}

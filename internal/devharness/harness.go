@@ -29,6 +29,7 @@ import (
 	"github.com/enclavekit/enclavekit/attest/nsmtest"
 	"github.com/enclavekit/enclavekit/enclave"
 	"github.com/enclavekit/enclavekit/internal/enclaved"
+	"github.com/enclavekit/enclavekit/internal/syncbuf"
 	"github.com/enclavekit/enclavekit/parent"
 	"github.com/enclavekit/enclavekit/parent/proxy"
 	"github.com/enclavekit/enclavekit/protocol"
@@ -126,7 +127,7 @@ type env struct {
 	emu          *nsmtest.Emulator
 	pcrs         map[int][]byte
 	enclaveAddr  string
-	enclaveOut   *syncBuffer
+	enclaveOut   *syncbuf.Buffer
 	enclaveStop  context.CancelFunc
 	enclaveDone  chan int
 	enclaveGone  atomic.Bool
@@ -305,7 +306,7 @@ func (e *env) startAll(ctx context.Context) error {
 
 	// The enclave: enclaved's own code path (flags, checks, logging,
 	// server), in dev mode with an emulated NSM whose root we keep.
-	e.enclaveOut = &syncBuffer{}
+	e.enclaveOut = &syncbuf.Buffer{}
 	console := io.Writer(e.enclaveOut)
 	if w := e.verboseWriter("enclave"); w != nil {
 		console = io.MultiWriter(e.enclaveOut, w)
@@ -713,24 +714,6 @@ func (e *env) verboseWriter(prefix string) io.Writer {
 		return nil
 	}
 	return &prefixWriter{w: e.out, prefix: "  | " + prefix + ": "}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // prefixWriter prefixes each line written through it.

@@ -10,7 +10,6 @@ import (
 	"os"
 
 	"github.com/enclavekit/enclavekit/attest"
-	"github.com/enclavekit/enclavekit/attest/nsmtest"
 	"github.com/enclavekit/enclavekit/enclave"
 	"github.com/enclavekit/enclavekit/transport"
 )
@@ -46,15 +45,14 @@ func (t *tlsOptions) validate(o *options) error {
 // emulatorFor returns the emulator behind --nsm emulated (the caller's, or
 // a new one), after writing its root to --emulator-root; nil for the
 // device.
-func emulatorFor(o *options, emu *nsmtest.Emulator) (*nsmtest.Emulator, error) {
+func emulatorFor(o *options, emu NSMEmulator) (NSMEmulator, error) {
 	if o.nsm != nsmEmulated {
 		return nil, nil
 	}
 	if emu == nil {
 		var err error
-		emu, err = nsmtest.New(nsmtest.Options{PCRs: nsmtest.DevPCRs()})
-		if err != nil {
-			return nil, fmt.Errorf("--nsm emulated: starting the NSM emulator: %w", err)
+		if emu, err = newEmulator(); err != nil {
+			return nil, err
 		}
 	}
 	if o.tls.emulatorRoot != "" {

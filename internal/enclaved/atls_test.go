@@ -18,6 +18,7 @@ import (
 
 	"github.com/enclavekit/enclavekit/attest"
 	"github.com/enclavekit/enclavekit/attest/nsmtest"
+	"github.com/enclavekit/enclavekit/internal/syncbuf"
 	"github.com/enclavekit/enclavekit/protocol"
 	"github.com/enclavekit/enclavekit/transport"
 )
@@ -34,7 +35,7 @@ func TestTLSFlags(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var stdout, stderr syncBuffer
+			var stdout, stderr syncbuf.Buffer
 			code := run(context.Background(), tt.args, &stdout, &stderr, virtioFS())
 			if code != exitUsage || !strings.Contains(stderr.String(), tt.err) {
 				t.Fatalf("exit %d, stderr:\n%s\nwant exit %d mentioning %q", code, stderr.String(), exitUsage, tt.err)
@@ -50,7 +51,7 @@ var tlsLine = regexp.MustCompile(`enclaved: attested TLS on (\S+)`)
 func TestTLSListen(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	root := filepath.Join(t.TempDir(), "root.pem")
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() {

@@ -16,6 +16,7 @@ import (
 	"github.com/enclavekit/enclavekit/attest/nsmtest"
 	"github.com/enclavekit/enclavekit/enclave/kms"
 	"github.com/enclavekit/enclavekit/enclave/kms/kmstest"
+	"github.com/enclavekit/enclavekit/internal/syncbuf"
 	"github.com/enclavekit/enclavekit/protocol"
 )
 
@@ -41,7 +42,7 @@ func TestExampleMethodsStayInTheirNamespace(t *testing.T) {
 	}
 	proxy := "tcp://" + srv.Addr()
 
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() {

@@ -6,7 +6,7 @@ import (
 	"io"
 
 	"github.com/enclavekit/enclavekit/attest"
-	"github.com/enclavekit/enclavekit/attest/nsmtest"
+	"github.com/hf/nsm"
 )
 
 // NSM choices of the --nsm flag.
@@ -15,13 +15,31 @@ const (
 	nsmEmulated = "emulated"
 )
 
+// ProductionTag is the build tag of the enclaved that goes into the
+// enclave image (make enclaved, build/Dockerfile, make repro-check). Built
+// with it, enclaved links no emulator: --nsm emulated and --emulator-root
+// are refused, and only /dev/nsm can answer enclavekit.attest. Without it
+// (go run ./cmd/enclaved, make dev, the tests) the NSM emulator of
+// attest/nsmtest is built in for development.
+const ProductionTag = "enclavekit_production"
+
+// errNoEmulator is the one-line refusal of the production build.
+const errNoEmulator = "this enclaved was built for an enclave image without the emulator (build tag " + ProductionTag + "); use --nsm device inside a Nitro Enclave, or run a development build (go run ./cmd/enclaved --dev --nsm emulated)"
+
+// NSMEmulator is what enclaved needs of an emulated NSM (attest/nsmtest's
+// Emulator has it): the hf/nsm session options that route requests to it,
+// and its root certificate for --emulator-root. enclaved declares it here
+// so that the production build names no emulator package.
+type NSMEmulator interface {
+	Options() nsm.Options
+	RootPEM() []byte
+}
+
 // newAttester builds the attester behind enclavekit.attest: "device" opens
-// /dev/nsm (inside a Nitro Enclave), "emulated" starts the in-memory NSM
-// emulator of attest/nsmtest, whose documents chain to a root generated at
-// start and trusted by nothing else, with nsmtest.DevPCRs as PCR0..2 (or
-// emu, when the caller supplies one).
+// /dev/nsm (inside a Nitro Enclave), "emulated" opens a session with emu,
+// the NSM emulator of emulatorFor (development builds only).
 // It is the only place that chooses. The result may implement io.Closer.
-func newAttester(kind string, emu *nsmtest.Emulator) (attest.Attester, error) {
+func newAttester(kind string, emu NSMEmulator) (attest.Attester, error) {
 	switch kind {
 	case nsmDevice:
 		n, err := attest.OpenDefaultNSM()
@@ -31,12 +49,9 @@ func newAttester(kind string, emu *nsmtest.Emulator) (attest.Attester, error) {
 		return n, nil
 	case nsmEmulated:
 		if emu == nil {
-			// Non-zero stand-ins for the image's measurements (the same
-			// as make dev's): all-zero PCRs would be a debug-mode enclave.
 			var err error
-			emu, err = nsmtest.New(nsmtest.Options{PCRs: nsmtest.DevPCRs()})
-			if err != nil {
-				return nil, fmt.Errorf("--nsm emulated: starting the NSM emulator: %w", err)
+			if emu, err = newEmulator(); err != nil {
+				return nil, err
 			}
 		}
 		n, err := attest.OpenNSM(emu.Options())
@@ -45,7 +60,7 @@ func newAttester(kind string, emu *nsmtest.Emulator) (attest.Attester, error) {
 		}
 		return n, nil
 	}
-	return nil, fmt.Errorf("--nsm %q: want %q (the enclave's /dev/nsm) or %q (the attest/nsmtest emulator, needs --dev)", kind, nsmDevice, nsmEmulated)
+	return nil, fmt.Errorf("--nsm %q: want %q (the enclave's /dev/nsm) or %q (the NSM emulator of development builds, needs --dev)", kind, nsmDevice, nsmEmulated)
 }
 
 // printEmulatedPCRs prints PCR0..2 of an emulated NSM, so that a developer

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/enclavekit/enclavekit/attest"
-	"github.com/enclavekit/enclavekit/attest/nsmtest"
 	"github.com/enclavekit/enclavekit/enclave"
 	"github.com/enclavekit/enclavekit/transport"
 )
@@ -88,6 +87,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if o.nsm != nsmDevice && o.nsm != nsmEmulated {
 		return nil, fmt.Errorf("--nsm %q: want %s or %s", o.nsm, nsmDevice, nsmEmulated)
 	}
+	if o.nsm == nsmEmulated && !emulatorBuilt {
+		return nil, errors.New("--nsm emulated: " + errNoEmulator)
+	}
 	if err := o.kms.check(); err != nil {
 		return nil, err
 	}
@@ -106,10 +108,11 @@ type Env struct {
 	Stdout, Stderr io.Writer
 	// SysFS replaces the real root file system for the startup checks.
 	SysFS fs.FS
-	// Emulator, when set, backs --nsm emulated instead of a fresh emulator,
-	// so that a harness in the same process can verify the documents
-	// against its root and set its PCRs.
-	Emulator *nsmtest.Emulator
+	// Emulator, when set, backs --nsm emulated instead of a fresh emulator
+	// (an *nsmtest.Emulator), so that a harness in the same process can
+	// verify the documents against its root and set its PCRs. The
+	// production build refuses --nsm emulated whatever this holds.
+	Emulator NSMEmulator
 	// Handlers, when set, returns methods to register beside echo (e.g. the
 	// harness's egress probe); it gets the server's logger, whose records
 	// stream to the parent log sink. It is called once per server: twice

@@ -22,6 +22,7 @@ import (
 
 	"github.com/enclavekit/enclavekit/attest"
 	"github.com/enclavekit/enclavekit/attest/nsmtest"
+	"github.com/enclavekit/enclavekit/internal/syncbuf"
 	"github.com/enclavekit/enclavekit/protocol"
 	"github.com/enclavekit/enclavekit/transport"
 )
@@ -31,23 +32,6 @@ func virtioFS() fstest.MapFS {
 		"sys/devices/virtual/misc/hw_random/rng_current":                  {Data: []byte("virtio_rng.0\n")},
 		"sys/devices/system/clocksource/clocksource0/current_clocksource": {Data: []byte("kvm-clock\n")},
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 func TestFlags(t *testing.T) {
@@ -80,7 +64,7 @@ func TestFlags(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var stdout, stderr syncBuffer
+			var stdout, stderr syncbuf.Buffer
 			code := run(context.Background(), tt.args, &stdout, &stderr, virtioFS())
 			if code != tt.code || !strings.Contains(stderr.String(), tt.err) {
 				t.Fatalf("exit %d, stderr:\n%s\nwant exit %d mentioning %q", code, stderr.String(), tt.code, tt.err)
@@ -93,7 +77,7 @@ func TestFlags(t *testing.T) {
 // naming the file, what it found and what is required.
 func TestRefusesOutsideEnclave(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	code := run(context.Background(), []string{"--listen", "tcp://127.0.0.1:0", "--log-sink", "none"}, &stdout, &stderr, virtioFS())
 	if code != exitFailure {
 		t.Fatalf("exit %d, want %d", code, exitFailure)
@@ -152,7 +136,7 @@ func call(t *testing.T, addr, method string, body []byte) protocol.Envelope {
 // echo, health (dev=true) and attest work; cancel drains and exits 0.
 func TestDevServer(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() {
@@ -293,12 +277,12 @@ func TestBinarySIGTERM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr syncBuffer
+	var stderr syncbuf.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var out syncBuffer
+	var out syncbuf.Buffer
 	copied := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -326,7 +310,7 @@ func TestBinarySIGTERM(t *testing.T) {
 // BenchmarkEcho measures echo round trips through the enclaved binary's
 // server (in-process, --dev, loopback TCP, one connection).
 func BenchmarkEcho(b *testing.B) {
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() {
@@ -373,7 +357,7 @@ func TestDevServerDebugNSM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() {

@@ -20,6 +20,7 @@ import (
 	"github.com/enclavekit/enclavekit/attest"
 	"github.com/enclavekit/enclavekit/attest/nsmtest"
 	"github.com/enclavekit/enclavekit/enclave"
+	"github.com/enclavekit/enclavekit/internal/syncbuf"
 	"github.com/enclavekit/enclavekit/parent"
 	"github.com/enclavekit/enclavekit/parent/proxy"
 	"github.com/enclavekit/enclavekit/transport"
@@ -162,8 +163,8 @@ func TestDialsWithoutPeerFail(t *testing.T) {
 // counted as dropped for the sink.
 func TestLogHandlerWithoutSinkDoesNotBlock(t *testing.T) {
 	requireVsock(t)
-	var console strings.Builder
-	h, err := enclave.NewLogHandler(enclave.LogConfig{Addr: "vsock://parent:45999", Console: &syncWriter{b: &console}, Buffer: 8})
+	var console syncbuf.Buffer
+	h, err := enclave.NewLogHandler(enclave.LogConfig{Addr: "vsock://parent:45999", Console: &console, Buffer: 8})
 	if err != nil {
 		t.Fatal(err)
 	}
