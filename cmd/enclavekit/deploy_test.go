@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/enclavekit/enclavekit/internal/syncbuf"
 	"github.com/enclavekit/enclavekit/parent/proxy"
 )
 
@@ -166,7 +167,7 @@ func TestDaemonLogFormatAndMetrics(t *testing.T) {
 		t.Fatalf("bad --log-format: exit %d, %q", code, stderr)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	var stderr lockedBuffer
+	var stderr syncbuf.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"ingress", "--listen", "tcp://127.0.0.1:0", "--to", "tcp://127.0.0.1:1",

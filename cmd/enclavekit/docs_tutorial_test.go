@@ -18,6 +18,7 @@ import (
 
 	"github.com/enclavekit/enclavekit/attest/nsmtest"
 	"github.com/enclavekit/enclavekit/internal/enclaved"
+	"github.com/enclavekit/enclavekit/internal/syncbuf"
 )
 
 // TestTutorialPartA runs docs/tutorial.md's A2 as written (three
@@ -49,7 +50,7 @@ func TestTutorialPartA(t *testing.T) {
 	if len(cmds) != 5 {
 		t.Fatalf("A2 has %d commands, want the 5 this test knows", len(cmds))
 	}
-	sinkOut := &lockedBuffer{}
+	sinkOut := &syncbuf.Buffer{}
 	for _, c := range cmds {
 		args := strings.Fields(ports.Replace(c.line))[3:]
 		for i, a := range args { // the shell's quotes
@@ -61,7 +62,7 @@ func TestTutorialPartA(t *testing.T) {
 			waitFor(t, func() bool { return strings.Contains(sinkOut.String(), "listening on") })
 		case strings.HasPrefix(c.line, "go run ./cmd/enclaved "):
 			ready := make(chan string, 1)
-			out := &lockedBuffer{}
+			out := &syncbuf.Buffer{}
 			bg.Go(func() {
 				enclaved.Run(ctx, args, enclaved.Env{Stdout: out, Stderr: out, Ready: func(a string) { ready <- a }})
 			})
@@ -99,7 +100,7 @@ func TestTutorialPartA(t *testing.T) {
 	dir := t.TempDir()
 	root := filepath.Join(dir, "emu-root.pem")
 	ready := make(chan string, 1)
-	out := &lockedBuffer{}
+	out := &syncbuf.Buffer{}
 	bg.Go(func() {
 		enclaved.Run(ctx, []string{"--dev", "--nsm", "emulated", "--listen", "tcp://127.0.0.1:0", "--log-sink", "none", "--emulator-root", root},
 			enclaved.Env{Stdout: out, Stderr: out, Ready: func(a string) { ready <- a }})
