@@ -12,9 +12,10 @@ import (
 //
 //   - A connection (a budgetOwner) is admitted a request only while what
 //     it holds (its requests and responses being written) is below its
-//     share, the limit divided by the connections holding or waiting for
-//     bytes; one that holds nothing may always have a request admitted
-//     when it fits. So a connection that pipelines large requests and does
+//     share, the limit divided by one more than the connections holding
+//     or waiting for bytes (a share is kept free for a newcomer, so a
+//     connection alone holds at most half); one that holds nothing may
+//     always have a request admitted when it fits. So a connection that pipelines large requests and does
 //     not read its responses holds at most about its share, never the
 //     whole budget.
 //   - A small request (at most smallRequest bytes) from a connection that
@@ -116,7 +117,11 @@ func (b *byteBudget) withinShareLocked(o *budgetOwner, n int64) bool {
 	if !o.isActive() {
 		active++
 	}
-	return o.held+n <= b.limit/int64(max(active, 1))
+	// One share more than there are active owners is kept free, so that
+	// a connection that is alone (or first) cannot take the whole budget
+	// and keep it when others arrive: a non-reading pipeliner holds at
+	// most half of it, and a newcomer's large request finds room.
+	return o.held+n <= b.limit/int64(active+1)
 }
 
 // eligibleWaiterLocked reports whether a waiter within its share is

@@ -261,44 +261,57 @@ func TestOversizedResponseNotCopied(t *testing.T) {
 	runtime.KeepAlive(huge)
 }
 
-// TestByteBudgetFairShare: an owner over its share waits without blocking
+// TestByteBudgetFairShare: an owner alone holds at most half the budget
+// (a share is kept free), an owner over its share waits without blocking
 // the queue, the first waiter within its share keeps its place, and a
 // small request from an owner holding nothing is admitted at once.
 func TestByteBudgetFairShare(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := context.Background()
 		b := newByteBudget(1000)
-		var a, o2, fresh budgetOwner
-		for _, n := range []int64{400, 400} { // alone: the whole budget is a's share
+		var a, o2, o3, fresh budgetOwner
+		for _, n := range []int64{400, 100} { // alone: a's share is half the budget
 			if err := b.acquireFor(ctx, &a, n); err != nil || b.waits.Load() != 0 {
 				t.Fatalf("a alone: %v after %d waits", err, b.waits.Load())
 			}
 		}
-		if err := b.acquireFor(ctx, &o2, 150); err != nil || b.waits.Load() != 0 {
+		aAlone := make(chan error, 1)
+		go func() { aAlone <- b.acquireFor(ctx, &a, 1) }() // past half, although there is room
+		synctest.Wait()
+		if len(aAlone) != 0 || b.waits.Load() != 1 {
+			t.Fatalf("a alone took more than half the budget (waits %d)", b.waits.Load())
+		}
+		// Newcomers holding nothing are admitted while there is room.
+		if err := b.acquireFor(ctx, &o2, 150); err != nil || b.waits.Load() != 1 {
 			t.Fatalf("o2's first request: %v after %d waits; want at once", err, b.waits.Load())
 		}
+		if err := b.acquireFor(ctx, &o3, 300); err != nil || b.waits.Load() != 1 {
+			t.Fatalf("o3's first request: %v after %d waits; want at once", err, b.waits.Load())
+		}
+		// Three active owners: a share is 1000/4 = 250; 950 in use.
 		aDone, o2Done := make(chan error, 1), make(chan error, 1)
-		go func() { aDone <- b.acquireFor(ctx, &a, 100) }()   // over a's share (500)
-		go func() { o2Done <- b.acquireFor(ctx, &o2, 100) }() // within its share, no room
+		go func() { aDone <- b.acquireFor(ctx, &a, 99) }()  // over a's share
+		go func() { o2Done <- b.acquireFor(ctx, &o2, 60) }() // within its share, no room
 		synctest.Wait()
-		if len(aDone) != 0 || len(o2Done) != 0 || b.waits.Load() != 2 {
-			t.Fatalf("waits %d: want both waiting", b.waits.Load())
+		if len(aDone) != 0 || len(o2Done) != 0 || b.waits.Load() != 3 {
+			t.Fatalf("waits %d: want a and o2 waiting", b.waits.Load())
 		}
 		// Full budget, but a small request from an idle owner goes at once.
-		if err := b.acquireFor(ctx, &fresh, 10); err != nil || b.waits.Load() != 2 {
+		if err := b.acquireFor(ctx, &fresh, 10); err != nil || b.waits.Load() != 3 {
 			t.Fatalf("small request: %v after %d waits; want at once", err, b.waits.Load())
 		}
 		b.releaseFor(&fresh, 10)
-		b.releaseFor(&a, 400) // a: 400, under its share again; 550 used
+		b.releaseFor(&a, 400) // a: 100, under its share again; 550 used
 		synctest.Wait()
-		if len(aDone) != 1 || len(o2Done) != 1 {
-			t.Fatalf("after a release: a granted %v, o2 granted %v; want both", len(aDone) == 1, len(o2Done) == 1)
+		if len(aAlone) != 1 || len(aDone) != 1 || len(o2Done) != 1 {
+			t.Fatalf("after a release: granted a %v, a %v, o2 %v; want all", len(aAlone) == 1, len(aDone) == 1, len(o2Done) == 1)
 		}
-		if <-aDone != nil || <-o2Done != nil || b.inUse() != 750 {
-			t.Fatalf("in use %d, want 750", b.inUse())
+		if <-aAlone != nil || <-aDone != nil || <-o2Done != nil || b.inUse() != 710 {
+			t.Fatalf("in use %d, want 710", b.inUse())
 		}
-		b.releaseFor(&a, 500)
-		b.releaseFor(&o2, 250)
+		b.releaseFor(&a, 200)
+		b.releaseFor(&o2, 210)
+		b.releaseFor(&o3, 300)
 		if b.inUse() != 0 || b.active != 0 {
 			t.Fatalf("in use %d, active %d after releasing everything", b.inUse(), b.active)
 		}
@@ -317,23 +330,15 @@ func TestNonReadingPipelinersDoNotStarveOthers(t *testing.T) {
 		cfg.MaxInFlightBytes = 64 << 10
 		s, ln, stop := bubbleServer(t, cfg, nil)
 		body := bytes.Repeat([]byte{'p'}, 8000)
-		// All three are active (each has a request in) before any
-		// pipelines: a connection alone may hold the whole budget (its
-		// share is all of it) and keeps what it was granted when others
-		// arrive; the bound below is about shares among connections that
-		// are all active.
+		// Each pipeliner starts as soon as it connects: the first is alone
+		// for a while, and a share is kept free, so it still cannot take
+		// more than half of the budget and keep it.
 		var hogs []*client
 		for range 3 {
 			c := pipeClient(t, ln)
 			hogs = append(hogs, c)
-			if err := c.send(protocol.Envelope{ID: 0, Method: "echo", Body: body}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		synctest.Wait()
-		for _, c := range hogs {
 			go func() {
-				for i := uint64(1); ; i++ {
+				for i := uint64(0); ; i++ {
 					if err := c.send(protocol.Envelope{ID: i, Method: "echo", Body: body}); err != nil {
 						return
 					}
