@@ -290,7 +290,7 @@ func TestByteBudgetFairShare(t *testing.T) {
 		}
 		// Three active owners: a share is 1000/4 = 250; 950 in use.
 		aDone, o2Done := make(chan error, 1), make(chan error, 1)
-		go func() { aDone <- b.acquireFor(ctx, &a, 99) }()  // over a's share
+		go func() { aDone <- b.acquireFor(ctx, &a, 99) }()   // over a's share
 		go func() { o2Done <- b.acquireFor(ctx, &o2, 60) }() // within its share, no room
 		synctest.Wait()
 		if len(aDone) != 0 || len(o2Done) != 0 || b.waits.Load() != 3 {
