@@ -103,6 +103,7 @@ type unit struct {
 
 	mu     sync.Mutex
 	status Status
+	health *protocol.HealthResponse // the last answered probe; nil before one
 }
 
 // reapPending reaps the enclave processes of earlier runs that had not
@@ -168,6 +169,9 @@ func New(cfg *Config, opts Options) (*Supervisor, error) {
 			u.ings = append(u.ings, &ingress{in: in})
 		}
 		s.units = append(s.units, u)
+	}
+	if err := s.reg.Register(enclaveCollector{s}); err != nil {
+		return nil, fmt.Errorf("supervisor: registering metrics: %w", err)
 	}
 	if cfg.Egress != nil && len(cfg.Egress.Routes) > 0 {
 		p, err := proxy.New(*cfg.Egress, proxy.Options{Logger: s.log.With("component", "egress"), Registry: s.reg})
@@ -678,6 +682,9 @@ func (s *Supervisor) watch(ctx context.Context, u *unit, info EnclaveInfo, log *
 			}
 			failures = 0
 			s.setHealthy(u, true)
+			u.mu.Lock()
+			u.health = &h
+			u.mu.Unlock()
 		default:
 			failures++
 			s.m.probeFailures.WithLabelValues(u.e.Name).Inc()
@@ -716,7 +723,8 @@ func (s *Supervisor) probe(ctx context.Context, e *Enclave) (protocol.HealthResp
 		return h, err
 	}
 	defer c.Close()
-	if err := c.Call(ctx, protocol.MethodHealth, nil, &h); err != nil {
+	// Ask for the clock too; enclaves that predate it ignore the request.
+	if err := c.Call(ctx, protocol.MethodHealth, &protocol.HealthRequest{Clock: true}, &h); err != nil {
 		return protocol.HealthResponse{}, err
 	}
 	return h, nil

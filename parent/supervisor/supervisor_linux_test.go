@@ -142,6 +142,17 @@ func (r *runningSupervisor) get(t *testing.T, path string) int {
 	return resp.StatusCode
 }
 
+// body returns the body of GET path.
+func (r *runningSupervisor) body(t *testing.T, path string) string {
+	resp, err := http.Get("http://" + strings.TrimPrefix(r.s.HTTPAddr(), "tcp://") + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -190,6 +201,14 @@ func TestKillEnclaveMidLoad(t *testing.T) {
 	for _, path := range []string{"/healthz", "/metrics"} {
 		if code := r.get(t, path); code != http.StatusOK {
 			t.Fatalf("GET %s: %d", path, code)
+		}
+	}
+	// The enclave servers' own counters, from their health answers.
+	metrics := r.body(t, "/metrics")
+	for _, want := range []string{`enclavekit_enclave_connections_total{enclave="a"}`, `enclavekit_enclave_dev{enclave="b"} 1`,
+		`enclavekit_enclave_clock_skew_seconds{enclave="a"}`, `enclavekit_logsink_records_total{enclave="a"}`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s:\n%s", want, metrics)
 		}
 	}
 
