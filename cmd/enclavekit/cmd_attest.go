@@ -24,10 +24,6 @@ import (
 	"github.com/enclavekit/enclavekit/attest"
 )
 
-func init() {
-	register(command{name: "attest", summary: "verify or inspect an attestation document; check an attested TLS endpoint", run: runAttest})
-}
-
 const attestUsage = `usage:
   enclavekit attest verify [--root FILE.pem] [--max-age DUR] [--nonce HEX] [--pcr N=HEX]... [--allow-debug] FILE
   enclavekit attest inspect FILE

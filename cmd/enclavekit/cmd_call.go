@@ -24,14 +24,6 @@ import (
 	"github.com/enclavekit/enclavekit/transport"
 )
 
-func init() {
-	register(command{
-		name:    "call",
-		summary: "call a method of an enclave server (JSON in, JSON out)",
-		run:     runCall,
-	})
-}
-
 const callUsage = `usage: enclavekit call --addr ADDR [--timeout D] METHOD [JSON|@FILE]
 
 Calls METHOD on the enclave server at ADDR (vsock://CID:PORT or
@@ -48,7 +40,7 @@ flags:
 `
 
 func runCall(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("call", flag.ContinueOnError)
+	fs := flag.NewFlagSet("enclavekit call", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, callUsage); fs.PrintDefaults() }
 	addr := fs.String("addr", "", "enclave server address, e.g. vsock://16:5000 or tcp://127.0.0.1:5000 (required)")

@@ -13,10 +13,6 @@ import (
 	"github.com/enclavekit/enclavekit/transport"
 )
 
-func init() {
-	register(command{name: "credentials", summary: "push the instance role's AWS credentials into the enclave", run: runCredentials})
-}
-
 const credentialsUsage = `usage:
   enclavekit credentials push --addr ADDR [--once] [--interval DUR] [--role NAME] [--imds-endpoint URL]
 

@@ -12,10 +12,6 @@ import (
 	"github.com/enclavekit/enclavekit/internal/devharness"
 )
 
-func init() {
-	register(command{name: "dev", summary: "run the whole system on loopback and a scripted session (make dev)", run: runDev})
-}
-
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fl := flag.NewFlagSet("enclavekit dev", flag.ContinueOnError)
 	fl.SetOutput(stderr)

@@ -21,10 +21,6 @@ import (
 	"github.com/enclavekit/enclavekit/build/eifsig"
 )
 
-func init() {
-	register(command{name: "eif", summary: "build, describe and measure enclave image files (EIF)", run: runEIF})
-}
-
 const eifUsage = `usage: enclavekit eif SUBCOMMAND [flags]
 
 subcommands:

@@ -10,16 +10,8 @@ import (
 	"github.com/enclavekit/enclavekit/protocol"
 )
 
-func init() {
-	register(command{
-		name:    "health",
-		summary: "print an enclave server's health report (enclavekit.health) as JSON: startup checks, clock skew, connections",
-		run:     runHealth,
-	})
-}
-
 func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("health", flag.ContinueOnError)
+	fs := flag.NewFlagSet("enclavekit health", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "usage: enclavekit health --addr ADDR [--timeout D]\n\nExit status: 0 ok, 1 the call failed, 2 usage.\n\nflags:\n")

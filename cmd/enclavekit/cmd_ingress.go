@@ -12,16 +12,8 @@ import (
 	"github.com/enclavekit/enclavekit/transport"
 )
 
-func init() {
-	register(command{
-		name:    "ingress",
-		summary: "forward TCP connections on the parent into the enclave",
-		run:     runIngress,
-	})
-}
-
 func runIngress(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("ingress", flag.ContinueOnError)
+	fs := flag.NewFlagSet("enclavekit ingress", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "usage: enclavekit ingress --listen ADDR --to ADDR [flags]\n\n"+

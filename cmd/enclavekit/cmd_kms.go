@@ -20,10 +20,6 @@ import (
 	"github.com/enclavekit/enclavekit/enclave/kms"
 )
 
-func init() {
-	register(command{name: "kms", summary: "open a CiphertextForRecipient; print a key policy for an enclave's PCRs", run: runKMS})
-}
-
 const kmsUsage = `usage:
   enclavekit kms unwrap --key KEY.pem [--base64] FILE
   enclavekit kms policy (--eif FILE | --pcr N=HEX...) [--role ARN] [--action ACTION]...

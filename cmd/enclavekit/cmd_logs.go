@@ -13,16 +13,8 @@ import (
 	"github.com/enclavekit/enclavekit/transport"
 )
 
-func init() {
-	register(command{
-		name:    "logs",
-		summary: "receive an enclave's log stream and print it",
-		run:     runLogs,
-	})
-}
-
 func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("logs", flag.ContinueOnError)
+	fs := flag.NewFlagSet("enclavekit logs", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "usage: enclavekit logs [--listen ADDR] [--json] [--enclave NAME] [--allow-cids 16,17]\n\n"+

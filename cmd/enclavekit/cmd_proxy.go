@@ -16,11 +16,6 @@ import (
 	"github.com/enclavekit/enclavekit/parent/proxy"
 )
 
-func init() {
-	register(command{name: "proxy", summary: "run the parent egress proxy (routes, allowlist, CONNECT) from a YAML config", run: runProxy})
-	register(command{name: "vsock-proxy", summary: "drop-in for AWS vsock-proxy: LOCAL_PORT REMOTE_HOST REMOTE_PORT", run: runVsockProxy})
-}
-
 func proxyLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
@@ -31,7 +26,7 @@ func proxyLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 
 // runProxy: enclavekit proxy --config FILE
 func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
+	fs := flag.NewFlagSet("enclavekit proxy", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	config := fs.String("config", "", "YAML configuration `file` (routes, allowlist, limits, metrics)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
@@ -67,7 +62,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 
 // runVsockProxy: enclavekit vsock-proxy [--config FILE] [-4|-6] [-w N] LOCAL_PORT REMOTE_HOST REMOTE_PORT
 func runVsockProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("vsock-proxy", flag.ContinueOnError)
+	fs := flag.NewFlagSet("enclavekit vsock-proxy", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	config := fs.String("config", proxy.DefaultAllowlistFile, "YAML allowlist `file` (AWS vsock-proxy format, or an enclavekit proxy config)")
 	ipv4 := fs.Bool("ipv4", false, "use IPv4 addresses only")

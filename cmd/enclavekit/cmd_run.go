@@ -12,17 +12,9 @@ import (
 	"github.com/enclavekit/enclavekit/parent/supervisor"
 )
 
-func init() {
-	register(command{
-		name:    "run",
-		summary: "run enclaves with nitro-cli and their log sinks, ingress and egress from a YAML config; restart them when they fail",
-		run:     runRun,
-	})
-}
-
 // runRun: enclavekit run --config FILE [--slot N] [--check]
 func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs := flag.NewFlagSet("enclavekit run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	config := fs.String("config", "", "YAML configuration `file` (enclaves, egress, health, restart)")
 	slot := fs.Int("slot", -1, "supervisor slot 0..15 on this instance (moves CIDs and parent vsock ports); default: the file's")

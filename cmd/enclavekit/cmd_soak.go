@@ -12,10 +12,6 @@ import (
 	"github.com/enclavekit/enclavekit/internal/soak"
 )
 
-func init() {
-	register(command{name: "soak", summary: "(development) load the system on loopback for a while and check it holds (make soak)", run: runSoak})
-}
-
 func runSoak(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fl := flag.NewFlagSet("enclavekit soak", flag.ContinueOnError)
 	fl.SetOutput(stderr)

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"sort"
 	"syscall"
 
 	"github.com/enclavekit/enclavekit/enclave"
@@ -32,15 +31,36 @@ type command struct {
 	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) int
 }
 
-var commands = map[string]command{}
-
-// register adds a subcommand; each lives in its own cmd_*.go file.
-func register(c command) {
-	if _, dup := commands[c.name]; dup {
-		panic("enclavekit: duplicate command " + c.name)
-	}
-	commands[c.name] = c
+// commandTable is every command, in the order help lists them: what a
+// developer and an operator reach for first, then building and testing.
+// Each command's code is in cmd_NAME.go.
+var commandTable = []command{
+	{name: "dev", summary: "run the whole system on loopback and a scripted session (make dev)", run: runDev},
+	{name: "health", summary: "print an enclave server's health report (enclavekit.health) as JSON: startup checks, clock skew, connections", run: runHealth},
+	{name: "call", summary: "call a method of an enclave server (JSON in, JSON out)", run: runCall},
+	{name: "attest", summary: "verify or inspect an attestation document; check an attested TLS endpoint", run: runAttest},
+	{name: "logs", summary: "receive an enclave's log stream and print it", run: runLogs},
+	{name: "ingress", summary: "forward TCP connections on the parent into the enclave", run: runIngress},
+	{name: "proxy", summary: "run the parent egress proxy (routes, allowlist, CONNECT) from a YAML config", run: runProxy},
+	{name: "vsock-proxy", summary: "drop-in for AWS vsock-proxy: LOCAL_PORT REMOTE_HOST REMOTE_PORT", run: runVsockProxy},
+	{name: "credentials", summary: "push the instance role's AWS credentials into the enclave", run: runCredentials},
+	{name: "kms", summary: "open a CiphertextForRecipient; print a key policy for an enclave's PCRs", run: runKMS},
+	{name: "run", summary: "run enclaves with nitro-cli and their log sinks, ingress and egress from a YAML config; restart them when they fail", run: runRun},
+	{name: "eif", summary: "build, describe and measure enclave image files (EIF)", run: runEIF},
+	{name: "soak", summary: "(development) load the system on loopback for a while and check it holds (make soak)", run: runSoak},
 }
+
+// commands indexes commandTable by name.
+var commands = func() map[string]command {
+	m := make(map[string]command, len(commandTable))
+	for _, c := range commandTable {
+		if _, dup := m[c.name]; dup {
+			panic("enclavekit: duplicate command " + c.name)
+		}
+		m[c.name] = c
+	}
+	return m
+}()
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -89,13 +109,8 @@ func withHint(err error) string {
 
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: enclavekit COMMAND [flags] [args]\n\ncommands:")
-	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(w, "  %-12s %s\n", n, commands[n].summary)
+	for _, c := range commandTable {
+		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nRun \"enclavekit COMMAND -h\" for a command's flags, \"enclavekit --version\" for the version.")
 }
