@@ -72,6 +72,23 @@ func newTestAttester(t testing.TB) (*nsmtest.Emulator, *flakyAttester) {
 	return emu, &flakyAttester{Attester: n}
 }
 
+// listenAttested serves attested TLS with the default configuration on
+// a loopback TCP listener, closed when the test ends; inner is the plain
+// listener clients dial.
+func listenAttested(tb testing.TB, att attest.Attester) (inner net.Listener, ln *AttestedListener) {
+	tb.Helper()
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ln, err = NewAttestedListener(tb.Context(), inner, att, quietATLS(AttestedTLSConfig{}))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	return inner, ln
+}
+
 func quietATLS(cfg AttestedTLSConfig) AttestedTLSConfig {
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	return cfg
@@ -320,15 +337,7 @@ func FuzzReadFreshPrefix(f *testing.F) {
 // of a session, seen from both ends.
 func TestAttestedFreshOnTheWire(t *testing.T) {
 	emu, att := newTestAttester(t)
-	inner, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := NewAttestedListener(t.Context(), inner, att, quietATLS(AttestedTLSConfig{}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	inner, ln := listenAttested(t, att)
 	tests := []struct {
 		name      string
 		send      []byte
@@ -461,15 +470,7 @@ func TestAttestedOverProxyV2(t *testing.T) {
 func TestAttestedConnConcurrentIO(t *testing.T) {
 	emu, att := newTestAttester(t)
 	emu.SetPCRs(map[int][]byte{0: bytes.Repeat([]byte{1}, 48)})
-	inner, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := NewAttestedListener(t.Context(), inner, att, quietATLS(AttestedTLSConfig{}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	inner, ln := listenAttested(t, att)
 	echoed := make(chan error, 1)
 	go func() {
 		sc, err := ln.Accept()
@@ -540,15 +541,7 @@ func TestAttestedConnConcurrentIO(t *testing.T) {
 func BenchmarkAttestedHandshake(b *testing.B) {
 	emu, att := newTestAttester(b)
 	emu.SetPCRs(map[int][]byte{0: bytes.Repeat([]byte{1}, 48)})
-	inner, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	ln, err := NewAttestedListener(b.Context(), inner, att, quietATLS(AttestedTLSConfig{}))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
+	inner, ln := listenAttested(b, att)
 	go func() {
 		for {
 			sc, err := ln.Accept()
