@@ -281,13 +281,7 @@ func attestLoadRoots(path string) (*x509.CertPool, error) {
 
 // attestReadDocument reads raw CBOR, or hex or base64 text of it.
 func attestReadDocument(path string) ([]byte, error) {
-	var data []byte
-	var err error
-	if path == "-" {
-		data, err = io.ReadAll(io.LimitReader(os.Stdin, 4*attest.MaxDocumentSize))
-	} else {
-		data, err = os.ReadFile(path)
-	}
+	data, err := readInput(path, 4*attest.MaxDocumentSize)
 	if err != nil {
 		return nil, err
 	}

@@ -119,13 +119,7 @@ func kmsReadRSAKey(path string) (*rsa.PrivateKey, error) {
 }
 
 func kmsReadInput(path string, b64 bool) ([]byte, error) {
-	var b []byte
-	var err error
-	if path == "-" {
-		b, err = io.ReadAll(io.LimitReader(os.Stdin, 4*kms.MaxEnvelopeSize))
-	} else {
-		b, err = os.ReadFile(path)
-	}
+	b, err := readInput(path, 4*kms.MaxEnvelopeSize)
 	if err != nil {
 		return nil, err
 	}

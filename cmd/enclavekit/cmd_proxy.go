@@ -17,9 +17,9 @@ import (
 )
 
 func proxyLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("bad --log-level %q: want debug, info, warn or error", level)
+	l, err := logLevel(level)
+	if err != nil {
+		return nil, err
 	}
 	return daemonLogger(w, format, l)
 }

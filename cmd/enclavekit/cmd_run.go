@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 
 	"github.com/enclavekit/enclavekit/parent/supervisor"
 )
@@ -41,9 +40,9 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case fs.NArg() != 0:
 		return usageFail(fs, stderr, "enclavekit run: unexpected arguments %q; the file goes in --config", fs.Args())
 	}
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(*level)); err != nil {
-		return usageFail(fs, stderr, "enclavekit run: bad --log-level %q: want debug, info, warn or error", *level)
+	lv, err := logLevel(*level)
+	if err != nil {
+		return usageFail(fs, stderr, "enclavekit run: %v", err)
 	}
 	var lo supervisor.LoadOptions
 	if *slot >= 0 {
@@ -73,12 +72,11 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *asJSON {
 		*logFormat = "json" // --json is the older spelling
 	}
-	dlog, err := daemonLogger(stderr, *logFormat, lv)
+	log, err := daemonLogger(stderr, *logFormat, lv)
 	if err != nil {
 		return usageFail(fs, stderr, "enclavekit run: %v", err)
 	}
-	h := dlog.Handler()
-	s, err := supervisor.New(cfg, supervisor.Options{Logger: slog.New(h)})
+	s, err := supervisor.New(cfg, supervisor.Options{Logger: log})
 	if err != nil {
 		fmt.Fprintln(stderr, "enclavekit run:", err)
 		return exitFailure
@@ -87,7 +85,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "enclavekit run:", withHint(err))
 		return exitFailure
 	}
-	slog.New(h).Info("enclavekit run: serving /healthz, /readyz, /metrics", "addr", s.HTTPAddr())
+	log.Info("enclavekit run: serving /healthz, /readyz, /metrics", "addr", s.HTTPAddr())
 	if err := s.Serve(ctx); err != nil {
 		fmt.Fprintln(stderr, "enclavekit run:", err)
 		return exitFailure

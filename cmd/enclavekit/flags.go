@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"regexp"
 	"strings"
 	"time"
@@ -119,6 +120,24 @@ func usageFail(fs *flag.FlagSet, stderr io.Writer, format string, args ...any) i
 		fs.Usage()
 	}
 	return exitUsage
+}
+
+// readInput reads the file at path, or standard input for "-", taking at
+// most limit bytes from standard input (a file's size is known).
+func readInput(path string, limit int64) ([]byte, error) {
+	if path == "-" {
+		return io.ReadAll(io.LimitReader(os.Stdin, limit))
+	}
+	return os.ReadFile(path)
+}
+
+// logLevel parses a --log-level value.
+func logLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("bad --log-level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
 }
 
 // daemonLogger is the logger of a long-running command: text or JSON
