@@ -18,14 +18,12 @@ import (
 	"io"
 	"log/slog"
 	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -37,82 +35,16 @@ import (
 	"github.com/enclavekit/enclavekit/enclave/kms"
 	"github.com/enclavekit/enclavekit/enclave/kms/kmstest"
 	"github.com/enclavekit/enclavekit/internal/syncbuf"
+	"github.com/enclavekit/enclavekit/internal/testutil"
 )
-
-// relay stands in for the parent's egress route: it forwards bytes to a
-// destination and keeps a copy of everything that crossed, so tests can
-// prove no secret did.
-type relay struct {
-	ln   net.Listener
-	to   string
-	mu   sync.Mutex
-	seen bytes.Buffer
-	wg   sync.WaitGroup
-}
-
-func newRelay(t *testing.T, to string) *relay {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &relay{ln: ln, to: to}
-	r.wg.Add(1)
-	go r.accept()
-	t.Cleanup(func() { ln.Close(); r.wg.Wait() })
-	return r
-}
-
-func (r *relay) addr() string { return "tcp://" + r.ln.Addr().String() }
-
-func (r *relay) accept() {
-	defer r.wg.Done()
-	for {
-		c, err := r.ln.Accept()
-		if err != nil {
-			return
-		}
-		d, err := net.Dial("tcp", r.to)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		r.wg.Add(2)
-		cp := func(dst, src net.Conn) {
-			defer r.wg.Done()
-			buf := make([]byte, 32<<10)
-			for {
-				n, err := src.Read(buf)
-				if n > 0 {
-					r.mu.Lock()
-					r.seen.Write(buf[:n])
-					r.mu.Unlock()
-					dst.Write(buf[:n])
-				}
-				if err != nil {
-					dst.Close()
-					src.Close()
-					return
-				}
-			}
-		}
-		go cp(d, c)
-		go cp(c, d)
-	}
-}
-
-func (r *relay) bytes() []byte {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return bytes.Clone(r.seen.Bytes())
-}
 
 type fixture struct {
 	kms       *kmstest.Server
 	api       *awskms.Client // the emulator, called directly (test side)
 	nsm       *attest.NSM
-	good, bad string // keys whose policies name this enclave's PCR0, and another
-	agreement string // an ECC key for DeriveSharedSecret
-	relay     *relay
+	good, bad string             // keys whose policies name this enclave's PCR0, and another
+	agreement string             // an ECC key for DeriveSharedSecret
+	relay     *testutil.Recorder // stands for the parent's egress route
 	logs      *syncbuf.Buffer
 	store     *kms.CredentialStore
 	pcr0      []byte
@@ -142,7 +74,10 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	f.api = awskms.New(awskms.Options{Region: srv.Region(), BaseEndpoint: aws.String(srv.URL()), HTTPClient: srv.HTTPClient(), Credentials: srv.Credentials()})
-	f.relay = newRelay(t, srv.Addr())
+	if f.relay, err = testutil.NewRecorder(srv.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.relay.Close)
 	f.store = kms.NewCredentialStore(kms.CredentialStoreOptions{WaitFirst: -1, Logger: slog.New(slog.NewTextHandler(f.logs, nil))})
 	creds, _ := srv.Credentials().Retrieve(context.Background())
 	creds.CanExpire, creds.Expires = true, time.Now().Add(time.Hour)
@@ -155,7 +90,7 @@ func newFixture(t *testing.T) *fixture {
 func (f *fixture) config() kms.Config {
 	return kms.Config{
 		Keys:        []string{f.good, f.bad, f.agreement},
-		ProxyAddr:   f.relay.addr(),
+		ProxyAddr:   "tcp://" + f.relay.Addr(),
 		RootCAs:     f.kms.CertPool(),
 		Credentials: f.store,
 		Attester:    f.nsm,
@@ -182,7 +117,7 @@ func (f *fixture) assertNeverSeen(t *testing.T, what string, secret []byte) {
 	t.Helper()
 	forms := [][]byte{secret, []byte(hex.EncodeToString(secret)), []byte(base64.StdEncoding.EncodeToString(secret))}
 	for _, form := range forms {
-		if bytes.Contains(f.relay.bytes(), form) {
+		if bytes.Contains(f.relay.Bytes(), form) {
 			t.Errorf("%s crossed the parent's route", what)
 		}
 		if strings.Contains(f.logs.String(), string(form)) {

@@ -277,7 +277,7 @@ func (e *env) startAll(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("egress proxy: %w", err)
 	}
-	kmsHost, kmsPort, err := proxy.SplitHostPort(e.k.recorder.addr())
+	kmsHost, kmsPort, err := proxy.SplitHostPort(e.k.recorder.Addr())
 	if err != nil {
 		return fmt.Errorf("egress proxy: %w", err)
 	}
@@ -287,7 +287,7 @@ func (e *env) startAll(ctx context.Context) error {
 		Routes: []proxy.Route{
 			{Name: "https-test", Listen: "tcp://127.0.0.1:0", To: httpsHost},
 			{Name: "connect", Listen: "tcp://127.0.0.1:0", Connect: true},
-			{Name: "kms", Listen: "tcp://127.0.0.1:0", To: e.k.recorder.addr()},
+			{Name: "kms", Listen: "tcp://127.0.0.1:0", To: e.k.recorder.Addr()},
 		},
 		Allowlist: []proxy.AllowEntry{{Address: host, Port: port}, kmsAllow},
 		Limits:    proxy.Limits{DrainTimeout: 2 * time.Second, DialTimeout: 5 * time.Second},

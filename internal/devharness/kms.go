@@ -11,11 +11,9 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -24,6 +22,7 @@ import (
 	"github.com/enclavekit/enclavekit/enclave/kms"
 	"github.com/enclavekit/enclavekit/enclave/kms/kmstest"
 	"github.com/enclavekit/enclavekit/internal/enclaved"
+	"github.com/enclavekit/enclavekit/internal/testutil"
 	"github.com/enclavekit/enclavekit/parent"
 	"github.com/enclavekit/enclavekit/parent/imdstest"
 	"github.com/enclavekit/enclavekit/protocol"
@@ -37,7 +36,7 @@ import (
 type kmsEnv struct {
 	imds      *imdstest.Server
 	kms       *kmstest.Server
-	recorder  *byteRecorder
+	recorder  *testutil.Recorder
 	good      string // key whose policy names the dev enclave's PCR0
 	wrong     string // key whose policy names another PCR0
 	rootsFile string
@@ -71,7 +70,7 @@ func (e *env) startKMS(tmpDir string) error {
 	if err := os.WriteFile(k.rootsFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: k.kms.Certificate().Raw}), 0o600); err != nil {
 		return fmt.Errorf("KMS emulator: %w", err)
 	}
-	if k.recorder, err = newByteRecorder(k.kms.Addr()); err != nil {
+	if k.recorder, err = testutil.NewRecorder(k.kms.Addr()); err != nil {
 		return fmt.Errorf("KMS route recorder: %w", err)
 	}
 	return nil
@@ -79,7 +78,7 @@ func (e *env) startKMS(tmpDir string) error {
 
 func (k *kmsEnv) stop() {
 	if k.recorder != nil {
-		k.recorder.close()
+		k.recorder.Close()
 	}
 	if k.kms != nil {
 		k.kms.Close()
@@ -160,7 +159,7 @@ func (e *env) stepKMS(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("the KMS emulator cannot open the sealed blob's data key: %w", err)
 	}
-	crossed := e.k.recorder.bytes()
+	crossed := e.k.recorder.Bytes()
 	secrets := map[string][]byte{
 		"the data key":          dataKey,
 		"the sealed state":      state,
@@ -213,89 +212,6 @@ func sealedBlob(sealed []byte) ([]byte, error) {
 		return nil, errors.New("the enclave's sealed blob is not in the documented format")
 	}
 	return field, nil
-}
-
-// byteRecorder forwards TCP connections to a destination and keeps a copy
-// of every byte that crossed, both ways.
-type byteRecorder struct {
-	ln net.Listener
-	to string
-	wg sync.WaitGroup
-
-	mu    sync.Mutex
-	seen  bytes.Buffer
-	conns map[net.Conn]struct{}
-}
-
-func newByteRecorder(to string) (*byteRecorder, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	r := &byteRecorder{ln: ln, to: to, conns: map[net.Conn]struct{}{}}
-	r.wg.Add(1)
-	go r.accept()
-	return r, nil
-}
-
-func (r *byteRecorder) addr() string { return r.ln.Addr().String() }
-
-func (r *byteRecorder) accept() {
-	defer r.wg.Done()
-	for {
-		c, err := r.ln.Accept()
-		if err != nil {
-			return
-		}
-		d, err := net.DialTimeout("tcp", r.to, 5*time.Second)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		r.mu.Lock()
-		r.conns[c], r.conns[d] = struct{}{}, struct{}{}
-		r.mu.Unlock()
-		r.wg.Add(2)
-		go r.copy(d, c)
-		go r.copy(c, d)
-	}
-}
-
-func (r *byteRecorder) copy(dst, src net.Conn) {
-	defer r.wg.Done()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			r.mu.Lock()
-			r.seen.Write(buf[:n])
-			r.mu.Unlock()
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				err = werr
-			}
-		}
-		if err != nil {
-			dst.Close()
-			src.Close()
-			return
-		}
-	}
-}
-
-func (r *byteRecorder) bytes() []byte {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return bytes.Clone(r.seen.Bytes())
-}
-
-func (r *byteRecorder) close() {
-	r.ln.Close()
-	r.mu.Lock()
-	for c := range r.conns {
-		c.Close()
-	}
-	r.mu.Unlock()
-	r.wg.Wait()
 }
 
 // dump returns every record as text, for scanning.

@@ -1,3 +1,3 @@
-// Package testutil holds helpers that tests in several packages share.
-// Only _test.go files import it.
+// Package testutil holds helpers that tests in several packages, and the
+// development harness, share. No production package imports it.
 package testutil
