@@ -16,6 +16,7 @@ func TestDevCommand(t *testing.T) {
 		{[]string{"dev"}, exitOK, "all 8 steps passed"},
 		{[]string{"dev", "--kill", "log-sink", "--step-timeout", "2s"}, exitFailure, "step 8 (logs) failed"},
 		{[]string{"dev", "--kill", "kms", "--step-timeout", "2s"}, exitFailure, "step 6 (kms) failed"},
+		{[]string{"dev", "--kill", "enclave", "--step-timeout", "2s"}, exitFailure, "step 1 (health) failed"},
 		{[]string{"dev", "--kill", "vault"}, exitUsage, `cannot kill "vault"`},
 		{[]string{"dev", "extra"}, exitUsage, "unexpected arguments"},
 	}

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -92,28 +91,6 @@ func TestDeployUnitsUseRealFlags(t *testing.T) {
 	}
 	if n < 3 {
 		t.Fatalf("found %d enclavekit command lines in the units", n)
-	}
-}
-
-// TestMakeInstall runs the documented install target into a temporary
-// prefix.
-func TestMakeInstall(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds both binaries")
-	}
-	if _, err := exec.LookPath("make"); err != nil {
-		t.Skip("no make")
-	}
-	prefix := t.TempDir()
-	cmd := exec.Command("make", "-C", "../..", "install", "PREFIX="+prefix)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("make install: %v\n%s", err, out)
-	}
-	for _, bin := range []string{"enclavekit", "enclaved"} {
-		out, err := exec.Command(filepath.Join(prefix, "bin", bin), "--version").CombinedOutput()
-		if err != nil || !strings.Contains(string(out), bin) {
-			t.Errorf("%s --version: %v: %s", bin, err, out)
-		}
 	}
 }
 

@@ -25,6 +25,7 @@ type docCommand struct {
 	line    string // continuation lines joined, the comment removed
 	comment string // the text after "  # ", if any
 	ec2     bool   // from a ```sh ec2 block
+	block   int    // which sh block of the page (0, 1, ...)
 }
 
 // docCommands returns the commands of the page's sh blocks.
@@ -37,6 +38,7 @@ func docCommands(t *testing.T, path string) []docCommand {
 	defer f.Close()
 	var out []docCommand
 	in, ec2 := false, false
+	block := -1
 	var cur string
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
@@ -44,6 +46,7 @@ func docCommands(t *testing.T, path string) []docCommand {
 		switch {
 		case !in && (l == "```sh" || l == "```sh ec2"):
 			in, ec2 = true, l == "```sh ec2"
+			block++
 			continue
 		case in && l == "```":
 			in = false
@@ -56,7 +59,7 @@ func docCommands(t *testing.T, path string) []docCommand {
 			cur = strings.TrimSuffix(cur, "\\") + " "
 			continue
 		}
-		c := docCommand{line: cur, ec2: ec2}
+		c := docCommand{line: cur, ec2: ec2, block: block}
 		if i := strings.Index(cur, "   # "); i >= 0 {
 			c.line, c.comment = strings.TrimSpace(cur[:i]), strings.TrimSpace(cur[i+5:])
 		}
