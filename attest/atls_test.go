@@ -3,9 +3,6 @@ package attest_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha512"
 	"crypto/tls"
 	"crypto/x509"
@@ -14,8 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"math/big"
 	"net"
 	"strings"
 	"testing"
@@ -23,8 +18,7 @@ import (
 
 	"github.com/enclavekit/enclavekit/attest"
 	"github.com/enclavekit/enclavekit/attest/nsmtest"
-	"github.com/enclavekit/enclavekit/enclave"
-	"github.com/enclavekit/enclavekit/internal/testutil"
+	"github.com/enclavekit/enclavekit/internal/atlstest"
 )
 
 // atlsPCRs are recognisable PCR0-2 values for the emulator.
@@ -35,79 +29,6 @@ func atlsPCRs() map[int][]byte {
 		m[i] = h[:]
 	}
 	return m
-}
-
-// atlsServer is an attested TLS echo server on loopback.
-type atlsServer struct {
-	emu  *nsmtest.Emulator
-	ln   *enclave.AttestedListener
-	addr string
-	pcrs map[int][]byte
-}
-
-// startATLS serves echo behind enclave.NewAttestedListener. wrap, when
-// set, wraps the attester (to misbehave); pcrs nil leaves the emulator's
-// PCRs all zero (a debug-mode enclave).
-func startATLS(t testing.TB, pcrs map[int][]byte, wrap func(attest.Attester) attest.Attester) *atlsServer {
-	t.Helper()
-	emu, err := nsmtest.New(nsmtest.Options{PCRs: pcrs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := attest.OpenNSM(emu.Options())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	var a attest.Attester = n
-	if wrap != nil {
-		a = wrap(a)
-	}
-	inner, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := enclave.NewAttestedListener(context.Background(), inner, a, enclave.AttestedTLSConfig{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		inner.Close()
-		t.Fatal(err)
-	}
-	testutil.Serve(t, ln, testutil.Echo)
-	return &atlsServer{emu: emu, ln: ln, addr: inner.Addr().String(), pcrs: pcrs}
-}
-
-// startPlainTLS serves echo over ordinary TLS 1.3 with cert: a
-// TLS-terminating proxy's own endpoint.
-func startPlainTLS(t testing.TB, cert tls.Certificate) string {
-	t.Helper()
-	inner, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	testutil.Serve(t, tls.NewListener(inner, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}), testutil.Echo)
-	return inner.Addr().String()
-}
-
-// selfSigned makes a certificate for a new P-256 key with the extra
-// extensions.
-func selfSigned(t testing.TB, exts ...pkix.Extension) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:    big.NewInt(1),
-		Subject:         pkix.Name{CommonName: "man in the middle"},
-		NotBefore:       time.Now().Add(-time.Hour),
-		NotAfter:        time.Now().Add(time.Hour),
-		ExtraExtensions: exts,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
 
 func dialATLS(t testing.TB, addr string, opts attest.TLSOptions) (*attest.TLSConn, error) {
@@ -167,10 +88,10 @@ func (a hugeFresh) Attest(ctx context.Context, req attest.Request) ([]byte, erro
 // TestAttestedTLS: a verifying client accepts the genuine enclave and
 // refuses each failure with its own sentinel.
 func TestAttestedTLS(t *testing.T) {
-	srv := startATLS(t, atlsPCRs(), nil)
-	debug := startATLS(t, nil, nil)
-	replay := startATLS(t, atlsPCRs(), func(a attest.Attester) attest.Attester { return nonceAttester{a} })
-	huge := startATLS(t, atlsPCRs(), func(a attest.Attester) attest.Attester { return hugeFresh{a} })
+	srv := atlstest.Start(t, atlsPCRs(), nil)
+	debug := atlstest.Start(t, nil, nil)
+	replay := atlstest.Start(t, atlsPCRs(), func(a attest.Attester) attest.Attester { return nonceAttester{a} })
+	huge := atlstest.Start(t, atlsPCRs(), func(a attest.Attester) attest.Attester { return hugeFresh{a} })
 	other, err := nsmtest.New(nsmtest.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -178,7 +99,7 @@ func TestAttestedTLS(t *testing.T) {
 
 	// A terminating proxy with its own key that copies the genuine
 	// certificate's document into its own certificate.
-	genuine, err := attest.DocumentFromCertificate(srv.ln.Certificate())
+	genuine, err := attest.DocumentFromCertificate(srv.Listener.Certificate())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,12 +107,12 @@ func TestAttestedTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mitmReplay := startPlainTLS(t, selfSigned(t, pkix.Extension{Id: attest.ExtensionOID, Value: ext}))
-	mitmPlain := startPlainTLS(t, selfSigned(t))
+	mitmReplay := atlstest.StartPlain(t, atlstest.SelfSigned(t, pkix.Extension{Id: attest.ExtensionOID, Value: ext}))
+	mitmPlain := atlstest.StartPlain(t, atlstest.SelfSigned(t))
 
 	wrongPCR := atlsPCRs()
 	wrongPCR[1] = bytes.Repeat([]byte{0xee}, attest.PCRSize)
-	roots := srv.emu.Roots()
+	roots := srv.Emulator.Roots()
 
 	tests := []struct {
 		name   string
@@ -200,23 +121,23 @@ func TestAttestedTLS(t *testing.T) {
 		err    error
 		substr string
 	}{
-		{"genuine", srv.addr, attest.TLSOptions{Roots: roots, PCRs: srv.pcrs}, nil, ""},
-		{"genuine fresh", srv.addr, attest.TLSOptions{Roots: roots, PCRs: srv.pcrs, Fresh: true}, nil, ""},
-		{"wrong PCR1", srv.addr, attest.TLSOptions{Roots: roots, PCRs: wrongPCR}, attest.ErrPCRMismatch, "PCR1"},
-		{"AWS root", srv.addr, attest.TLSOptions{PCRs: srv.pcrs}, attest.ErrRootNotPinned, "AWS Nitro root"},
-		{"unknown root", srv.addr, attest.TLSOptions{Roots: other.Roots(), PCRs: srv.pcrs}, attest.ErrRootNotPinned, "trusted roots"},
-		{"stale", srv.addr, attest.TLSOptions{Roots: roots, PCRs: srv.pcrs, Now: func() time.Time { return time.Now().Add(11 * time.Minute) }}, attest.ErrStale, "max age 10m0s"},
-		{"stale by max age", srv.addr, attest.TLSOptions{Roots: roots, AnyImage: true, MaxAge: time.Nanosecond}, attest.ErrStale, "max age 1ns"},
-		{"debug mode", debug.addr, attest.TLSOptions{Roots: debug.emu.Roots(), AnyImage: true}, attest.ErrDebugMode, "PCR0 all zeros"},
-		{"debug mode allowed", debug.addr, attest.TLSOptions{Roots: debug.emu.Roots(), AnyImage: true, AllowDebug: true}, nil, ""},
-		{"proxy replays the genuine document", mitmReplay, attest.TLSOptions{Roots: roots, PCRs: srv.pcrs}, attest.ErrTLSKeyMismatch, "another key"},
-		{"proxy with an ordinary certificate", mitmPlain, attest.TLSOptions{Roots: roots, PCRs: srv.pcrs}, attest.ErrNoAttestation, attest.ExtensionOIDString},
-		{"replayed fresh document", replay.addr, attest.TLSOptions{Roots: replay.emu.Roots(), PCRs: replay.pcrs, Fresh: true}, attest.ErrNotSessionBound, "replayed"},
-		{"replayed document, no fresh check", replay.addr, attest.TLSOptions{Roots: replay.emu.Roots(), PCRs: replay.pcrs}, nil, ""},
-		{"enclave cannot attest the session", huge.addr, attest.TLSOptions{Roots: huge.emu.Roots(), PCRs: huge.pcrs, Fresh: true}, attest.ErrFreshExchange, "attestation unavailable"},
-		{"fresh against a plain TLS server", mitmPlain, attest.TLSOptions{Roots: roots, PCRs: srv.pcrs, Fresh: true}, attest.ErrNoAttestation, ""},
-		{"bad options", srv.addr, attest.TLSOptions{MaxAge: -1}, attest.ErrTLSOptions, "negative"},
-		{"no expected PCRs", srv.addr, attest.TLSOptions{Roots: roots}, attest.ErrTLSOptions, "any enclave image would pass"},
+		{"genuine", srv.Addr, attest.TLSOptions{Roots: roots, PCRs: srv.PCRs}, nil, ""},
+		{"genuine fresh", srv.Addr, attest.TLSOptions{Roots: roots, PCRs: srv.PCRs, Fresh: true}, nil, ""},
+		{"wrong PCR1", srv.Addr, attest.TLSOptions{Roots: roots, PCRs: wrongPCR}, attest.ErrPCRMismatch, "PCR1"},
+		{"AWS root", srv.Addr, attest.TLSOptions{PCRs: srv.PCRs}, attest.ErrRootNotPinned, "AWS Nitro root"},
+		{"unknown root", srv.Addr, attest.TLSOptions{Roots: other.Roots(), PCRs: srv.PCRs}, attest.ErrRootNotPinned, "trusted roots"},
+		{"stale", srv.Addr, attest.TLSOptions{Roots: roots, PCRs: srv.PCRs, Now: func() time.Time { return time.Now().Add(11 * time.Minute) }}, attest.ErrStale, "max age 10m0s"},
+		{"stale by max age", srv.Addr, attest.TLSOptions{Roots: roots, AnyImage: true, MaxAge: time.Nanosecond}, attest.ErrStale, "max age 1ns"},
+		{"debug mode", debug.Addr, attest.TLSOptions{Roots: debug.Emulator.Roots(), AnyImage: true}, attest.ErrDebugMode, "PCR0 all zeros"},
+		{"debug mode allowed", debug.Addr, attest.TLSOptions{Roots: debug.Emulator.Roots(), AnyImage: true, AllowDebug: true}, nil, ""},
+		{"proxy replays the genuine document", mitmReplay, attest.TLSOptions{Roots: roots, PCRs: srv.PCRs}, attest.ErrTLSKeyMismatch, "another key"},
+		{"proxy with an ordinary certificate", mitmPlain, attest.TLSOptions{Roots: roots, PCRs: srv.PCRs}, attest.ErrNoAttestation, attest.ExtensionOIDString},
+		{"replayed fresh document", replay.Addr, attest.TLSOptions{Roots: replay.Emulator.Roots(), PCRs: replay.PCRs, Fresh: true}, attest.ErrNotSessionBound, "replayed"},
+		{"replayed document, no fresh check", replay.Addr, attest.TLSOptions{Roots: replay.Emulator.Roots(), PCRs: replay.PCRs}, nil, ""},
+		{"enclave cannot attest the session", huge.Addr, attest.TLSOptions{Roots: huge.Emulator.Roots(), PCRs: huge.PCRs, Fresh: true}, attest.ErrFreshExchange, "attestation unavailable"},
+		{"fresh against a plain TLS server", mitmPlain, attest.TLSOptions{Roots: roots, PCRs: srv.PCRs, Fresh: true}, attest.ErrNoAttestation, ""},
+		{"bad options", srv.Addr, attest.TLSOptions{MaxAge: -1}, attest.ErrTLSOptions, "negative"},
+		{"no expected PCRs", srv.Addr, attest.TLSOptions{Roots: roots}, attest.ErrTLSOptions, "any enclave image would pass"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -256,13 +177,13 @@ func TestAttestedTLS(t *testing.T) {
 // does not verify as the fresh document of another (a relay that holds
 // its own session with the enclave gets documents bound to that one).
 func TestFreshNotAcrossSessions(t *testing.T) {
-	srv := startATLS(t, atlsPCRs(), nil)
-	opts := attest.TLSOptions{Roots: srv.emu.Roots(), PCRs: srv.pcrs, Fresh: true}
-	a, err := dialATLS(t, srv.addr, opts)
+	srv := atlstest.Start(t, atlsPCRs(), nil)
+	opts := attest.TLSOptions{Roots: srv.Emulator.Roots(), PCRs: srv.PCRs, Fresh: true}
+	a, err := dialATLS(t, srv.Addr, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := dialATLS(t, srv.addr, opts)
+	b, err := dialATLS(t, srv.Addr, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +193,7 @@ func TestFreshNotAcrossSessions(t *testing.T) {
 		t.Fatal("two sessions share an exporter value")
 	}
 	// Session A's fresh document, checked as B's: the nonce is A's.
-	_, err = attest.Verify(docBytesOf(t, srv), attest.VerifyOptions{Roots: srv.emu.Roots(), Nonce: nonceB})
+	_, err = attest.Verify(docBytesOf(t, srv), attest.VerifyOptions{Roots: srv.Emulator.Roots(), Nonce: nonceB})
 	if !errors.Is(err, attest.ErrNonceMismatch) {
 		t.Fatalf("err = %v, want ErrNonceMismatch", err)
 	}
@@ -280,9 +201,9 @@ func TestFreshNotAcrossSessions(t *testing.T) {
 
 // docBytesOf asks for a fresh document on a new session and returns it:
 // its nonce is that session's exporter value.
-func docBytesOf(t *testing.T, srv *atlsServer) []byte {
+func docBytesOf(t *testing.T, srv *atlstest.Enclave) []byte {
 	t.Helper()
-	raw, err := net.Dial("tcp", srv.addr)
+	raw, err := net.Dial("tcp", srv.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,21 +221,21 @@ func docBytesOf(t *testing.T, srv *atlsServer) []byte {
 
 // TestNewTLSConfig: the tls.Config alone verifies in the handshake.
 func TestNewTLSConfig(t *testing.T) {
-	srv := startATLS(t, atlsPCRs(), nil)
+	srv := atlstest.Start(t, atlsPCRs(), nil)
 	for _, tt := range []struct {
 		name string
 		opts attest.TLSOptions
 		err  error
 	}{
-		{"ok", attest.TLSOptions{Roots: srv.emu.Roots(), PCRs: srv.pcrs}, nil},
-		{"AWS root", attest.TLSOptions{PCRs: srv.pcrs}, attest.ErrRootNotPinned},
+		{"ok", attest.TLSOptions{Roots: srv.Emulator.Roots(), PCRs: srv.PCRs}, nil},
+		{"AWS root", attest.TLSOptions{PCRs: srv.PCRs}, attest.ErrRootNotPinned},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg, err := attest.NewTLSConfig(tt.opts)
 			if err != nil {
 				t.Fatal(err)
 			}
-			c, err := tls.Dial("tcp", srv.addr, cfg)
+			c, err := tls.Dial("tcp", srv.Addr, cfg)
 			if !errors.Is(err, tt.err) {
 				t.Fatalf("err = %v, want %v", err, tt.err)
 			}
@@ -381,7 +302,7 @@ func TestDocumentFromCertificate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cert := selfSigned(t, tt.exts...)
+			cert := atlstest.SelfSigned(t, tt.exts...)
 			leaf, err := x509.ParseCertificate(cert.Certificate[0])
 			if err != nil {
 				t.Fatal(err)

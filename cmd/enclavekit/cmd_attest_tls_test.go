@@ -3,30 +3,19 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha512"
-	"crypto/tls"
-	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"log/slog"
-	"math/big"
 	"net"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/enclavekit/enclavekit/attest"
-	"github.com/enclavekit/enclavekit/attest/nsmtest"
 	"github.com/enclavekit/enclavekit/enclave"
-	"github.com/enclavekit/enclavekit/internal/testutil"
+	"github.com/enclavekit/enclavekit/internal/atlstest"
 )
 
 // tlsEnclave is an attested TLS echo endpoint on loopback.
@@ -49,58 +38,27 @@ func (a replayNonce) Attest(ctx context.Context, req attest.Request) ([]byte, er
 
 func startTLSEnclave(t *testing.T, pcrs map[int][]byte, replay bool) *tlsEnclave {
 	t.Helper()
-	emu, err := nsmtest.New(nsmtest.Options{PCRs: pcrs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := attest.OpenNSM(emu.Options())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	var a attest.Attester = n
+	var wrap func(attest.Attester) attest.Attester
 	if replay {
-		a = replayNonce{n}
+		wrap = func(a attest.Attester) attest.Attester { return replayNonce{a} }
 	}
-	inner, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := enclave.NewAttestedListener(t.Context(), inner, a, enclave.AttestedTLSConfig{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	testutil.Serve(t, ln, testutil.Echo)
-	root := filepath.Join(t.TempDir(), "root.pem")
-	if err := os.WriteFile(root, emu.RootPEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return &tlsEnclave{addr: "tcp://" + inner.Addr().String(), root: root, pcrs: pcrs, ln: ln}
+	e := atlstest.Start(t, pcrs, wrap)
+	return &tlsEnclave{addr: "tcp://" + e.Addr, root: e.RootFile(t), pcrs: pcrs, ln: e.Listener}
 }
 
 // tlsMITM serves ordinary TLS with its own key; doc, if set, is copied
 // into its certificate.
 func tlsMITM(t *testing.T, doc []byte) string {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	var exts []pkix.Extension
 	if doc != nil {
 		v, err := attest.MarshalExtensionValue(doc)
 		if err != nil {
 			t.Fatal(err)
 		}
-		tmpl.ExtraExtensions = []pkix.Extension{{Id: attest.ExtensionOID, Value: v}}
+		exts = append(exts, pkix.Extension{Id: attest.ExtensionOID, Value: v})
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	inner, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	testutil.Serve(t, tls.NewListener(inner, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}), testutil.Echo)
-	return "tcp://" + inner.Addr().String()
+	return "tcp://" + atlstest.StartPlain(t, atlstest.SelfSigned(t, exts...))
 }
 
 func pcrFlags(pcrs map[int][]byte) []string {

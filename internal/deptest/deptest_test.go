@@ -35,7 +35,7 @@ var emulators = []string{"attest/nsmtest", "enclave/kms/kmstest", "parent/imdste
 // emulators themselves.
 func notProduction(p string) bool {
 	switch {
-	case p == "internal/devharness", p == "internal/soak", p == "internal/vsocktest", p == "internal/deptest":
+	case p == "internal/devharness", p == "internal/soak", p == "internal/vsocktest", p == "internal/deptest", p == "internal/atlstest":
 		return true
 	case under(p, "examples"):
 		return true
