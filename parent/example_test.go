@@ -100,23 +100,6 @@ func ExampleClient_Call() {
 	// true remote error 2 (unknown method)
 }
 
-// Forward a parent port to the enclave, telling it the client's address.
-func ExampleNewIngress() {
-	in, err := parent.NewIngress(parent.IngressConfig{
-		Listen:        "tcp://0.0.0.0:443",
-		Target:        "vsock://16:443",
-		MaxConns:      512,
-		ProxyProtocol: true,
-	})
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	_ = in // in.ListenAndServe(ctx) runs until ctx ends
-	fmt.Println(in.Stats())
-	// Output: {0 0 0 0}
-}
-
 // Re-emit the enclave's log stream through the parent's slog handler.
 func ExampleNewLogSink() {
 	sink, err := parent.NewLogSink(parent.LogSinkConfig{

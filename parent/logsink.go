@@ -14,9 +14,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
+	"github.com/enclavekit/enclavekit/parent/internal/acceptloop"
+	"github.com/enclavekit/enclavekit/parent/internal/loglimit"
+	"github.com/enclavekit/enclavekit/parent/internal/sanitize"
 	"github.com/enclavekit/enclavekit/protocol"
 	"github.com/enclavekit/enclavekit/transport"
 )
@@ -122,7 +123,7 @@ type LogSink struct {
 	sem                chan struct{}
 	records, bad, conn atomic.Int64
 	evicted, refused   atomic.Int64
-	warnLog, refuseLog logLimiter
+	warnLog, refuseLog loglimit.Limiter
 
 	mu   sync.Mutex
 	live map[net.Conn]*sinkConn // connections being served
@@ -217,7 +218,7 @@ func (s *LogSink) admit(c net.Conn) (ok, freed bool) {
 		return true, false
 	}
 	n := s.refused.Add(1)
-	if s.refuseLog.allow() {
+	if s.refuseLog.Allow() {
 		s.emitSelf(context.Background(), slog.String(logEnclaveKey, s.cfg.Enclave),
 			"enclavekit log sink: refused a connection not from an allowed enclave CID (see AllowCIDs)",
 			slog.String("peer", transport.AddrOf(c.RemoteAddr())), slog.Int64("refused_total", n))
@@ -286,7 +287,7 @@ func (s *LogSink) evict(ctx context.Context, victim net.Conn, why string) {
 // ListenAndServe listens on cfg.Listen and serves until ctx ends; it
 // returns nil when ctx ended.
 func (s *LogSink) ListenAndServe(ctx context.Context) error {
-	return listenAndServe(ctx, s.cfg.Listen, s.Serve)
+	return acceptloop.ListenAndServe(ctx, s.cfg.Listen, s.Serve)
 }
 
 // Serve accepts enclave connections on ln until ctx ends or ln fails; each
@@ -294,15 +295,15 @@ func (s *LogSink) ListenAndServe(ctx context.Context) error {
 // connects again. Serve closes ln and returns after every connection's
 // goroutine ended; it returns nil when ctx ended.
 func (s *LogSink) Serve(ctx context.Context, ln net.Listener) error {
-	l := acceptLoop{
-		what:     "log sink",
-		sem:      s.sem,
-		admitted: func() { s.conn.Add(1) },
-		admit:    s.admit,
-		makeRoom: func(c net.Conn) bool { return s.makeRoom(ctx, c) },
-		serve:    s.ServeConn,
+	l := acceptloop.Loop{
+		What:     "log sink",
+		Sem:      s.sem,
+		Admitted: func() { s.conn.Add(1) },
+		Admit:    s.admit,
+		MakeRoom: func(c net.Conn) bool { return s.makeRoom(ctx, c) },
+		Serve:    s.ServeConn,
 	}
-	return l.run(ctx, ln)
+	return l.Run(ctx, ln)
 }
 
 // evictOldest closes the longest-served connection when the cap is reached.
@@ -396,7 +397,7 @@ func (s *LogSink) ServeConn(ctx context.Context, c net.Conn) {
 }
 
 func (s *LogSink) emitSelf(ctx context.Context, self slog.Attr, msg string, attrs ...slog.Attr) {
-	if !s.cfg.Handler.Enabled(ctx, slog.LevelWarn) || !s.warnLog.allow() {
+	if !s.cfg.Handler.Enabled(ctx, slog.LevelWarn) || !s.warnLog.Allow() {
 		return
 	}
 	r := slog.NewRecord(time.Now(), slog.LevelWarn, msg, 0)
@@ -438,7 +439,7 @@ func (s *LogSink) record(rec protocol.LogRecord, self slog.Attr) slog.Record {
 		t = received
 	}
 	level := slog.Level(min(max(rec.Level, int64(minLogLevel)), int64(maxLogLevel)))
-	r := slog.NewRecord(t, level, Sanitize(rec.Message, s.cfg.MaxMessage), 0)
+	r := slog.NewRecord(t, level, sanitize.Text(rec.Message, s.cfg.MaxMessage), 0)
 	r.AddAttrs(self)
 	if rec.TimeUnixNano != 0 {
 		r.AddAttrs(slog.Time(logReceivedKey, received))
@@ -450,11 +451,11 @@ func (s *LogSink) record(rec protocol.LogRecord, self slog.Attr) slog.Record {
 		n := min(len(rec.Attrs), s.cfg.MaxAttrs)
 		group := make([]any, 0, n)
 		for _, a := range rec.Attrs[:n] {
-			key := Sanitize(a.Key, maxLogKey)
+			key := sanitize.Text(a.Key, maxLogKey)
 			if key == "" {
 				key = "_"
 			}
-			group = append(group, slog.String(key, Sanitize(a.Value, s.cfg.MaxValue)))
+			group = append(group, slog.String(key, sanitize.Text(a.Value, s.cfg.MaxValue)))
 		}
 		r.AddAttrs(slog.Group(logAttrGroup, group...))
 		if extra := len(rec.Attrs) - n; extra > 0 {
@@ -462,59 +463,6 @@ func (s *LogSink) record(rec protocol.LogRecord, self slog.Attr) slog.Record {
 		}
 	}
 	return r
-}
-
-// Sanitize returns s with control characters (C0, DEL, C1), Unicode format
-// characters (bidirectional overrides, zero-width characters), line and
-// paragraph separators (U+2028, U+2029) and invalid UTF-8 removed, cut to
-// at most max bytes at a rune boundary; a cut string ends in "…" (counted
-// in max). Text from an enclave passes through it
-// before it reaches a log, so it cannot forge lines or hide text in a
-// terminal.
-func Sanitize(s string, max int) string {
-	clean := true
-	for _, r := range s {
-		if dropRune(r) {
-			clean = false
-			break
-		}
-	}
-	if clean && len(s) <= max {
-		return s
-	}
-	const ellipsis = "…"
-	var b strings.Builder
-	b.Grow(min(len(s), max))
-	for _, r := range s {
-		if dropRune(r) {
-			continue
-		}
-		if b.Len()+utf8.RuneLen(r) > max {
-			return cut(b.String(), max, ellipsis)
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
-
-// dropRune reports the runes Sanitize removes: invalid UTF-8, controls,
-// format characters, and the Unicode line and paragraph separators
-// (U+2028, U+2029), which some viewers and JavaScript treat as line breaks.
-func dropRune(r rune) bool {
-	return r == utf8.RuneError || unicode.IsControl(r) ||
-		unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp)
-}
-
-// cut shortens s so that s+suffix fits in max bytes, at a rune boundary.
-func cut(s string, max int, suffix string) string {
-	if max < len(suffix) {
-		return ""
-	}
-	n := max - len(suffix)
-	for n > 0 && n < len(s) && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:min(n, len(s))] + suffix
 }
 
 // enclaveName names a connection's sender by its address without the port:

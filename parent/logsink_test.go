@@ -6,12 +6,17 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 	"unicode"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/enclavekit/enclavekit/enclave"
 	"github.com/enclavekit/enclavekit/protocol"
@@ -205,36 +210,6 @@ func TestLogSinkUntrusted(t *testing.T) {
 	}
 }
 
-func TestSanitize(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		max  int
-		want string
-	}{
-		{"plain", 10, "plain"},
-		{"a\nb\rc\td", 10, "abcd"},
-		{"\x1b[1mbold\x1b[0m", 20, "[1mbold[0m"},
-		{"del\x7f c1\u0085", 20, "del c1"},
-		{"bidi\u202eevil\u2066", 20, "bidievil"},
-		{"zero\u200bwidth", 20, "zerowidth"},
-		{"line\u2028sep\u2029para", 20, "lineseppara"},
-		{"bad\xffutf8", 20, "badutf8"},
-		{"0123456789", 5, "01…"},
-		{"ééééé", 6, "é…"},
-		{"abc", 2, ""},
-		{"", 0, ""},
-		{"日本語", 9, "日本語"},
-	} {
-		got := Sanitize(tc.in, tc.max)
-		if got != tc.want {
-			t.Errorf("Sanitize(%q, %d) = %q, want %q", tc.in, tc.max, got, tc.want)
-		}
-		if len(got) > tc.max {
-			t.Errorf("Sanitize(%q, %d) is %d bytes", tc.in, tc.max, len(got))
-		}
-	}
-}
-
 func TestLogSinkConfigValidate(t *testing.T) {
 	for _, tc := range []struct {
 		cfg LogSinkConfig
@@ -326,5 +301,42 @@ func BenchmarkLogSinkRecord(b *testing.B) {
 		}
 		r := s.record(rec, self)
 		_ = slog.DiscardHandler.Handle(context.Background(), r)
+	}
+}
+
+// TestLogSinkMetrics: the sink's counters are exported, unlabelled when
+// labels is nil.
+func TestLogSinkMetrics(t *testing.T) {
+	sink, err := NewLogSink(LogSinkConfig{Handler: slog.DiscardHandler})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(sink.Collectors(nil)...)
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	body := rec.Body.String()
+	for _, want := range []string{
+		`enclavekit_logsink_records_total 0`,
+		`enclavekit_logsink_refused_total 0`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q:\n%s", want, body)
+		}
+	}
+}
+
+// TestLogSinkListenAndServe: ListenAndServe returns nil once ctx ended.
+func TestLogSinkListenAndServe(t *testing.T) {
+	sink, err := NewLogSink(LogSinkConfig{Listen: "tcp://127.0.0.1:0", Handler: slog.DiscardHandler})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- sink.ListenAndServe(ctx) }()
+	cancel()
+	if err := <-errc; err != nil {
+		t.Errorf("ListenAndServe = %v, want nil once ctx ended", err)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/enclavekit/enclavekit/parent"
+	"github.com/enclavekit/enclavekit/parent/ingress"
 	"github.com/enclavekit/enclavekit/parent/proxy"
 	"github.com/enclavekit/enclavekit/protocol"
 	"github.com/enclavekit/enclavekit/transport"
@@ -93,7 +94,7 @@ type unit struct {
 	ring   *ring
 	sink   *parent.LogSink
 	sinkLn net.Listener
-	ings   []*ingress
+	ings   []*port
 	// beat is when supervise last made progress (UnixNano); 0 before it
 	// starts. /healthz fails when it is older than the stall bound.
 	beat atomic.Int64
@@ -118,8 +119,9 @@ func (u *unit) reapPending(wait time.Duration) {
 	u.unreaped = left
 }
 
-type ingress struct {
-	in *parent.Ingress
+// port is one ingress port of an enclave.
+type port struct {
+	in *ingress.Server
 	ln net.Listener
 }
 
@@ -157,7 +159,7 @@ func New(cfg *Config, opts Options) (*Supervisor, error) {
 			}
 		}
 		for _, ic := range e.Ingress {
-			in, err := parent.NewIngress(parent.IngressConfig{Listen: ic.Listen, Target: ic.Target, MaxConns: ic.MaxConns, ProxyProtocol: ic.ProxyProtocol, Logger: s.log.With("enclave", e.Name)})
+			in, err := ingress.New(ingress.Config{Listen: ic.Listen, Target: ic.Target, MaxConns: ic.MaxConns, ProxyProtocol: ic.ProxyProtocol, Logger: s.log.With("enclave", e.Name)})
 			if err != nil {
 				return nil, fmt.Errorf("supervisor: enclave %s ingress %s: %w", e.Name, ic.Listen, err)
 			}
@@ -166,7 +168,7 @@ func New(cfg *Config, opts Options) (*Supervisor, error) {
 					return nil, fmt.Errorf("supervisor: registering metrics: %w", err)
 				}
 			}
-			u.ings = append(u.ings, &ingress{in: in})
+			u.ings = append(u.ings, &port{in: in})
 		}
 		s.units = append(s.units, u)
 	}
