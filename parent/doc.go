@@ -1,14 +1,14 @@
 // Package parent holds what services on the parent instance of a Nitro
 // enclave import to call the enclave: the client library that calls the
 // enclave server (one enclave, or a Pool of them), attestation of the
-// enclave, the push of the instance role's credentials into it, and the
-// sink that receives the enclave's log stream. ServeMetrics serves the
-// Prometheus metrics of the parent's commands.
+// enclave, and the push of the instance role's credentials into it.
+// Sanitize cleans text from the enclave for logs and terminals;
+// ServeMetrics serves the Prometheus metrics of the parent's commands.
 //
 // The rest of the parent side has packages of its own: parent/ingress
-// forwards outside TCP connections into the enclave, parent/proxy is the
-// egress proxy and parent/supervisor runs all of them for "enclavekit
-// run".
+// forwards outside TCP connections into the enclave, parent/logsink
+// receives the enclave's log stream, parent/proxy is the egress proxy and
+// parent/supervisor runs all of them for "enclavekit run".
 //
 // # Client
 //
@@ -41,13 +41,4 @@
 // Idempotent(), and only for failures another enclave may not have (the
 // connection broke, the enclave was unreachable, or it answered
 // unavailable); an enclave's other answers are final.
-//
-// # Log sink
-//
-// LogSink accepts the enclave's log stream (frames of protocol.MethodLog
-// envelopes carrying protocol.LogRecord bodies) and re-emits every record
-// through a slog.Handler of the parent, with an "enclave" attribute naming
-// the sender. Records are untrusted: sizes and attribute counts are bounded
-// and control characters are stripped before anything reaches the handler.
-// The sink keeps accepting, so an enclave that restarts simply reconnects.
 package parent

@@ -12,21 +12,6 @@ import (
 	"golang.org/x/net/netutil"
 )
 
-// Collectors returns Prometheus metrics for the log sink's counters
-// (Stats), read when scraped; labels names this sink, or is nil.
-func (s *LogSink) Collectors(labels prometheus.Labels) []prometheus.Collector {
-	counter := func(name, help string, f func(LogSinkStats) int64) prometheus.Collector {
-		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels}, func() float64 { return float64(f(s.Stats())) })
-	}
-	return []prometheus.Collector{
-		counter("enclavekit_logsink_records_total", "Log records received and printed.", func(st LogSinkStats) int64 { return st.Records }),
-		counter("enclavekit_logsink_bad_frames_total", "Frames dropped because they did not decode.", func(st LogSinkStats) int64 { return st.Bad }),
-		counter("enclavekit_logsink_connections_total", "Streams accepted.", func(st LogSinkStats) int64 { return st.Conns }),
-		counter("enclavekit_logsink_evicted_total", "Streams closed to make room at the cap.", func(st LogSinkStats) int64 { return st.Evicted }),
-		counter("enclavekit_logsink_refused_total", "Streams refused: not from an allowed enclave CID.", func(st LogSinkStats) int64 { return st.Refused }),
-	}
-}
-
 // MaxMetricsConns bounds the connections ServeMetrics serves at once.
 const MaxMetricsConns = 32
 

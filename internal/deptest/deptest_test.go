@@ -32,7 +32,7 @@ var emulators = []string{"attest/nsmtest", "enclave/kms/kmstest", "parent/imdste
 
 // servers are the parent-side servers that stand apart from the client
 // library: of parent/... they import only parent/internal/....
-var servers = []string{"parent/ingress"}
+var servers = []string{"parent/ingress", "parent/logsink"}
 
 // notProduction reports whether p is exempt from the production rules:
 // the development and test tooling under internal/, the examples, and the
@@ -204,6 +204,8 @@ func TestCheckCatches(t *testing.T) {
 		{"parent imports enclave", pkg{Path: "parent/proxy", Deps: []string{"enclave/kms"}}, false, "parent/proxy imports enclave/kms"},
 		{"the ingress imports enclave", pkg{Path: "parent/ingress", Deps: []string{"enclave"}}, false, "parent/ingress imports enclave"},
 		{"the ingress imports the client", pkg{Path: "parent/ingress", Deps: []string{"parent"}}, false, "parent/ingress imports parent"},
+		{"the log sink imports enclave", pkg{Path: "parent/logsink", Deps: []string{"enclave"}}, false, "parent/logsink imports enclave"},
+		{"the log sink imports the ingress", pkg{Path: "parent/logsink", Deps: []string{"parent/ingress"}}, false, "parent/logsink imports parent/ingress"},
 		{"the ingress imports the accept loop", pkg{Path: "parent/ingress", Deps: []string{"parent/internal/acceptloop", "protocol/proxyproto", "transport"}}, false, ""},
 		{"protocol imports transport", pkg{Path: "protocol/proxyproto", Deps: []string{"transport"}}, false, "protocol/proxyproto imports transport"},
 		{"production imports internal", pkg{Path: "parent", Deps: []string{"internal/soak"}}, false, "parent imports internal/soak"},

@@ -21,6 +21,7 @@ import (
 
 	"github.com/enclavekit/enclavekit/parent"
 	"github.com/enclavekit/enclavekit/parent/ingress"
+	"github.com/enclavekit/enclavekit/parent/logsink"
 	"github.com/enclavekit/enclavekit/parent/proxy"
 	"github.com/enclavekit/enclavekit/protocol"
 	"github.com/enclavekit/enclavekit/transport"
@@ -92,7 +93,7 @@ type Supervisor struct {
 type unit struct {
 	e      *Enclave
 	ring   *ring
-	sink   *parent.LogSink
+	sink   *logsink.Sink
 	sinkLn net.Listener
 	ings   []*port
 	// beat is when supervise last made progress (UnixNano); 0 before it
@@ -148,7 +149,7 @@ func New(cfg *Config, opts Options) (*Supervisor, error) {
 		e := &cfg.Enclaves[i]
 		u := &unit{e: e, ring: newRing(cfg.LogRecords, s.log.Handler())}
 		u.status = Status{Name: e.Name, CID: e.CID}
-		sink, err := parent.NewLogSink(parent.LogSinkConfig{Listen: e.LogSink, Handler: u.ring, Enclave: e.Name})
+		sink, err := logsink.New(logsink.Config{Listen: e.LogSink, Handler: u.ring, Enclave: e.Name})
 		if err != nil {
 			return nil, fmt.Errorf("supervisor: enclave %s log sink: %w", e.Name, err)
 		}

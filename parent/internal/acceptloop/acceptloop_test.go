@@ -14,9 +14,9 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/enclavekit/enclavekit/parent"
 	"github.com/enclavekit/enclavekit/parent/ingress"
 	"github.com/enclavekit/enclavekit/parent/internal/acceptloop"
+	"github.com/enclavekit/enclavekit/parent/logsink"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -91,7 +91,7 @@ func TestBackoffSynctest(t *testing.T) {
 			return in.Serve(context.Background(), ln)
 		},
 		"log sink": func(ln net.Listener) error {
-			s, err := parent.NewLogSink(parent.LogSinkConfig{Handler: slog.DiscardHandler})
+			s, err := logsink.New(logsink.Config{Handler: slog.DiscardHandler})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,4 +1,4 @@
-package parent
+package logsink
 
 import (
 	"bytes"
@@ -6,8 +6,6 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
@@ -15,13 +13,14 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/goleak"
 
 	"github.com/enclavekit/enclavekit/enclave"
 	"github.com/enclavekit/enclavekit/protocol"
 	"github.com/enclavekit/enclavekit/transport"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // capture is a slog.Handler that keeps records.
 type capture struct {
@@ -88,9 +87,9 @@ func attrs(r slog.Record) map[string]string {
 	return m
 }
 
-func startSink(t testing.TB, cfg LogSinkConfig) (*LogSink, string) {
+func startSink(t testing.TB, cfg Config) (*Sink, string) {
 	t.Helper()
-	s, err := NewLogSink(cfg)
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,11 +109,11 @@ func startSink(t testing.TB, cfg LogSinkConfig) (*LogSink, string) {
 	return s, transport.AddrOf(ln.Addr())
 }
 
-// TestLogSinkRealEnclave streams records from the enclave package's log
+// TestRealEnclave streams records from the enclave package's log
 // handler, restarts the enclave side, and streams again.
-func TestLogSinkRealEnclave(t *testing.T) {
+func TestRealEnclave(t *testing.T) {
 	h := newCapture()
-	_, addr := startSink(t, LogSinkConfig{Handler: h, Enclave: "enc-1"})
+	_, addr := startSink(t, Config{Handler: h, Enclave: "enc-1"})
 	for round := range 2 { // the second round is a restarted enclave
 		eh, err := enclave.NewLogHandler(enclave.LogConfig{Addr: addr, Console: bytes.NewBuffer(nil), Level: slog.LevelDebug})
 		if err != nil {
@@ -159,9 +158,9 @@ func sendLog(t testing.TB, c net.Conn, method string, rec any) {
 	}
 }
 
-func TestLogSinkUntrusted(t *testing.T) {
+func TestUntrusted(t *testing.T) {
 	h := newCapture()
-	s, addr := startSink(t, LogSinkConfig{Handler: h, MaxAttrs: 2, MaxMessage: 16, MaxValue: 8, MaxFrame: 4096})
+	s, addr := startSink(t, Config{Handler: h, MaxAttrs: 2, MaxMessage: 16, MaxValue: 8, MaxFrame: 4096})
 	c, err := transport.Dial(context.Background(), addr)
 	if err != nil {
 		t.Fatal(err)
@@ -210,17 +209,17 @@ func TestLogSinkUntrusted(t *testing.T) {
 	}
 }
 
-func TestLogSinkConfigValidate(t *testing.T) {
+func TestConfigValidate(t *testing.T) {
 	for _, tc := range []struct {
-		cfg LogSinkConfig
+		cfg Config
 		ok  bool
 	}{
-		{LogSinkConfig{}, true},
-		{LogSinkConfig{Listen: "vsock://any:5001", MaxAttrs: 1}, true},
-		{LogSinkConfig{Listen: "nope"}, false},
-		{LogSinkConfig{MaxFrame: -1}, false},
-		{LogSinkConfig{MaxFrame: protocol.MaxFrameLimit + 1}, false},
-		{LogSinkConfig{MaxAttrs: -1}, false},
+		{Config{}, true},
+		{Config{Listen: "vsock://any:5001", MaxAttrs: 1}, true},
+		{Config{Listen: "nope"}, false},
+		{Config{MaxFrame: -1}, false},
+		{Config{MaxFrame: protocol.MaxFrameLimit + 1}, false},
+		{Config{MaxAttrs: -1}, false},
 	} {
 		if err := tc.cfg.Validate(); (err == nil) != tc.ok {
 			t.Errorf("Validate(%+v) = %v, want ok=%v", tc.cfg, err, tc.ok)
@@ -240,19 +239,19 @@ func logFrame(t testing.TB, rec protocol.LogRecord) []byte {
 	return b
 }
 
-// FuzzLogRecord feeds untrusted frames to the decoder and the re-emitting
+// FuzzRecord feeds untrusted frames to the decoder and the re-emitting
 // path: no panic, and nothing with a control character reaches the handler.
-func FuzzLogRecord(f *testing.F) {
+func FuzzRecord(f *testing.F) {
 	f.Add(logFrame(f, protocol.LogRecord{TimeUnixNano: 1, Level: 4, Message: "m\n", Attrs: []protocol.LogAttr{{Key: "k", Value: "v\x1b"}}, Dropped: 1}))
 	f.Add(logFrame(f, protocol.LogRecord{Message: strings.Repeat("x", 5000)}))
 	f.Add([]byte{0xa0})
 	f.Add([]byte{})
-	s, err := NewLogSink(LogSinkConfig{Handler: slog.DiscardHandler, MaxAttrs: 4, MaxMessage: 64, MaxValue: 16})
+	s, err := New(Config{Handler: slog.DiscardHandler, MaxAttrs: 4, MaxMessage: 64, MaxValue: 16})
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, frame []byte) {
-		rec, err := DecodeLogRecord(frame)
+		rec, err := DecodeRecord(frame)
 		if err != nil {
 			return
 		}
@@ -285,8 +284,8 @@ func FuzzLogRecord(f *testing.F) {
 	})
 }
 
-func BenchmarkLogSinkRecord(b *testing.B) {
-	s, err := NewLogSink(LogSinkConfig{Handler: slog.DiscardHandler})
+func BenchmarkRecord(b *testing.B) {
+	s, err := New(Config{Handler: slog.DiscardHandler})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -295,7 +294,7 @@ func BenchmarkLogSinkRecord(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(frame)))
 	for b.Loop() {
-		rec, err := DecodeLogRecord(frame)
+		rec, err := DecodeRecord(frame)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -304,31 +303,9 @@ func BenchmarkLogSinkRecord(b *testing.B) {
 	}
 }
 
-// TestLogSinkMetrics: the sink's counters are exported, unlabelled when
-// labels is nil.
-func TestLogSinkMetrics(t *testing.T) {
-	sink, err := NewLogSink(LogSinkConfig{Handler: slog.DiscardHandler})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(sink.Collectors(nil)...)
-	rec := httptest.NewRecorder()
-	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
-	body := rec.Body.String()
-	for _, want := range []string{
-		`enclavekit_logsink_records_total 0`,
-		`enclavekit_logsink_refused_total 0`,
-	} {
-		if !strings.Contains(body, want) {
-			t.Errorf("/metrics lacks %q:\n%s", want, body)
-		}
-	}
-}
-
-// TestLogSinkListenAndServe: ListenAndServe returns nil once ctx ended.
-func TestLogSinkListenAndServe(t *testing.T) {
-	sink, err := NewLogSink(LogSinkConfig{Listen: "tcp://127.0.0.1:0", Handler: slog.DiscardHandler})
+// TestListenAndServe: ListenAndServe returns nil once ctx ended.
+func TestListenAndServe(t *testing.T) {
+	sink, err := New(Config{Listen: "tcp://127.0.0.1:0", Handler: slog.DiscardHandler})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package parent
+package logsink
 
 import (
 	"context"
@@ -20,7 +20,7 @@ type fakeVsockAddr string
 func (fakeVsockAddr) Network() string  { return "vsock" }
 func (a fakeVsockAddr) String() string { return string(a) }
 
-func TestLogSinkPeerKey(t *testing.T) {
+func TestPeerKey(t *testing.T) {
 	tests := []struct {
 		name  string
 		allow []uint32
@@ -40,7 +40,7 @@ func TestLogSinkPeerKey(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, err := NewLogSink(LogSinkConfig{AllowCIDs: tt.allow})
+			s, err := New(Config{AllowCIDs: tt.allow})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -50,16 +50,16 @@ func TestLogSinkPeerKey(t *testing.T) {
 		})
 	}
 	for _, bad := range []uint32{3, 0, 2} {
-		if err := (LogSinkConfig{AllowCIDs: []uint32{16, bad}}).Validate(); err == nil {
+		if err := (Config{AllowCIDs: []uint32{16, bad}}).Validate(); err == nil {
 			t.Errorf("Validate accepted AllowCIDs with %d", bad)
 		}
 	}
 }
 
 // memSink runs a log sink on an in-memory listener inside a bubble.
-func memSink(t *testing.T, cfg LogSinkConfig) (*LogSink, *testutil.ChanListener, func()) {
+func memSink(t *testing.T, cfg Config) (*Sink, *testutil.ChanListener, func()) {
 	t.Helper()
-	s, err := NewLogSink(cfg)
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,10 +75,10 @@ func memSink(t *testing.T, cfg LogSinkConfig) (*LogSink, *testutil.ChanListener,
 	}
 }
 
-// TestLogSinkLimitsSynctest: the parent's own CID is refused; at MaxConns
+// TestLimitsSynctest: the parent's own CID is refused; at MaxConns
 // and at MaxConnsPerCID a newcomer is served and the connection idle the
 // longest (of its own enclave, at the per-CID cap) is closed.
-func TestLogSinkLimitsSynctest(t *testing.T) {
+func TestLimitsSynctest(t *testing.T) {
 	tests := []struct {
 		name      string
 		maxConns  int
@@ -96,7 +96,7 @@ func TestLogSinkLimitsSynctest(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				h := newCapture()
-				s, ln, stop := memSink(t, LogSinkConfig{Handler: h, MaxConns: tt.maxConns})
+				s, ln, stop := memSink(t, Config{Handler: h, MaxConns: tt.maxConns})
 				var conns []net.Conn
 				for i, cid := range tt.held {
 					time.Sleep(time.Second)
@@ -154,11 +154,11 @@ func TestLogSinkLimitsSynctest(t *testing.T) {
 	}
 }
 
-// TestLogSinkMaxConns: a connection beyond MaxConns is closed at once and
+// TestMaxConns: a connection beyond MaxConns is closed at once and
 // the slot frees when a served connection ends.
-func TestLogSinkMaxConns(t *testing.T) {
+func TestMaxConns(t *testing.T) {
 	h := newCapture()
-	s, addr := startSink(t, LogSinkConfig{Handler: h, MaxConns: 1, RefuseAtCap: true}) // the old policy
+	s, addr := startSink(t, Config{Handler: h, MaxConns: 1, RefuseAtCap: true}) // the old policy
 	c1 := testutil.DialTCP(t, addr[len("tcp://"):])
 	sendLog(t, c1, protocol.MethodLog, protocol.LogRecord{Message: "one"})
 	h.waitFor(t, 1)
@@ -191,9 +191,9 @@ func TestLogSinkMaxConns(t *testing.T) {
 // A log stream whose enclave vanished without a reset must not lock a
 // restarted enclave out: at the cap, the oldest connection is closed and the
 // enclave's next attempt is served.
-func TestLogSinkEvictsOldestAtCap(t *testing.T) {
+func TestEvictsOldestAtCap(t *testing.T) {
 	h := newCapture()
-	s, addr := startSink(t, LogSinkConfig{Handler: h, MaxConns: 1, RefuseAtCap: true}) // the old policy
+	s, addr := startSink(t, Config{Handler: h, MaxConns: 1, RefuseAtCap: true}) // the old policy
 	stale := testutil.DialTCP(t, addr[len("tcp://"):])
 	sendLog(t, stale, protocol.MethodLog, protocol.LogRecord{Message: "before the restart"})
 	h.waitFor(t, 1)

@@ -1,4 +1,4 @@
-package parent
+package logsink
 
 import (
 	"context"
@@ -22,34 +22,34 @@ import (
 	"github.com/enclavekit/enclavekit/transport"
 )
 
-// Defaults and limits of LogSinkConfig.
+// Defaults and limits of Config.
 const (
-	DefaultLogSinkListen = "vsock://any:5001"
-	DefaultLogMaxFrame   = 64 << 10
-	DefaultLogMaxAttrs   = 32
-	DefaultLogMaxMessage = 4 << 10
-	DefaultLogMaxValue   = 1 << 10
-	DefaultLogMaxConns   = 8
-	// DefaultLogMaxConnsPerCID allows an enclave its stream and, while a
+	DefaultListen     = "vsock://any:5001"
+	DefaultMaxFrame   = 64 << 10
+	DefaultMaxAttrs   = 32
+	DefaultMaxMessage = 4 << 10
+	DefaultMaxValue   = 1 << 10
+	DefaultMaxConns   = 8
+	// DefaultMaxConnsPerCID allows an enclave its stream and, while a
 	// restart's stale connection is not yet gone, a second one.
-	DefaultLogMaxConnsPerCID = 2
-	logReceivedKey           = "received"
-	maxLogKey                = 128
-	minLogLevel              = slog.LevelDebug - 4
-	maxLogLevel              = slog.LevelError + 4
-	logAttrGroup             = "attrs"
-	logEnclaveKey            = "enclave"
-	logDroppedKey            = "enclave_dropped"
-	logTruncatedAttrsKey     = "enclave_attrs_truncated"
+	DefaultMaxConnsPerCID = 2
+	logReceivedKey        = "received"
+	maxLogKey             = 128
+	minLogLevel           = slog.LevelDebug - 4
+	maxLogLevel           = slog.LevelError + 4
+	logAttrGroup          = "attrs"
+	logEnclaveKey         = "enclave"
+	logDroppedKey         = "enclave_dropped"
+	logTruncatedAttrsKey  = "enclave_attrs_truncated"
 )
 
-// ErrBadLogRecord is wrapped by DecodeLogRecord's errors.
-var ErrBadLogRecord = errors.New("parent: bad log record")
+// ErrBadRecord is wrapped by DecodeRecord's errors.
+var ErrBadRecord = errors.New("logsink: bad log record")
 
-// LogSinkConfig configures a LogSink.
-type LogSinkConfig struct {
+// Config configures a Sink.
+type Config struct {
 	// Listen is where the enclave connects, e.g. "vsock://any:5001". Used
-	// by ListenAndServe only. "" means DefaultLogSinkListen.
+	// by ListenAndServe only. "" means DefaultListen.
 	Listen string
 	// Handler receives the re-emitted records. nil means
 	// slog.Default().Handler().
@@ -60,18 +60,18 @@ type LogSinkConfig struct {
 	Enclave string
 	// MaxFrame is the largest log frame accepted, in bytes; a larger one
 	// closes the connection (the enclave reconnects). 0 means
-	// DefaultLogMaxFrame.
+	// DefaultMaxFrame.
 	MaxFrame int
 	// MaxAttrs is how many attributes of a record are kept; the rest are
 	// counted in an "enclave_attrs_truncated" attribute. 0 means
-	// DefaultLogMaxAttrs.
+	// DefaultMaxAttrs.
 	MaxAttrs int
 	// MaxMessage bounds a record's message in bytes; MaxValue bounds each
 	// attribute value. Longer text is cut at a rune boundary and marked
-	// with "…". 0 means DefaultLogMaxMessage and DefaultLogMaxValue.
+	// with "…". 0 means DefaultMaxMessage and DefaultMaxValue.
 	MaxMessage, MaxValue int
 	// MaxConns caps the enclave connections served at once. 0 means
-	// DefaultLogMaxConns. A connection arriving at the cap is served, and
+	// DefaultMaxConns. A connection arriving at the cap is served, and
 	// the connection whose last whole frame (or, if none, its accept) is
 	// oldest is closed to make room (Stats.Evicted): one of the newcomer's
 	// own CID when that CID is at MaxConnsPerCID. An enclave that restarted
@@ -79,7 +79,7 @@ type LogSinkConfig struct {
 	MaxConns int
 	// MaxConnsPerCID caps the connections of one enclave (one vsock CID;
 	// one IP on TCP). A connection beyond it evicts that enclave's own
-	// connection idle the longest. 0 means DefaultLogMaxConnsPerCID.
+	// connection idle the longest. 0 means DefaultMaxConnsPerCID.
 	MaxConnsPerCID int
 	// AllowCIDs lists the enclave CIDs whose streams are accepted; others
 	// are closed at once (Stats.Refused). Empty means every enclave CID:
@@ -95,31 +95,31 @@ type LogSinkConfig struct {
 }
 
 // Validate reports whether cfg is usable.
-func (cfg LogSinkConfig) Validate() error {
+func (cfg Config) Validate() error {
 	if cfg.Listen != "" {
 		if _, err := transport.ParseAddr(cfg.Listen); err != nil {
-			return fmt.Errorf("parent: LogSinkConfig.Listen: %w", err)
+			return fmt.Errorf("logsink: Config.Listen: %w", err)
 		}
 	}
 	switch {
 	case cfg.MaxFrame < 0 || cfg.MaxFrame > protocol.MaxFrameLimit:
-		return fmt.Errorf("parent: LogSinkConfig.MaxFrame %d out of range: want 0..%d", cfg.MaxFrame, protocol.MaxFrameLimit)
+		return fmt.Errorf("logsink: Config.MaxFrame %d out of range: want 0..%d", cfg.MaxFrame, protocol.MaxFrameLimit)
 	case cfg.MaxAttrs < 0, cfg.MaxMessage < 0, cfg.MaxValue < 0, cfg.MaxConns < 0, cfg.MaxConnsPerCID < 0:
-		return errors.New("parent: LogSinkConfig limits must not be negative")
+		return errors.New("logsink: Config limits must not be negative")
 	}
 	for _, cid := range cfg.AllowCIDs {
 		if cid < 4 || cid == transport.CIDAny {
-			return fmt.Errorf("parent: LogSinkConfig.AllowCIDs contains %d, which is not an enclave CID (3 is the parent itself, 0..2 are reserved); list enclave CIDs, 4 and up, or leave it empty for all of them", cid)
+			return fmt.Errorf("logsink: Config.AllowCIDs contains %d, which is not an enclave CID (3 is the parent itself, 0..2 are reserved); list enclave CIDs, 4 and up, or leave it empty for all of them", cid)
 		}
 	}
 	return nil
 }
 
-// LogSink receives log streams from enclaves and re-emits their records
-// through a slog.Handler. Create it with NewLogSink; run it with Serve or
+// Sink receives log streams from enclaves and re-emits their records
+// through a slog.Handler. Create it with New; run it with Serve or
 // ListenAndServe.
-type LogSink struct {
-	cfg                LogSinkConfig
+type Sink struct {
+	cfg                Config
 	sem                chan struct{}
 	records, bad, conn atomic.Int64
 	evicted, refused   atomic.Int64
@@ -135,43 +135,43 @@ type sinkConn struct {
 	seq     uint64       // arrival order
 	peer    string       // peerKey: "cid:16", or the TCP IP
 	since   atomic.Int64 // unix nanos of the last whole frame, or of the accept
-	evicted bool         // guarded by LogSink.mu
+	evicted bool         // guarded by Sink.mu
 }
 
-// NewLogSink validates cfg and returns a LogSink.
-func NewLogSink(cfg LogSinkConfig) (*LogSink, error) {
+// New validates cfg and returns a Sink.
+func New(cfg Config) (*Sink, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if cfg.Listen == "" {
-		cfg.Listen = DefaultLogSinkListen
+		cfg.Listen = DefaultListen
 	}
 	if cfg.Handler == nil {
 		cfg.Handler = slog.Default().Handler()
 	}
 	if cfg.MaxFrame == 0 {
-		cfg.MaxFrame = DefaultLogMaxFrame
+		cfg.MaxFrame = DefaultMaxFrame
 	}
 	if cfg.MaxAttrs == 0 {
-		cfg.MaxAttrs = DefaultLogMaxAttrs
+		cfg.MaxAttrs = DefaultMaxAttrs
 	}
 	if cfg.MaxMessage == 0 {
-		cfg.MaxMessage = DefaultLogMaxMessage
+		cfg.MaxMessage = DefaultMaxMessage
 	}
 	if cfg.MaxValue == 0 {
-		cfg.MaxValue = DefaultLogMaxValue
+		cfg.MaxValue = DefaultMaxValue
 	}
 	if cfg.MaxConns == 0 {
-		cfg.MaxConns = DefaultLogMaxConns
+		cfg.MaxConns = DefaultMaxConns
 	}
 	if cfg.MaxConnsPerCID == 0 {
-		cfg.MaxConnsPerCID = DefaultLogMaxConnsPerCID
+		cfg.MaxConnsPerCID = DefaultMaxConnsPerCID
 	}
-	return &LogSink{cfg: cfg, sem: make(chan struct{}, cfg.MaxConns)}, nil
+	return &Sink{cfg: cfg, sem: make(chan struct{}, cfg.MaxConns)}, nil
 }
 
-// LogSinkStats are counters of a LogSink.
-type LogSinkStats struct {
+// Stats are counters of a Sink.
+type Stats struct {
 	Records int64 // records re-emitted
 	Bad     int64 // frames dropped because they did not decode
 	Conns   int64 // connections accepted
@@ -180,13 +180,13 @@ type LogSinkStats struct {
 }
 
 // Stats returns the sink's counters.
-func (s *LogSink) Stats() LogSinkStats {
-	return LogSinkStats{Records: s.records.Load(), Bad: s.bad.Load(), Conns: s.conn.Load(), Evicted: s.evicted.Load(), Refused: s.refused.Load()}
+func (s *Sink) Stats() Stats {
+	return Stats{Records: s.records.Load(), Bad: s.bad.Load(), Conns: s.conn.Load(), Evicted: s.evicted.Load(), Refused: s.refused.Load()}
 }
 
 // peerKey identifies the enclave behind a connection and says whether
 // AllowCIDs admits it: "cid:N" for vsock, the IP for a loopback TCP peer.
-func (s *LogSink) peerKey(a net.Addr) (key string, ok bool) {
+func (s *Sink) peerKey(a net.Addr) (key string, ok bool) {
 	if a == nil {
 		return "", false
 	}
@@ -213,7 +213,7 @@ func (s *LogSink) peerKey(a net.Addr) (key string, ok bool) {
 }
 
 // admit refuses connections from peers AllowCIDs does not admit.
-func (s *LogSink) admit(c net.Conn) (ok, freed bool) {
+func (s *Sink) admit(c net.Conn) (ok, freed bool) {
 	if _, ok := s.peerKey(c.RemoteAddr()); ok {
 		return true, false
 	}
@@ -228,7 +228,7 @@ func (s *LogSink) admit(c net.Conn) (ok, freed bool) {
 
 // makeRoom evicts a connection for c, accepted at MaxConns: c's own
 // enclave's idlest when it is at MaxConnsPerCID, else the idlest of all.
-func (s *LogSink) makeRoom(ctx context.Context, c net.Conn) bool {
+func (s *Sink) makeRoom(ctx context.Context, c net.Conn) bool {
 	if s.cfg.RefuseAtCap {
 		s.evictOldest(ctx)
 		return false
@@ -248,7 +248,7 @@ func (s *LogSink) makeRoom(ctx context.Context, c net.Conn) bool {
 }
 
 // countLocked counts key's connections not being evicted.
-func (s *LogSink) countLocked(key string) int {
+func (s *Sink) countLocked(key string) int {
 	n := 0
 	for _, sc := range s.live {
 		if sc.peer == key && !sc.evicted {
@@ -260,7 +260,7 @@ func (s *LogSink) countLocked(key string) int {
 
 // pickLocked marks and returns the connection idle the longest (of key's
 // when sameKey), not counting except, or nil.
-func (s *LogSink) pickLocked(key string, except net.Conn, sameKey bool) net.Conn {
+func (s *Sink) pickLocked(key string, except net.Conn, sameKey bool) net.Conn {
 	var victim net.Conn
 	var vs *sinkConn
 	for c, sc := range s.live {
@@ -277,7 +277,7 @@ func (s *LogSink) pickLocked(key string, except net.Conn, sameKey bool) net.Conn
 	return victim
 }
 
-func (s *LogSink) evict(ctx context.Context, victim net.Conn, why string) {
+func (s *Sink) evict(ctx context.Context, victim net.Conn, why string) {
 	victim.Close()
 	s.evicted.Add(1)
 	s.emitSelf(ctx, slog.String(logEnclaveKey, s.cfg.Enclave), "enclavekit log sink: "+why,
@@ -286,7 +286,7 @@ func (s *LogSink) evict(ctx context.Context, victim net.Conn, why string) {
 
 // ListenAndServe listens on cfg.Listen and serves until ctx ends; it
 // returns nil when ctx ended.
-func (s *LogSink) ListenAndServe(ctx context.Context) error {
+func (s *Sink) ListenAndServe(ctx context.Context) error {
 	return acceptloop.ListenAndServe(ctx, s.cfg.Listen, s.Serve)
 }
 
@@ -294,7 +294,7 @@ func (s *LogSink) ListenAndServe(ctx context.Context) error {
 // connection is read until it ends, so an enclave that restarts just
 // connects again. Serve closes ln and returns after every connection's
 // goroutine ended; it returns nil when ctx ended.
-func (s *LogSink) Serve(ctx context.Context, ln net.Listener) error {
+func (s *Sink) Serve(ctx context.Context, ln net.Listener) error {
 	l := acceptloop.Loop{
 		What:     "log sink",
 		Sem:      s.sem,
@@ -312,7 +312,7 @@ func (s *LogSink) Serve(ctx context.Context, ln net.Listener) error {
 // refusal alone would leave the live enclave locked out for good. The
 // rejected connection is closed; the enclave's next attempt takes the freed
 // slot.
-func (s *LogSink) evictOldest(ctx context.Context) {
+func (s *Sink) evictOldest(ctx context.Context) {
 	s.mu.Lock()
 	var oldest net.Conn
 	var at uint64
@@ -331,7 +331,7 @@ func (s *LogSink) evictOldest(ctx context.Context) {
 		slog.Int("max_conns", s.cfg.MaxConns))
 }
 
-func (s *LogSink) track(ctx context.Context, c net.Conn) (sc *sinkConn, untrack func()) {
+func (s *Sink) track(ctx context.Context, c net.Conn) (sc *sinkConn, untrack func()) {
 	key, _ := s.peerKey(c.RemoteAddr())
 	s.mu.Lock()
 	if s.live == nil {
@@ -359,7 +359,7 @@ func (s *LogSink) track(ctx context.Context, c net.Conn) (sc *sinkConn, untrack 
 // ServeConn reads one enclave's log stream from c until it ends, ctx ends
 // or the enclave sends a frame larger than MaxFrame, then closes c. Frames
 // that do not decode are dropped and counted.
-func (s *LogSink) ServeConn(ctx context.Context, c net.Conn) {
+func (s *Sink) ServeConn(ctx context.Context, c net.Conn) {
 	defer c.Close()
 	sc, untrack := s.track(ctx, c)
 	defer untrack()
@@ -383,7 +383,7 @@ func (s *LogSink) ServeConn(ctx context.Context, c net.Conn) {
 			return
 		}
 		sc.since.Store(time.Now().UnixNano())
-		rec, err := DecodeLogRecord(frame)
+		rec, err := DecodeRecord(frame)
 		if err != nil {
 			s.bad.Add(1)
 			continue
@@ -396,7 +396,7 @@ func (s *LogSink) ServeConn(ctx context.Context, c net.Conn) {
 	}
 }
 
-func (s *LogSink) emitSelf(ctx context.Context, self slog.Attr, msg string, attrs ...slog.Attr) {
+func (s *Sink) emitSelf(ctx context.Context, self slog.Attr, msg string, attrs ...slog.Attr) {
 	if !s.cfg.Handler.Enabled(ctx, slog.LevelWarn) || !s.warnLog.Allow() {
 		return
 	}
@@ -406,21 +406,21 @@ func (s *LogSink) emitSelf(ctx context.Context, self slog.Attr, msg string, attr
 	_ = s.cfg.Handler.Handle(ctx, r)
 }
 
-// DecodeLogRecord decodes one log frame from an enclave: a protocol
+// DecodeRecord decodes one log frame from an enclave: a protocol
 // envelope whose method is protocol.MethodLog and whose body is a
 // protocol.LogRecord. The bytes are untrusted; every error wraps
-// ErrBadLogRecord.
-func DecodeLogRecord(frame []byte) (protocol.LogRecord, error) {
+// ErrBadRecord.
+func DecodeRecord(frame []byte) (protocol.LogRecord, error) {
 	env, err := protocol.UnmarshalEnvelope(frame)
 	if err != nil {
-		return protocol.LogRecord{}, fmt.Errorf("%w: %w", ErrBadLogRecord, err)
+		return protocol.LogRecord{}, fmt.Errorf("%w: %w", ErrBadRecord, err)
 	}
 	if env.Method != protocol.MethodLog {
-		return protocol.LogRecord{}, fmt.Errorf("%w: method %.40q, want %q", ErrBadLogRecord, env.Method, protocol.MethodLog)
+		return protocol.LogRecord{}, fmt.Errorf("%w: method %.40q, want %q", ErrBadRecord, env.Method, protocol.MethodLog)
 	}
 	var rec protocol.LogRecord
 	if err := protocol.Unmarshal(env.Body, &rec); err != nil {
-		return protocol.LogRecord{}, fmt.Errorf("%w: %w", ErrBadLogRecord, err)
+		return protocol.LogRecord{}, fmt.Errorf("%w: %w", ErrBadRecord, err)
 	}
 	return rec, nil
 }
@@ -432,7 +432,7 @@ func DecodeLogRecord(frame []byte) (protocol.LogRecord, error) {
 // cut to the configured sizes with control characters removed, attributes
 // beyond MaxAttrs are counted, not kept, and the enclave's attributes go in
 // an "attrs" group so they cannot pose as the parent's own.
-func (s *LogSink) record(rec protocol.LogRecord, self slog.Attr) slog.Record {
+func (s *Sink) record(rec protocol.LogRecord, self slog.Attr) slog.Record {
 	received := time.Now()
 	t := time.Unix(0, rec.TimeUnixNano)
 	if rec.TimeUnixNano == 0 {
