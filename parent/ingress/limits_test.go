@@ -253,3 +253,36 @@ func TestEvictionSynctest(t *testing.T) {
 		})
 	}
 }
+
+// FuzzRecordWatch feeds a client's untrusted bytes to the message watch:
+// no panic, and the same bytes give the same framing, message count and
+// state however the network splits them.
+func FuzzRecordWatch(f *testing.F) {
+	f.Add([]byte{22, 3, 1, 0, 2, 'a', 'b', 23, 3, 3, 0, 1}, uint16(3), uint8(framingUnknown))
+	f.Add([]byte{0, 0, 0, 1, 'x', 0, 0, 0}, uint16(5), uint8(framingUnknown))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 1}, uint16(2), uint8(framingFrames))
+	f.Add([]byte("GET / HTTP/1.1\r\n"), uint16(1), uint8(framingUnknown))
+	f.Fuzz(func(t *testing.T, data []byte, at uint16, mode uint8) {
+		m := framing(mode % uint8(framingFrames+1))
+		now := time.Unix(1000, 0)
+		whole := &recordWatch{mode: m}
+		whole.feed(data, now)
+		split := &recordWatch{mode: m}
+		k := int(at) % (len(data) + 1)
+		split.feed(data[:k], now)
+		split.feed(data[k:], now)
+		if whole.mode != split.mode || whole.messages.Load() != split.messages.Load() ||
+			whole.incomplete.Load() != split.incomplete.Load() || whole.remaining != split.remaining ||
+			whole.hdrLen != split.hdrLen || whole.got != split.got {
+			t.Fatalf("%x split at %d: mode %d/%d messages %d/%d incomplete %v/%v remaining %d/%d",
+				data, k, whole.mode, split.mode, whole.messages.Load(), split.messages.Load(),
+				whole.incomplete.Load(), split.incomplete.Load(), whole.remaining, split.remaining)
+		}
+		if whole.remaining < 0 || whole.got < 0 || whole.hdrLen > len(whole.hdr) {
+			t.Fatalf("%x: remaining %d got %d hdrLen %d", data, whole.remaining, whole.got, whole.hdrLen)
+		}
+		if m != framingNone && whole.mode == framingNone && m != framingUnknown {
+			t.Fatalf("forced framing %d became none", m)
+		}
+	})
+}
