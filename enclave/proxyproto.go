@@ -8,7 +8,7 @@ import (
 )
 
 // NewProxyV2Listener wraps ln, whose connections each begin with a PROXY
-// protocol v2 header (from parent.Ingress with ProxyProtocol on); it is
+// protocol v2 header (from parent/ingress with ProxyProtocol on); it is
 // proxyproto.NewListener, kept here beside the server it usually feeds.
 // Accept does not wait for the header: it is read on the connection's
 // first Read or RemoteAddr call, within timeout (0 means

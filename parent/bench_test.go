@@ -7,6 +7,8 @@ import (
 	"net"
 	"runtime"
 	"testing"
+
+	"github.com/enclavekit/enclavekit/internal/testutil"
 )
 
 var benchSizes = []struct {
@@ -52,8 +54,12 @@ func BenchmarkCall(b *testing.B) {
 // loopback TCP echo server and read them back, no framing or CBOR. With 64
 // goroutines each has its own connection.
 func BenchmarkRawTCPEcho(b *testing.B) {
-	target := backend(b, func(c *net.TCPConn) { io.Copy(c, c) })
-	addr := target[len("tcp://"):]
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	testutil.Serve(b, ln, testutil.Echo)
+	addr := ln.Addr().String()
 	for _, size := range benchSizes {
 		for _, g := range []int{1, 64} {
 			b.Run(fmt.Sprintf("%s/goroutines=%d", size.name, g), func(b *testing.B) {
@@ -103,25 +109,5 @@ func BenchmarkRawTCPEcho(b *testing.B) {
 
 // benchProcs is GOMAXPROCS, which RunParallel multiplies by the parallelism.
 func benchProcs() int { return testingProcs }
-
-// BenchmarkIngress measures bulk throughput through the ingress (client →
-// ingress → backend that discards).
-func BenchmarkIngress(b *testing.B) {
-	target := backend(b, func(c *net.TCPConn) { io.Copy(io.Discard, c) })
-	_, addr := startIngress(b, IngressConfig{Target: target})
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	chunk := make([]byte, 256<<10)
-	b.ReportAllocs()
-	b.SetBytes(int64(len(chunk)))
-	for b.Loop() {
-		if _, err := c.Write(chunk); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
 
 var testingProcs = runtime.GOMAXPROCS(0)

@@ -521,28 +521,3 @@ func TestAttestOptionsValidate(t *testing.T) {
 		}
 	}
 }
-
-func TestListenAndServe(t *testing.T) {
-	in, err := NewIngress(IngressConfig{Listen: "tcp://127.0.0.1:0", Target: "tcp://127.0.0.1:1", Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink, err := NewLogSink(LogSinkConfig{Listen: "tcp://127.0.0.1:0", Handler: slog.DiscardHandler})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 2)
-	go func() { errc <- in.ListenAndServe(ctx) }()
-	go func() { errc <- sink.ListenAndServe(ctx) }()
-	cancel()
-	for range 2 {
-		if err := <-errc; err != nil {
-			t.Errorf("ListenAndServe = %v, want nil once ctx ended", err)
-		}
-	}
-	noListen, _ := NewIngress(IngressConfig{Target: "tcp://127.0.0.1:1"})
-	if err := noListen.ListenAndServe(context.Background()); err == nil {
-		t.Error("ListenAndServe without Listen succeeded")
-	}
-}

@@ -1,7 +1,14 @@
 // Package parent holds what services on the parent instance of a Nitro
-// enclave import: the client library that calls the enclave server, the
-// ingress that forwards TCP connections into the enclave, and the sink that
-// receives the enclave's log stream.
+// enclave import to call the enclave: the client library that calls the
+// enclave server (one enclave, or a Pool of them), attestation of the
+// enclave, and the push of the instance role's credentials into it.
+// Sanitize cleans text from the enclave for logs and terminals;
+// ServeMetrics serves the Prometheus metrics of the parent's commands.
+//
+// The rest of the parent side has packages of its own: parent/ingress
+// forwards outside TCP connections into the enclave, parent/logsink
+// receives the enclave's log stream, parent/proxy is the egress proxy and
+// parent/supervisor runs all of them for "enclavekit run".
 //
 // # Client
 //
@@ -34,22 +41,4 @@
 // Idempotent(), and only for failures another enclave may not have (the
 // connection broke, the enclave was unreachable, or it answered
 // unavailable); an enclave's other answers are final.
-//
-// # Ingress
-//
-// Ingress accepts TCP connections on the parent and forwards each, byte for
-// byte, to an address in the enclave (TLS terminates in the enclave). It caps
-// the number of connections, closes connections idle in both directions,
-// propagates half-close (a client's FIN becomes a CloseWrite towards the
-// enclave and the other way round) and can prepend a PROXY protocol v2 header
-// so the enclave learns the client's address.
-//
-// # Log sink
-//
-// LogSink accepts the enclave's log stream (frames of protocol.MethodLog
-// envelopes carrying protocol.LogRecord bodies) and re-emits every record
-// through a slog.Handler of the parent, with an "enclave" attribute naming
-// the sender. Records are untrusted: sizes and attribute counts are bounded
-// and control characters are stripped before anything reaches the handler.
-// The sink keeps accepting, so an enclave that restarts simply reconnects.
 package parent

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -16,6 +15,7 @@ import (
 	"github.com/enclavekit/enclavekit/attest"
 	"github.com/enclavekit/enclavekit/attest/nsmtest"
 	"github.com/enclavekit/enclavekit/enclave"
+	"github.com/enclavekit/enclavekit/parent/ingress"
 	"github.com/enclavekit/enclavekit/protocol"
 	"github.com/enclavekit/enclavekit/transport"
 )
@@ -399,8 +399,24 @@ func mustMarshal(t testing.TB, v any) []byte {
 // through the ingress to a real enclave server.
 func TestClientThroughIngress(t *testing.T) {
 	e := startEnclave(t, enclaveConfig("tcp://127.0.0.1:0"))
-	in, addr := startIngress(t, IngressConfig{Target: e.addr})
-	c := dialT(t, "tcp://"+addr, Options{PoolSize: 2})
+	in, err := ingress.New(ingress.Config{Target: e.addr, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- in.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("ingress Serve: %v", err)
+		}
+	})
+	c := dialT(t, "tcp://"+ln.Addr().String(), Options{PoolSize: 2})
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Add(1)
@@ -479,39 +495,5 @@ func TestEnclaveRestartUnderLoad(t *testing.T) {
 	wg.Wait()
 	if n := recovered.Load(); n < workers {
 		t.Fatalf("only %d of %d workers had a successful call within 20s of the restart", n, workers)
-	}
-}
-
-// The enclave learns the client's address: the ingress writes a PROXY v2
-// header and enclave.NewProxyV2Listener reads it, byte for byte after it.
-func TestIngressProxyProtocolToEnclaveListener(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pl := enclave.NewProxyV2Listener(ln, 5*time.Second)
-	defer pl.Close()
-	seen := make(chan string, 1)
-	go func() {
-		c, err := pl.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		seen <- c.RemoteAddr().String()
-		io.Copy(c, c) // echo what follows the header
-	}()
-	_, addr := startIngress(t, IngressConfig{Target: "tcp://" + ln.Addr().String(), ProxyProtocol: true})
-	c := dialTCP(t, addr)
-	defer c.Close()
-	if _, err := io.WriteString(c, "ping"); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 4)
-	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
-		t.Fatalf("echo through the ingress = %q, %v", buf, err)
-	}
-	if got, want := <-seen, c.LocalAddr().String(); got != want {
-		t.Fatalf("the enclave saw the client as %s, want %s", got, want)
 	}
 }

@@ -100,34 +100,9 @@ func ExampleClient_Call() {
 	// true remote error 2 (unknown method)
 }
 
-// Forward a parent port to the enclave, telling it the client's address.
-func ExampleNewIngress() {
-	in, err := parent.NewIngress(parent.IngressConfig{
-		Listen:        "tcp://0.0.0.0:443",
-		Target:        "vsock://16:443",
-		MaxConns:      512,
-		ProxyProtocol: true,
-	})
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	_ = in // in.ListenAndServe(ctx) runs until ctx ends
-	fmt.Println(in.Stats())
-	// Output: {0 0 0 0}
-}
-
-// Re-emit the enclave's log stream through the parent's slog handler.
-func ExampleNewLogSink() {
-	sink, err := parent.NewLogSink(parent.LogSinkConfig{
-		Listen:  "vsock://any:5001",
-		Handler: slog.Default().Handler(),
-	})
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	_ = sink // sink.ListenAndServe(ctx) runs until ctx ends
+// Clean text from the enclave (here, a remote error message) before it
+// reaches a log or a terminal: no forged lines, no escape sequences.
+func ExampleSanitize() {
 	fmt.Println(parent.Sanitize("line\nforged\x1b[0m", 64))
 	// Output: lineforged[0m
 }

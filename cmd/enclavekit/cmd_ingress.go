@@ -8,7 +8,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/enclavekit/enclavekit/parent"
+	"github.com/enclavekit/enclavekit/parent/ingress"
 	"github.com/enclavekit/enclavekit/transport"
 )
 
@@ -23,12 +23,12 @@ func runIngress(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 	listen := fs.String("listen", "", "address to accept clients on, e.g. tcp://0.0.0.0:443 (required)")
 	to := fs.String("to", "", "enclave address to forward to, e.g. vsock://16:443 (required)")
-	maxConns := fs.Int("max-conns", parent.DefaultIngressMaxConns, "connections forwarded at once; a newcomer at the cap evicts the connection idle or stalled the longest")
-	perSource := fs.Int("max-conns-per-source", parent.DefaultIngressMaxConnsPerSource, "connections of one source address (IPv4, or IPv6 /64); beyond it the source's own connection idle for --min-rate-grace is evicted, else the newcomer is refused (negative: no cap)")
-	minRate := fs.Int64("min-rate", parent.DefaultIngressMinRate, "bytes per second a client must send while a TLS record or frame is incomplete, after --min-rate-grace (negative: no check)")
-	minRateGrace := fs.Duration("min-rate-grace", parent.DefaultIngressMinRateGrace, "time a message may take before --min-rate applies")
-	framing := fs.String("framing", parent.FramingAuto, "message boundaries for --min-rate: auto, tls, frames or none")
-	idle := fs.Duration("idle-timeout", parent.DefaultIngressIdleTimeout, "close connections idle this long in both directions (0 or negative: never)")
+	maxConns := fs.Int("max-conns", ingress.DefaultMaxConns, "connections forwarded at once; a newcomer at the cap evicts the connection idle or stalled the longest")
+	perSource := fs.Int("max-conns-per-source", ingress.DefaultMaxConnsPerSource, "connections of one source address (IPv4, or IPv6 /64); beyond it the source's own connection idle for --min-rate-grace is evicted, else the newcomer is refused (negative: no cap)")
+	minRate := fs.Int64("min-rate", ingress.DefaultMinRate, "bytes per second a client must send while a TLS record or frame is incomplete, after --min-rate-grace (negative: no check)")
+	minRateGrace := fs.Duration("min-rate-grace", ingress.DefaultMinRateGrace, "time a message may take before --min-rate applies")
+	framing := fs.String("framing", ingress.FramingAuto, "message boundaries for --min-rate: auto, tls, frames or none")
+	idle := fs.Duration("idle-timeout", ingress.DefaultIdleTimeout, "close connections idle this long in both directions (0 or negative: never)")
 	proxy := fs.Bool("proxy-protocol", false, "send a PROXY protocol v2 header with the client's address first")
 	metrics := fs.String("metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics, e.g. tcp://127.0.0.1:9101 (default: none)")
 	logFormat := fs.String("log-format", "text", "log lines as text or json")
@@ -47,7 +47,7 @@ func runIngress(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return usageFail(fs, stderr, "enclavekit ingress: --max-conns %d: want 1 or more", *maxConns)
 	}
 	switch *framing {
-	case parent.FramingAuto, parent.FramingTLS, parent.FramingFrames, parent.FramingNone:
+	case ingress.FramingAuto, ingress.FramingTLS, ingress.FramingFrames, ingress.FramingNone:
 	default:
 		fmt.Fprintf(stderr, "enclavekit ingress: --framing %q: want auto, tls, frames or none\n", *framing)
 		return exitUsage
@@ -59,7 +59,7 @@ func runIngress(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	if err != nil {
 		return usageFail(fs, stderr, "enclavekit ingress: %v", err)
 	}
-	in, err := parent.NewIngress(parent.IngressConfig{
+	in, err := ingress.New(ingress.Config{
 		Listen:        *listen, // validated here: a malformed address is a usage error
 		Target:        *to,
 		MaxConns:      *maxConns,

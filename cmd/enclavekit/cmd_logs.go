@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/enclavekit/enclavekit/parent"
+	"github.com/enclavekit/enclavekit/parent/logsink"
 	"github.com/enclavekit/enclavekit/transport"
 )
 
@@ -22,7 +22,7 @@ func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			"standard output with an enclave attribute. Runs until interrupted.\n\nflags:\n")
 		fs.PrintDefaults()
 	}
-	listen := fs.String("listen", parent.DefaultLogSinkListen, "address the enclaves connect to")
+	listen := fs.String("listen", logsink.DefaultListen, "address the enclaves connect to")
 	asJSON := fs.Bool("json", false, "print JSON lines instead of text")
 	name := fs.String("enclave", "", "value of the enclave attribute (default: the sender's CID or IP)")
 	level := fs.String("level", "debug", "lowest level printed: debug, info, warn or error")
@@ -60,7 +60,7 @@ func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *asJSON {
 		h = slog.NewJSONHandler(stdout, opts)
 	}
-	sink, err := parent.NewLogSink(parent.LogSinkConfig{Listen: *listen, Handler: h, Enclave: *name, AllowCIDs: cids})
+	sink, err := logsink.New(logsink.Config{Listen: *listen, Handler: h, Enclave: *name, AllowCIDs: cids})
 	if err != nil {
 		return usageFail(fs, stderr, "enclavekit logs: %v", err)
 	}

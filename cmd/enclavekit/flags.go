@@ -179,7 +179,7 @@ func startMetrics(ctx context.Context, addr string, log *slog.Logger, collectors
 }
 
 // libErr renders a library error for the command line: each Go field name
-// in names ("parent: IngressConfig.Target") becomes the flag that sets it
+// in names ("ingress: Config.Target") becomes the flag that sets it
 // ("--to"), so users never see Go names.
 func libErr(err error, names map[string]string) string {
 	s := err.Error()
@@ -190,9 +190,9 @@ func libErr(err error, names map[string]string) string {
 }
 
 var ingressFlagNames = map[string]string{
-	"parent: IngressConfig.Target": "--to", "parent: IngressConfig.Listen": "--listen",
-	"parent: IngressConfig.MaxConns": "--max-conns", "parent: IngressConfig.MinRateGrace": "--min-rate-grace",
-	"parent: IngressConfig.Framing": "--framing", "parent: IngressConfig.DialTimeout": "the dial timeout",
+	"ingress: Config.Target": "--to", "ingress: Config.Listen": "--listen",
+	"ingress: Config.MaxConns": "--max-conns", "ingress: Config.MinRateGrace": "--min-rate-grace",
+	"ingress: Config.Framing": "--framing", "ingress: Config.DialTimeout": "the dial timeout",
 }
 
 var ramdiskFlagNames = map[string]string{

@@ -30,6 +30,10 @@ type pkg struct {
 // emulators are the test emulators no production package may import.
 var emulators = []string{"attest/nsmtest", "enclave/kms/kmstest", "parent/imdstest"}
 
+// servers are the parent-side servers that stand apart from the client
+// library: of parent/... they import only parent/internal/....
+var servers = []string{"parent/ingress", "parent/logsink"}
+
 // notProduction reports whether p is exempt from the production rules:
 // the development and test tooling under internal/, the examples, and the
 // emulators themselves.
@@ -66,6 +70,8 @@ func check(pkgs []pkg, tagged bool) []string {
 				bad("%s imports %s: parent and enclave meet only in protocol and transport", p.Path, d)
 			case under(p.Path, "protocol") && under(d, "transport"):
 				bad("%s imports %s: protocol sits below transport", p.Path, d)
+			case slices.Contains(servers, p.Path) && under(d, "parent") && !under(d, "parent/internal"):
+				bad("%s imports %s: the ingress and the log sink import nothing of parent/ but parent/internal/", p.Path, d)
 			}
 		}
 		if notProduction(p.Path) {
@@ -173,7 +179,7 @@ func TestArchitecture(t *testing.T) {
 			for _, p := range pkgs {
 				have[p.Path] = true
 			}
-			for _, p := range []string{"enclave", "parent", "protocol", "transport", "cmd/enclaved", "cmd/enclavekit", "internal/enclaved", "attest/nsmtest"} {
+			for _, p := range append([]string{"enclave", "parent", "protocol", "transport", "cmd/enclaved", "cmd/enclavekit", "internal/enclaved", "attest/nsmtest"}, servers...) {
 				if !have[p] {
 					t.Fatalf("go list did not report %s; the rules would check nothing", p)
 				}
@@ -196,6 +202,11 @@ func TestCheckCatches(t *testing.T) {
 	}{
 		{"enclave imports parent", pkg{Path: "enclave/kms", Deps: []string{"parent"}}, false, "enclave/kms imports parent"},
 		{"parent imports enclave", pkg{Path: "parent/proxy", Deps: []string{"enclave/kms"}}, false, "parent/proxy imports enclave/kms"},
+		{"the ingress imports enclave", pkg{Path: "parent/ingress", Deps: []string{"enclave"}}, false, "parent/ingress imports enclave"},
+		{"the ingress imports the client", pkg{Path: "parent/ingress", Deps: []string{"parent"}}, false, "parent/ingress imports parent"},
+		{"the log sink imports enclave", pkg{Path: "parent/logsink", Deps: []string{"enclave"}}, false, "parent/logsink imports enclave"},
+		{"the log sink imports the ingress", pkg{Path: "parent/logsink", Deps: []string{"parent/ingress"}}, false, "parent/logsink imports parent/ingress"},
+		{"the ingress imports the accept loop", pkg{Path: "parent/ingress", Deps: []string{"parent/internal/acceptloop", "protocol/proxyproto", "transport"}}, false, ""},
 		{"protocol imports transport", pkg{Path: "protocol/proxyproto", Deps: []string{"transport"}}, false, "protocol/proxyproto imports transport"},
 		{"production imports internal", pkg{Path: "parent", Deps: []string{"internal/soak"}}, false, "parent imports internal/soak"},
 		{"production imports an emulator", pkg{Path: "enclave", Deps: []string{"enclave/kms/kmstest"}}, false, "enclave imports the test emulator enclave/kms/kmstest"},

@@ -10,6 +10,9 @@
 //     enclave/...: the two halves meet only in protocol/ and transport/.
 //   - protocol/... never imports transport/... (the wire format sits below
 //     the sockets).
+//   - parent/ingress and parent/logsink import nothing of parent/... but
+//     parent/internal/...: the servers stand apart from the client library
+//     and from each other.
 //   - A production package imports neither the module's internal/
 //     packages nor a test emulator (attest/nsmtest, enclave/kms/kmstest,
 //     parent/imdstest). Not production, so exempt: internal/devharness,

@@ -21,7 +21,7 @@ import (
 	"time"
 
 	"github.com/enclavekit/enclavekit/attest"
-	"github.com/enclavekit/enclavekit/parent"
+	"github.com/enclavekit/enclavekit/parent/ingress"
 	"github.com/enclavekit/enclavekit/protocol"
 	"github.com/enclavekit/enclavekit/transport"
 )
@@ -99,9 +99,9 @@ func (cp *capture) bytes() (all []byte, sent, received int) {
 	return all, sent, received
 }
 
-// startIngress runs a parent.Ingress to target on loopback until stop.
+// startIngress runs a ingress.Server to target on loopback until stop.
 func startIngress(ctx context.Context, target string, dial func(context.Context, string) (net.Conn, error)) (addr string, stop func(), err error) {
-	in, err := parent.NewIngress(parent.IngressConfig{Target: target, Dialer: dial, Logger: slog.New(slog.DiscardHandler)})
+	in, err := ingress.New(ingress.Config{Target: target, Dialer: dial, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return "", nil, err
 	}

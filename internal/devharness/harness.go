@@ -31,6 +31,7 @@ import (
 	"github.com/enclavekit/enclavekit/internal/enclaved"
 	"github.com/enclavekit/enclavekit/internal/syncbuf"
 	"github.com/enclavekit/enclavekit/parent"
+	"github.com/enclavekit/enclavekit/parent/logsink"
 	"github.com/enclavekit/enclavekit/parent/proxy"
 	"github.com/enclavekit/enclavekit/protocol"
 	"github.com/enclavekit/enclavekit/transport"
@@ -110,7 +111,7 @@ type env struct {
 	canary    net.Listener // a loopback port that is not allowlisted
 	canaryHit atomic.Int64
 
-	sink     *parent.LogSink
+	sink     *logsink.Sink
 	sinkAddr string
 	sinkLogs *captureHandler
 	sinkStop context.CancelFunc
@@ -256,7 +257,7 @@ func (e *env) startAll(ctx context.Context) error {
 
 	// Log sink.
 	e.sinkLogs = newCaptureHandler(e.verboseWriter("sink"))
-	e.sink, err = parent.NewLogSink(parent.LogSinkConfig{Handler: e.sinkLogs, Enclave: "dev"})
+	e.sink, err = logsink.New(logsink.Config{Handler: e.sinkLogs, Enclave: "dev"})
 	if err != nil {
 		return fmt.Errorf("log sink: %w", err)
 	}

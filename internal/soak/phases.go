@@ -14,6 +14,7 @@ import (
 
 	"github.com/enclavekit/enclavekit/enclave"
 	"github.com/enclavekit/enclavekit/parent"
+	"github.com/enclavekit/enclavekit/parent/ingress"
 	"github.com/enclavekit/enclavekit/protocol"
 	"github.com/enclavekit/enclavekit/transport"
 )
@@ -300,12 +301,12 @@ func (r *runner) phaseSlowloris(ctx context.Context, p *phaseRun) (func(), error
 	}, nil
 }
 
-// phaseIngress: Tricklers connections through a parent.Ingress (default
+// phaseIngress: Tricklers connections through a ingress.Server (default
 // limits) to the enclave server, each sending a frame header announcing
 // 256 bytes and then one byte per trickleEvery; the good client calls
 // through the same ingress.
 func (r *runner) phaseIngress(ctx context.Context, p *phaseRun) (func(), error) {
-	in, err := parent.NewIngress(parent.IngressConfig{Target: r.srvAddr, Logger: r.o.Logger})
+	in, err := ingress.New(ingress.Config{Target: r.srvAddr, Logger: r.o.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -322,7 +323,7 @@ func (r *runner) phaseIngress(ctx context.Context, p *phaseRun) (func(), error) 
 		<-idone
 		ls := in.LimitStats()
 		p.rep.Limits = fmt.Sprintf("ingress refused %d at the per-source cap, evicted %d, cut %d below MinRate (MaxConnsPerSource %d, MinRate %d B/s after %s)",
-			ls.SourceRefused, ls.Evicted, ls.Slow, parent.DefaultIngressMaxConnsPerSource, parent.DefaultIngressMinRate, parent.DefaultIngressMinRateGrace)
+			ls.SourceRefused, ls.Evicted, ls.Slow, ingress.DefaultMaxConnsPerSource, ingress.DefaultMinRate, ingress.DefaultMinRateGrace)
 	}
 	n := r.o.Tricklers
 	// The good client is another host: 127.0.0.2 where it can be bound

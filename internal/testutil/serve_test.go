@@ -1,9 +1,11 @@
 package testutil
 
 import (
+	"errors"
 	"io"
 	"net"
 	"testing"
+	"testing/synctest"
 )
 
 func TestServeEcho(t *testing.T) {
@@ -50,4 +52,37 @@ func TestRecorder(t *testing.T) {
 	if got := string(r.Bytes()); got != "secretsecret" {
 		t.Fatalf("recorded %q, want both directions", got)
 	}
+}
+
+func TestChanListener(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ln := NewChanListener()
+		remote := &net.TCPAddr{IP: net.ParseIP("198.51.100.7"), Port: 40000}
+		accepted := make(chan net.Conn, 1)
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			accepted <- c
+		}()
+		client := ln.Dial(remote)
+		server := <-accepted
+		if got := server.RemoteAddr(); got != remote {
+			t.Fatalf("RemoteAddr = %v, want %v", got, remote)
+		}
+		if ClosedNow(client) {
+			t.Fatal("ClosedNow on an open pipe")
+		}
+		server.Close()
+		if !ClosedNow(client) {
+			t.Fatal("ClosedNow after the peer closed = false")
+		}
+		client.Close()
+		ln.Close()
+		if _, err := ln.Accept(); !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("Accept after Close = %v, want net.ErrClosed", err)
+		}
+	})
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/enclavekit/enclavekit/enclave"
 	"github.com/enclavekit/enclavekit/internal/syncbuf"
 	"github.com/enclavekit/enclavekit/parent"
+	"github.com/enclavekit/enclavekit/parent/logsink"
 	"github.com/enclavekit/enclavekit/parent/proxy"
 	"github.com/enclavekit/enclavekit/transport"
 )
@@ -96,7 +97,7 @@ func TestParentListenersOnVsock(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 
-	sink, err := parent.NewLogSink(parent.LogSinkConfig{Listen: "vsock://any:0", Handler: quiet().Handler()})
+	sink, err := logsink.New(logsink.Config{Listen: "vsock://any:0", Handler: quiet().Handler()})
 	if err != nil {
 		t.Fatal(err)
 	}

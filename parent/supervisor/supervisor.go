@@ -20,6 +20,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/enclavekit/enclavekit/parent"
+	"github.com/enclavekit/enclavekit/parent/ingress"
+	"github.com/enclavekit/enclavekit/parent/logsink"
 	"github.com/enclavekit/enclavekit/parent/proxy"
 	"github.com/enclavekit/enclavekit/protocol"
 	"github.com/enclavekit/enclavekit/transport"
@@ -91,9 +93,9 @@ type Supervisor struct {
 type unit struct {
 	e      *Enclave
 	ring   *ring
-	sink   *parent.LogSink
+	sink   *logsink.Sink
 	sinkLn net.Listener
-	ings   []*ingress
+	ings   []*port
 	// beat is when supervise last made progress (UnixNano); 0 before it
 	// starts. /healthz fails when it is older than the stall bound.
 	beat atomic.Int64
@@ -118,8 +120,9 @@ func (u *unit) reapPending(wait time.Duration) {
 	u.unreaped = left
 }
 
-type ingress struct {
-	in *parent.Ingress
+// port is one ingress port of an enclave.
+type port struct {
+	in *ingress.Server
 	ln net.Listener
 }
 
@@ -146,7 +149,7 @@ func New(cfg *Config, opts Options) (*Supervisor, error) {
 		e := &cfg.Enclaves[i]
 		u := &unit{e: e, ring: newRing(cfg.LogRecords, s.log.Handler())}
 		u.status = Status{Name: e.Name, CID: e.CID}
-		sink, err := parent.NewLogSink(parent.LogSinkConfig{Listen: e.LogSink, Handler: u.ring, Enclave: e.Name})
+		sink, err := logsink.New(logsink.Config{Listen: e.LogSink, Handler: u.ring, Enclave: e.Name})
 		if err != nil {
 			return nil, fmt.Errorf("supervisor: enclave %s log sink: %w", e.Name, err)
 		}
@@ -157,7 +160,7 @@ func New(cfg *Config, opts Options) (*Supervisor, error) {
 			}
 		}
 		for _, ic := range e.Ingress {
-			in, err := parent.NewIngress(parent.IngressConfig{Listen: ic.Listen, Target: ic.Target, MaxConns: ic.MaxConns, ProxyProtocol: ic.ProxyProtocol, Logger: s.log.With("enclave", e.Name)})
+			in, err := ingress.New(ingress.Config{Listen: ic.Listen, Target: ic.Target, MaxConns: ic.MaxConns, ProxyProtocol: ic.ProxyProtocol, Logger: s.log.With("enclave", e.Name)})
 			if err != nil {
 				return nil, fmt.Errorf("supervisor: enclave %s ingress %s: %w", e.Name, ic.Listen, err)
 			}
@@ -166,7 +169,7 @@ func New(cfg *Config, opts Options) (*Supervisor, error) {
 					return nil, fmt.Errorf("supervisor: registering metrics: %w", err)
 				}
 			}
-			u.ings = append(u.ings, &ingress{in: in})
+			u.ings = append(u.ings, &port{in: in})
 		}
 		s.units = append(s.units, u)
 	}

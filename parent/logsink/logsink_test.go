@@ -1,4 +1,4 @@
-package parent
+package logsink
 
 import (
 	"bytes"
@@ -13,10 +13,14 @@ import (
 	"time"
 	"unicode"
 
+	"go.uber.org/goleak"
+
 	"github.com/enclavekit/enclavekit/enclave"
 	"github.com/enclavekit/enclavekit/protocol"
 	"github.com/enclavekit/enclavekit/transport"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // capture is a slog.Handler that keeps records.
 type capture struct {
@@ -83,9 +87,9 @@ func attrs(r slog.Record) map[string]string {
 	return m
 }
 
-func startSink(t testing.TB, cfg LogSinkConfig) (*LogSink, string) {
+func startSink(t testing.TB, cfg Config) (*Sink, string) {
 	t.Helper()
-	s, err := NewLogSink(cfg)
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,11 +109,11 @@ func startSink(t testing.TB, cfg LogSinkConfig) (*LogSink, string) {
 	return s, transport.AddrOf(ln.Addr())
 }
 
-// TestLogSinkRealEnclave streams records from the enclave package's log
+// TestRealEnclave streams records from the enclave package's log
 // handler, restarts the enclave side, and streams again.
-func TestLogSinkRealEnclave(t *testing.T) {
+func TestRealEnclave(t *testing.T) {
 	h := newCapture()
-	_, addr := startSink(t, LogSinkConfig{Handler: h, Enclave: "enc-1"})
+	_, addr := startSink(t, Config{Handler: h, Enclave: "enc-1"})
 	for round := range 2 { // the second round is a restarted enclave
 		eh, err := enclave.NewLogHandler(enclave.LogConfig{Addr: addr, Console: bytes.NewBuffer(nil), Level: slog.LevelDebug})
 		if err != nil {
@@ -154,9 +158,9 @@ func sendLog(t testing.TB, c net.Conn, method string, rec any) {
 	}
 }
 
-func TestLogSinkUntrusted(t *testing.T) {
+func TestUntrusted(t *testing.T) {
 	h := newCapture()
-	s, addr := startSink(t, LogSinkConfig{Handler: h, MaxAttrs: 2, MaxMessage: 16, MaxValue: 8, MaxFrame: 4096})
+	s, addr := startSink(t, Config{Handler: h, MaxAttrs: 2, MaxMessage: 16, MaxValue: 8, MaxFrame: 4096})
 	c, err := transport.Dial(context.Background(), addr)
 	if err != nil {
 		t.Fatal(err)
@@ -205,47 +209,17 @@ func TestLogSinkUntrusted(t *testing.T) {
 	}
 }
 
-func TestSanitize(t *testing.T) {
+func TestConfigValidate(t *testing.T) {
 	for _, tc := range []struct {
-		in   string
-		max  int
-		want string
-	}{
-		{"plain", 10, "plain"},
-		{"a\nb\rc\td", 10, "abcd"},
-		{"\x1b[1mbold\x1b[0m", 20, "[1mbold[0m"},
-		{"del\x7f c1\u0085", 20, "del c1"},
-		{"bidi\u202eevil\u2066", 20, "bidievil"},
-		{"zero\u200bwidth", 20, "zerowidth"},
-		{"line\u2028sep\u2029para", 20, "lineseppara"},
-		{"bad\xffutf8", 20, "badutf8"},
-		{"0123456789", 5, "01…"},
-		{"ééééé", 6, "é…"},
-		{"abc", 2, ""},
-		{"", 0, ""},
-		{"日本語", 9, "日本語"},
-	} {
-		got := Sanitize(tc.in, tc.max)
-		if got != tc.want {
-			t.Errorf("Sanitize(%q, %d) = %q, want %q", tc.in, tc.max, got, tc.want)
-		}
-		if len(got) > tc.max {
-			t.Errorf("Sanitize(%q, %d) is %d bytes", tc.in, tc.max, len(got))
-		}
-	}
-}
-
-func TestLogSinkConfigValidate(t *testing.T) {
-	for _, tc := range []struct {
-		cfg LogSinkConfig
+		cfg Config
 		ok  bool
 	}{
-		{LogSinkConfig{}, true},
-		{LogSinkConfig{Listen: "vsock://any:5001", MaxAttrs: 1}, true},
-		{LogSinkConfig{Listen: "nope"}, false},
-		{LogSinkConfig{MaxFrame: -1}, false},
-		{LogSinkConfig{MaxFrame: protocol.MaxFrameLimit + 1}, false},
-		{LogSinkConfig{MaxAttrs: -1}, false},
+		{Config{}, true},
+		{Config{Listen: "vsock://any:5001", MaxAttrs: 1}, true},
+		{Config{Listen: "nope"}, false},
+		{Config{MaxFrame: -1}, false},
+		{Config{MaxFrame: protocol.MaxFrameLimit + 1}, false},
+		{Config{MaxAttrs: -1}, false},
 	} {
 		if err := tc.cfg.Validate(); (err == nil) != tc.ok {
 			t.Errorf("Validate(%+v) = %v, want ok=%v", tc.cfg, err, tc.ok)
@@ -265,19 +239,19 @@ func logFrame(t testing.TB, rec protocol.LogRecord) []byte {
 	return b
 }
 
-// FuzzLogRecord feeds untrusted frames to the decoder and the re-emitting
+// FuzzRecord feeds untrusted frames to the decoder and the re-emitting
 // path: no panic, and nothing with a control character reaches the handler.
-func FuzzLogRecord(f *testing.F) {
+func FuzzRecord(f *testing.F) {
 	f.Add(logFrame(f, protocol.LogRecord{TimeUnixNano: 1, Level: 4, Message: "m\n", Attrs: []protocol.LogAttr{{Key: "k", Value: "v\x1b"}}, Dropped: 1}))
 	f.Add(logFrame(f, protocol.LogRecord{Message: strings.Repeat("x", 5000)}))
 	f.Add([]byte{0xa0})
 	f.Add([]byte{})
-	s, err := NewLogSink(LogSinkConfig{Handler: slog.DiscardHandler, MaxAttrs: 4, MaxMessage: 64, MaxValue: 16})
+	s, err := New(Config{Handler: slog.DiscardHandler, MaxAttrs: 4, MaxMessage: 64, MaxValue: 16})
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, frame []byte) {
-		rec, err := DecodeLogRecord(frame)
+		rec, err := DecodeRecord(frame)
 		if err != nil {
 			return
 		}
@@ -310,8 +284,8 @@ func FuzzLogRecord(f *testing.F) {
 	})
 }
 
-func BenchmarkLogSinkRecord(b *testing.B) {
-	s, err := NewLogSink(LogSinkConfig{Handler: slog.DiscardHandler})
+func BenchmarkRecord(b *testing.B) {
+	s, err := New(Config{Handler: slog.DiscardHandler})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -320,11 +294,26 @@ func BenchmarkLogSinkRecord(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(frame)))
 	for b.Loop() {
-		rec, err := DecodeLogRecord(frame)
+		rec, err := DecodeRecord(frame)
 		if err != nil {
 			b.Fatal(err)
 		}
 		r := s.record(rec, self)
 		_ = slog.DiscardHandler.Handle(context.Background(), r)
+	}
+}
+
+// TestListenAndServe: ListenAndServe returns nil once ctx ended.
+func TestListenAndServe(t *testing.T) {
+	sink, err := New(Config{Listen: "tcp://127.0.0.1:0", Handler: slog.DiscardHandler})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- sink.ListenAndServe(ctx) }()
+	cancel()
+	if err := <-errc; err != nil {
+		t.Errorf("ListenAndServe = %v, want nil once ctx ended", err)
 	}
 }

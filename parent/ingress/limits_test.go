@@ -1,14 +1,15 @@
-package parent
+package ingress
 
 import (
 	"context"
-	"errors"
 	"io"
 	"net"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/enclavekit/enclavekit/internal/testutil"
 )
 
 func TestRecordWatch(t *testing.T) {
@@ -64,25 +65,16 @@ func TestSourceKey(t *testing.T) {
 	}
 }
 
-// addrConn is a pipe end with a chosen remote address.
-type addrConn struct {
-	net.Conn
-	remote net.Addr
-}
-
-func (c addrConn) RemoteAddr() net.Addr { return c.remote }
-
 // memIngress runs an ingress inside a synctest bubble on an in-memory
 // listener; every forwarded connection reaches an echo "enclave".
 type memIngress struct {
-	in   *Ingress
-	ch   chan net.Conn
+	in   *Server
+	ln   *testutil.ChanListener
 	stop func()
 }
 
-func startMemIngress(t *testing.T, cfg IngressConfig) *memIngress {
+func startMemIngress(t *testing.T, cfg Config) *memIngress {
 	t.Helper()
-	ch := make(chan net.Conn)
 	var echoes sync.WaitGroup
 	cfg.Target = "tcp://enclave:1"
 	cfg.Logger = quiet
@@ -94,15 +86,15 @@ func startMemIngress(t *testing.T, cfg IngressConfig) *memIngress {
 		})
 		return a, nil
 	}
-	in, err := NewIngress(cfg)
+	in, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := &chanListenerP{ch: ch, done: make(chan struct{})}
+	ln := testutil.NewChanListener()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- in.Serve(ctx, ln) }()
-	return &memIngress{in: in, ch: ch, stop: func() {
+	return &memIngress{in: in, ln: ln, stop: func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Serve: %v", err)
@@ -113,27 +105,8 @@ func startMemIngress(t *testing.T, cfg IngressConfig) *memIngress {
 
 // dial connects a client from ip.
 func (m *memIngress) dial(ip string) net.Conn {
-	a, b := net.Pipe()
-	m.ch <- addrConn{Conn: b, remote: &net.TCPAddr{IP: net.ParseIP(ip), Port: 40000}}
-	return a
+	return m.ln.Dial(&net.TCPAddr{IP: net.ParseIP(ip), Port: 40000})
 }
-
-type chanListenerP struct {
-	ch   chan net.Conn
-	done chan struct{}
-	once sync.Once
-}
-
-func (l *chanListenerP) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.ch:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-func (l *chanListenerP) Close() error   { l.once.Do(func() { close(l.done) }); return nil }
-func (l *chanListenerP) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 443} }
 
 // echoOnce writes p and reads the echo; it reports success.
 func echoOnce(c net.Conn, p []byte) bool {
@@ -143,17 +116,10 @@ func echoOnce(c net.Conn, p []byte) bool {
 	return err == nil && string(got) == string(p)
 }
 
-func closedNow(c net.Conn) bool {
-	c.SetReadDeadline(time.Now())
-	_, err := c.Read(make([]byte, 1))
-	c.SetReadDeadline(time.Time{})
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrClosedPipe)
-}
-
-// TestIngressMinRateSynctest: a client trickling an incomplete message is
+// TestMinRateSynctest: a client trickling an incomplete message is
 // cut once it falls below MinRate after the grace; one that sent whole
 // messages and waits, or is idle, is not.
-func TestIngressMinRateSynctest(t *testing.T) {
+func TestMinRateSynctest(t *testing.T) {
 	tests := []struct {
 		name string
 		send func(c net.Conn) // runs in its own goroutine
@@ -191,7 +157,7 @@ func TestIngressMinRateSynctest(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				m := startMemIngress(t, IngressConfig{MinRate: 1024, MinRateGrace: 5 * time.Second, IdleTimeout: time.Minute})
+				m := startMemIngress(t, Config{MinRate: 1024, MinRateGrace: 5 * time.Second, IdleTimeout: time.Minute})
 				c := m.dial("198.51.100.1")
 				go io.Copy(io.Discard, c) // the echo
 				go tt.send(c)
@@ -208,11 +174,11 @@ func TestIngressMinRateSynctest(t *testing.T) {
 	}
 }
 
-// TestIngressEvictionSynctest: at MaxConns the connection idle or stalled
+// TestEvictionSynctest: at MaxConns the connection idle or stalled
 // the longest makes room for the newcomer; a source at MaxConnsPerSource
 // displaces only its own connections, and only one idle for MinRateGrace,
 // else its newcomer is refused.
-func TestIngressEvictionSynctest(t *testing.T) {
+func TestEvictionSynctest(t *testing.T) {
 	type held struct {
 		ip   string
 		what string // "idle" (one echo), "stalled" (two bytes of a frame), "busy" (whole frame sent, no answer yet: the enclave is slow)
@@ -235,7 +201,7 @@ func TestIngressEvictionSynctest(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				m := startMemIngress(t, IngressConfig{MaxConns: tt.maxConns, MaxConnsPerSource: tt.perSource, IdleTimeout: time.Hour, MinRateGrace: tt.grace})
+				m := startMemIngress(t, Config{MaxConns: tt.maxConns, MaxConnsPerSource: tt.perSource, IdleTimeout: time.Hour, MinRateGrace: tt.grace})
 				var conns []net.Conn
 				for _, h := range tt.held {
 					time.Sleep(time.Second)
@@ -256,7 +222,7 @@ func TestIngressEvictionSynctest(t *testing.T) {
 				nc := m.dial(tt.newcomer)
 				if tt.victim < 0 {
 					synctest.Wait()
-					if !closedNow(nc) {
+					if !testutil.ClosedNow(nc) {
 						t.Fatal("newcomer over the per-source cap not refused")
 					}
 				} else if !echoOnce(nc, []byte{0, 0, 0, 1, 'n'}) {
@@ -267,7 +233,7 @@ func TestIngressEvictionSynctest(t *testing.T) {
 					if tt.held[i].what == "stalled" {
 						continue // its reader goroutine consumes the EOF
 					}
-					if got := closedNow(c); got != (i == tt.victim) {
+					if got := testutil.ClosedNow(c); got != (i == tt.victim) {
 						t.Errorf("held[%d] closed = %v, want %v", i, got, i == tt.victim)
 					}
 				}
@@ -286,4 +252,37 @@ func TestIngressEvictionSynctest(t *testing.T) {
 			})
 		})
 	}
+}
+
+// FuzzRecordWatch feeds a client's untrusted bytes to the message watch:
+// no panic, and the same bytes give the same framing, message count and
+// state however the network splits them.
+func FuzzRecordWatch(f *testing.F) {
+	f.Add([]byte{22, 3, 1, 0, 2, 'a', 'b', 23, 3, 3, 0, 1}, uint16(3), uint8(framingUnknown))
+	f.Add([]byte{0, 0, 0, 1, 'x', 0, 0, 0}, uint16(5), uint8(framingUnknown))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 1}, uint16(2), uint8(framingFrames))
+	f.Add([]byte("GET / HTTP/1.1\r\n"), uint16(1), uint8(framingUnknown))
+	f.Fuzz(func(t *testing.T, data []byte, at uint16, mode uint8) {
+		m := framing(mode % uint8(framingFrames+1))
+		now := time.Unix(1000, 0)
+		whole := &recordWatch{mode: m}
+		whole.feed(data, now)
+		split := &recordWatch{mode: m}
+		k := int(at) % (len(data) + 1)
+		split.feed(data[:k], now)
+		split.feed(data[k:], now)
+		if whole.mode != split.mode || whole.messages.Load() != split.messages.Load() ||
+			whole.incomplete.Load() != split.incomplete.Load() || whole.remaining != split.remaining ||
+			whole.hdrLen != split.hdrLen || whole.got != split.got {
+			t.Fatalf("%x split at %d: mode %d/%d messages %d/%d incomplete %v/%v remaining %d/%d",
+				data, k, whole.mode, split.mode, whole.messages.Load(), split.messages.Load(),
+				whole.incomplete.Load(), split.incomplete.Load(), whole.remaining, split.remaining)
+		}
+		if whole.remaining < 0 || whole.got < 0 || whole.hdrLen > len(whole.hdr) {
+			t.Fatalf("%x: remaining %d got %d hdrLen %d", data, whole.remaining, whole.got, whole.hdrLen)
+		}
+		if m != framingNone && whole.mode == framingNone && m != framingUnknown {
+			t.Fatalf("forced framing %d became none", m)
+		}
+	})
 }

@@ -1,4 +1,4 @@
-package parent
+package ingress
 
 import (
 	"bufio"
@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -16,6 +17,9 @@ import (
 	"testing/synctest"
 	"time"
 
+	"go.uber.org/goleak"
+
+	"github.com/enclavekit/enclavekit/internal/testutil"
 	"github.com/enclavekit/enclavekit/protocol/proxyproto"
 	"github.com/enclavekit/enclavekit/transport"
 )
@@ -51,12 +55,12 @@ func backend(t testing.TB, fn func(c *net.TCPConn)) string {
 
 // startIngress runs an ingress to target on a loopback port; it is stopped
 // at cleanup. It returns the ingress and its listen address (host:port).
-func startIngress(t testing.TB, cfg IngressConfig) (*Ingress, string) {
+func startIngress(t testing.TB, cfg Config) (*Server, string) {
 	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = quiet
 	}
-	in, err := NewIngress(cfg)
+	in, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,21 +80,16 @@ func startIngress(t testing.TB, cfg IngressConfig) (*Ingress, string) {
 	return in, ln.Addr().String()
 }
 
-func dialTCP(t testing.TB, addr string) *net.TCPConn {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c.(*net.TCPConn)
-}
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// TestIngressTransfer100MiB streams 100 MiB each way through the ingress
+// quiet discards the ingress's log lines.
+var quiet = slog.New(slog.DiscardHandler)
+
+// TestTransfer100MiB streams 100 MiB each way through the ingress
 // and compares SHA-256 digests at both ends; the end of the upload reaches
 // the backend as EOF (half-close), which ends the backend's echo, whose EOF
 // reaches the client.
-func TestIngressTransfer100MiB(t *testing.T) {
+func TestTransfer100MiB(t *testing.T) {
 	size := int64(100 << 20)
 	if testing.Short() {
 		size = 8 << 20
@@ -102,8 +101,8 @@ func TestIngressTransfer100MiB(t *testing.T) {
 		backendSum <- h.Sum(nil)
 		c.CloseWrite()
 	})
-	in, addr := startIngress(t, IngressConfig{Target: target})
-	c := dialTCP(t, addr)
+	in, addr := startIngress(t, Config{Target: target})
+	c := testutil.DialTCP(t, addr)
 
 	sent := sha256.New()
 	werr := make(chan error, 1)
@@ -138,9 +137,9 @@ func TestIngressTransfer100MiB(t *testing.T) {
 	}
 }
 
-// TestIngressHalfClose: the client's FIN reaches the enclave while the
+// TestHalfClose: the client's FIN reaches the enclave while the
 // enclave's side stays open for its answer, and the other way round.
-func TestIngressHalfClose(t *testing.T) {
+func TestHalfClose(t *testing.T) {
 	t.Run("client first", func(t *testing.T) {
 		target := backend(t, func(c *net.TCPConn) {
 			req, err := io.ReadAll(c) // ends only on the propagated FIN
@@ -149,8 +148,8 @@ func TestIngressHalfClose(t *testing.T) {
 			}
 			fmt.Fprintf(c, "got %q", req)
 		})
-		_, addr := startIngress(t, IngressConfig{Target: target})
-		c := dialTCP(t, addr)
+		_, addr := startIngress(t, Config{Target: target})
+		c := testutil.DialTCP(t, addr)
 		io.WriteString(c, "request")
 		c.CloseWrite()
 		resp, err := io.ReadAll(c)
@@ -166,8 +165,8 @@ func TestIngressHalfClose(t *testing.T) {
 			req, _ := io.ReadAll(c)
 			got <- string(req)
 		})
-		_, addr := startIngress(t, IngressConfig{Target: target})
-		c := dialTCP(t, addr)
+		_, addr := startIngress(t, Config{Target: target})
+		c := testutil.DialTCP(t, addr)
 		banner, err := io.ReadAll(c) // EOF: the enclave half-closed
 		if err != nil || string(banner) != "banner" {
 			t.Fatalf("banner %q, %v", banner, err)
@@ -182,16 +181,16 @@ func TestIngressHalfClose(t *testing.T) {
 	})
 }
 
-func TestIngressMaxConns(t *testing.T) {
+func TestMaxConns(t *testing.T) {
 	target := backend(t, func(c *net.TCPConn) { io.Copy(c, c) })
-	// The old refuse-at-cap policy; eviction: TestIngressEvictionSynctest.
-	in, addr := startIngress(t, IngressConfig{Target: target, MaxConns: 1, RefuseAtCap: true})
-	c1 := dialTCP(t, addr)
+	// The old refuse-at-cap policy; eviction: TestEvictionSynctest.
+	in, addr := startIngress(t, Config{Target: target, MaxConns: 1, RefuseAtCap: true})
+	c1 := testutil.DialTCP(t, addr)
 	io.WriteString(c1, "x")
 	if _, err := io.ReadFull(c1, make([]byte, 1)); err != nil {
 		t.Fatal(err)
 	}
-	c2 := dialTCP(t, addr)
+	c2 := testutil.DialTCP(t, addr)
 	c2.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if n, err := c2.Read(make([]byte, 1)); n != 0 || err == nil {
 		t.Fatalf("second connection read %d, %v; want it closed", n, err)
@@ -204,19 +203,19 @@ func TestIngressMaxConns(t *testing.T) {
 	for in.Stats().Open != 0 {
 		time.Sleep(time.Millisecond)
 	}
-	c3 := dialTCP(t, addr)
+	c3 := testutil.DialTCP(t, addr)
 	io.WriteString(c3, "y")
 	if _, err := io.ReadFull(c3, make([]byte, 1)); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func TestIngressTargetDown(t *testing.T) {
+func TestTargetDown(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	target := transport.AddrOf(ln.Addr())
 	ln.Close() // nothing listens there now
-	in, addr := startIngress(t, IngressConfig{Target: target})
-	c := dialTCP(t, addr)
+	in, addr := startIngress(t, Config{Target: target})
+	c := testutil.DialTCP(t, addr)
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil {
 		t.Fatalf("read %d, %v; want the connection closed", n, err)
@@ -226,7 +225,7 @@ func TestIngressTargetDown(t *testing.T) {
 	}
 }
 
-func TestIngressProxyProtocol(t *testing.T) {
+func TestProxyProtocol(t *testing.T) {
 	type hdr struct {
 		src, dst netip.AddrPort
 		err      error
@@ -238,8 +237,8 @@ func TestIngressProxyProtocol(t *testing.T) {
 		got <- hdr{h.Src, h.Dst, err}
 		io.Copy(c, br)
 	})
-	_, addr := startIngress(t, IngressConfig{Target: target, ProxyProtocol: true})
-	c := dialTCP(t, addr)
+	_, addr := startIngress(t, Config{Target: target, ProxyProtocol: true})
+	c := testutil.DialTCP(t, addr)
 	io.WriteString(c, "hello")
 	h := <-got
 	if h.err != nil {
@@ -257,18 +256,18 @@ func TestIngressProxyProtocol(t *testing.T) {
 	}
 }
 
-func TestIngressConfigValidate(t *testing.T) {
+func TestConfigValidate(t *testing.T) {
 	for _, tc := range []struct {
-		cfg IngressConfig
+		cfg Config
 		ok  bool
 	}{
-		{IngressConfig{Target: "vsock://16:443"}, true},
-		{IngressConfig{Target: "vsock://16:443", Listen: "tcp://0.0.0.0:443", MaxConns: 10, IdleTimeout: -1}, true},
-		{IngressConfig{}, false},
-		{IngressConfig{Target: "http://x"}, false},
-		{IngressConfig{Target: "vsock://16:443", Listen: "x"}, false},
-		{IngressConfig{Target: "vsock://16:443", MaxConns: -1}, false},
-		{IngressConfig{Target: "vsock://16:443", DialTimeout: -1}, false},
+		{Config{Target: "vsock://16:443"}, true},
+		{Config{Target: "vsock://16:443", Listen: "tcp://0.0.0.0:443", MaxConns: 10, IdleTimeout: -1}, true},
+		{Config{}, false},
+		{Config{Target: "http://x"}, false},
+		{Config{Target: "vsock://16:443", Listen: "x"}, false},
+		{Config{Target: "vsock://16:443", MaxConns: -1}, false},
+		{Config{Target: "vsock://16:443", DialTimeout: -1}, false},
 	} {
 		if err := tc.cfg.Validate(); (err == nil) != tc.ok {
 			t.Errorf("Validate(%+v) = %v, want ok=%v", tc.cfg, err, tc.ok)
@@ -339,11 +338,11 @@ func TestSpliceStalledWriterSynctest(t *testing.T) {
 	})
 }
 
-// TestIngressShutdown: ending Serve's context closes the forwarded
+// TestShutdown: ending Serve's context closes the forwarded
 // connections and Serve returns after their goroutines ended.
-func TestIngressShutdown(t *testing.T) {
+func TestShutdown(t *testing.T) {
 	target := backend(t, func(c *net.TCPConn) { io.Copy(c, c) })
-	in, err := NewIngress(IngressConfig{Target: target, Logger: quiet})
+	in, err := New(Config{Target: target, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +353,7 @@ func TestIngressShutdown(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- in.Serve(ctx, ln) }()
-	c := dialTCP(t, ln.Addr().String())
+	c := testutil.DialTCP(t, ln.Addr().String())
 	io.WriteString(c, "x")
 	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
 		t.Fatal(err)
@@ -395,4 +394,24 @@ func TestSpliceContextSynctest(t *testing.T) {
 		ingressA.Close()
 		ingressB.Close()
 	})
+}
+
+// TestListenAndServe: ListenAndServe returns nil once ctx ended, and
+// fails without Config.Listen.
+func TestListenAndServe(t *testing.T) {
+	in, err := New(Config{Listen: "tcp://127.0.0.1:0", Target: "tcp://127.0.0.1:1", Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- in.ListenAndServe(ctx) }()
+	cancel()
+	if err := <-errc; err != nil {
+		t.Errorf("ListenAndServe = %v, want nil once ctx ended", err)
+	}
+	noListen, _ := New(Config{Target: "tcp://127.0.0.1:1"})
+	if err := noListen.ListenAndServe(context.Background()); err == nil {
+		t.Error("ListenAndServe without Listen succeeded")
+	}
 }

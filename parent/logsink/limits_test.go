@@ -1,12 +1,16 @@
-package parent
+package logsink
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net"
+	"os"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/enclavekit/enclavekit/internal/testutil"
 	"github.com/enclavekit/enclavekit/protocol"
 )
 
@@ -16,7 +20,7 @@ type fakeVsockAddr string
 func (fakeVsockAddr) Network() string  { return "vsock" }
 func (a fakeVsockAddr) String() string { return string(a) }
 
-func TestLogSinkPeerKey(t *testing.T) {
+func TestPeerKey(t *testing.T) {
 	tests := []struct {
 		name  string
 		allow []uint32
@@ -36,7 +40,7 @@ func TestLogSinkPeerKey(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, err := NewLogSink(LogSinkConfig{AllowCIDs: tt.allow})
+			s, err := New(Config{AllowCIDs: tt.allow})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -46,20 +50,20 @@ func TestLogSinkPeerKey(t *testing.T) {
 		})
 	}
 	for _, bad := range []uint32{3, 0, 2} {
-		if err := (LogSinkConfig{AllowCIDs: []uint32{16, bad}}).Validate(); err == nil {
+		if err := (Config{AllowCIDs: []uint32{16, bad}}).Validate(); err == nil {
 			t.Errorf("Validate accepted AllowCIDs with %d", bad)
 		}
 	}
 }
 
 // memSink runs a log sink on an in-memory listener inside a bubble.
-func memSink(t *testing.T, cfg LogSinkConfig) (*LogSink, *chanListenerP, func()) {
+func memSink(t *testing.T, cfg Config) (*Sink, *testutil.ChanListener, func()) {
 	t.Helper()
-	s, err := NewLogSink(cfg)
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := &chanListenerP{ch: make(chan net.Conn), done: make(chan struct{})}
+	ln := testutil.NewChanListener()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, ln) }()
@@ -71,16 +75,10 @@ func memSink(t *testing.T, cfg LogSinkConfig) (*LogSink, *chanListenerP, func())
 	}
 }
 
-func dialFrom(ln *chanListenerP, remote net.Addr) net.Conn {
-	a, b := net.Pipe()
-	ln.ch <- addrConn{Conn: b, remote: remote}
-	return a
-}
-
-// TestLogSinkLimitsSynctest: the parent's own CID is refused; at MaxConns
+// TestLimitsSynctest: the parent's own CID is refused; at MaxConns
 // and at MaxConnsPerCID a newcomer is served and the connection idle the
 // longest (of its own enclave, at the per-CID cap) is closed.
-func TestLogSinkLimitsSynctest(t *testing.T) {
+func TestLimitsSynctest(t *testing.T) {
 	tests := []struct {
 		name      string
 		maxConns  int
@@ -98,20 +96,20 @@ func TestLogSinkLimitsSynctest(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				h := newCapture()
-				s, ln, stop := memSink(t, LogSinkConfig{Handler: h, MaxConns: tt.maxConns})
+				s, ln, stop := memSink(t, Config{Handler: h, MaxConns: tt.maxConns})
 				var conns []net.Conn
 				for i, cid := range tt.held {
 					time.Sleep(time.Second)
-					c := dialFrom(ln, fakeVsockAddr(cid+":1000"))
+					c := ln.Dial(fakeVsockAddr(cid + ":1000"))
 					sendLog(t, c, protocol.MethodLog, protocol.LogRecord{Message: "held", TimeUnixNano: int64(i + 1)})
 					synctest.Wait()
 					conns = append(conns, c)
 				}
 				time.Sleep(time.Second)
-				nc := dialFrom(ln, fakeVsockAddr(tt.newcomer+":1000"))
+				nc := ln.Dial(fakeVsockAddr(tt.newcomer + ":1000"))
 				synctest.Wait()
 				if tt.refused {
-					if !closedNow(nc) {
+					if !testutil.ClosedNow(nc) {
 						t.Fatal("connection from the parent's CID not closed")
 					}
 				} else {
@@ -123,7 +121,7 @@ func TestLogSinkLimitsSynctest(t *testing.T) {
 					}
 				}
 				for i, c := range conns {
-					if got := closedNow(c); got != (i == tt.victim) {
+					if got := testutil.ClosedNow(c); got != (i == tt.victim) {
 						t.Errorf("held[%d] (CID %s) closed = %v, want %v", i, tt.held[i], got, i == tt.victim)
 					}
 				}
@@ -154,4 +152,75 @@ func TestLogSinkLimitsSynctest(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestMaxConns: a connection beyond MaxConns is closed at once and
+// the slot frees when a served connection ends.
+func TestMaxConns(t *testing.T) {
+	h := newCapture()
+	s, addr := startSink(t, Config{Handler: h, MaxConns: 1, RefuseAtCap: true}) // the old policy
+	c1 := testutil.DialTCP(t, addr[len("tcp://"):])
+	sendLog(t, c1, protocol.MethodLog, protocol.LogRecord{Message: "one"})
+	h.waitFor(t, 1)
+	c2 := testutil.DialTCP(t, addr[len("tcp://"):])
+	c2.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c2.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("second connection read %d, %v; want it closed", n, err)
+	}
+	c1.Close()
+	// Once the first connection is gone, a new one is served.
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		c3 := testutil.DialTCP(t, addr[len("tcp://"):])
+		sendLog(t, c3, protocol.MethodLog, protocol.LogRecord{Message: "three"})
+		c3.CloseWrite()
+		// A served connection is read to its end and closed by the sink
+		// only after the record; a rejected one is closed unread.
+		io.Copy(io.Discard, c3)
+		if recs := h.records(); len(recs) >= 2 && recs[len(recs)-1].Message == "three" {
+			if st := s.Stats(); st.Conns < 2 {
+				t.Fatalf("stats %+v", st)
+			}
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatal("no connection served after the first one ended")
+}
+
+// A log stream whose enclave vanished without a reset must not lock a
+// restarted enclave out: at the cap, the oldest connection is closed and the
+// enclave's next attempt is served.
+func TestEvictsOldestAtCap(t *testing.T) {
+	h := newCapture()
+	s, addr := startSink(t, Config{Handler: h, MaxConns: 1, RefuseAtCap: true}) // the old policy
+	stale := testutil.DialTCP(t, addr[len("tcp://"):])
+	sendLog(t, stale, protocol.MethodLog, protocol.LogRecord{Message: "before the restart"})
+	h.waitFor(t, 1)
+
+	// The restarted enclave's first attempt is refused, and the stale
+	// connection is closed by the sink.
+	first := testutil.DialTCP(t, addr[len("tcp://"):])
+	io.Copy(io.Discard, first)
+	stale.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := stale.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("stale connection read %d, %v; want it closed by the sink", n, err)
+	}
+	// Its next attempt is served (the slot frees once the stale
+	// connection's goroutine has ended).
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		c := testutil.DialTCP(t, addr[len("tcp://"):])
+		sendLog(t, c, protocol.MethodLog, protocol.LogRecord{Message: "after the restart"})
+		c.CloseWrite()
+		io.Copy(io.Discard, c)
+		if recs := h.records(); recs[len(recs)-1].Message == "after the restart" {
+			if st := s.Stats(); st.Evicted < 1 {
+				t.Fatalf("stats %+v: no eviction counted", st)
+			}
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatal("the restarted enclave was never served")
 }

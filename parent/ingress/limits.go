@@ -1,4 +1,4 @@
-package parent
+package ingress
 
 import (
 	"encoding/binary"
@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// Framings of IngressConfig.Framing: how the ingress finds message
+// Framings of Config.Framing: how the ingress finds message
 // boundaries in what clients send, to apply MinRate.
 const (
 	// FramingAuto recognizes TLS records (first byte 20..24) and
@@ -135,37 +135,37 @@ func (w *recordWatch) rateDeadline(minRate int64, grace time.Duration) time.Time
 	return start.Add(grace + time.Duration(float64(w.got+1)/float64(minRate)*float64(time.Second)))
 }
 
-// ingressConn is one forwarded connection, as eviction sees it.
-type ingressConn struct {
+// conn is one forwarded connection, as eviction sees it.
+type conn struct {
 	client  net.Conn
 	source  string // sourceKey of the client
 	sp      *splice
 	watch   *recordWatch
-	evicted bool // guarded by Ingress.mu
+	evicted bool // guarded by Server.mu
 }
 
 // Eviction tiers of ingress connections, evicted lowest first.
 const (
-	ingressTierUnproven = iota // no whole message yet (or no framing known)
-	ingressTierWaiting         // idle, or stalled inside a later message
-	ingressTierBusy            // a whole message sent, the answer not begun
+	tierUnproven = iota // no whole message yet (or no framing known)
+	tierWaiting         // idle, or stalled inside a later message
+	tierBusy            // a whole message sent, the answer not begun
 )
 
 // rank orders connections for eviction: lower tier first, then older
 // since (the start of a stalled message, else the last byte moved), then
 // fewer messages.
-func (ic *ingressConn) rank() (tier int, since int64, msgs uint64) {
+func (ic *conn) rank() (tier int, since int64, msgs uint64) {
 	msgs = ic.watch.messages.Load()
-	tier = ingressTierWaiting
+	tier = tierWaiting
 	if msgs == 0 {
-		tier = ingressTierUnproven
+		tier = tierUnproven
 	}
 	if ic.watch.incomplete.Load() {
 		return tier, ic.watch.start.Load(), msgs
 	}
 	since = ic.sp.last.Load()
 	if msgs > 0 && ic.sp.lastUp.Load() > ic.sp.lastDwn.Load() {
-		return ingressTierBusy, since, msgs
+		return tierBusy, since, msgs
 	}
 	return tier, since, msgs
 }
@@ -197,8 +197,8 @@ func sourceKey(a net.Addr) string {
 
 // pickVictim returns the connection to evict among cands (lowest rank),
 // or nil.
-func pickVictim(cands func(yield func(*ingressConn) bool)) *ingressConn {
-	var victim *ingressConn
+func pickVictim(cands func(yield func(*conn) bool)) *conn {
+	var victim *conn
 	var vTier int
 	var vSince int64
 	var vMsgs uint64

@@ -1,4 +1,4 @@
-package parent
+package logsink
 
 import (
 	"context"
@@ -14,41 +14,42 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
+	"github.com/enclavekit/enclavekit/parent/internal/acceptloop"
+	"github.com/enclavekit/enclavekit/parent/internal/loglimit"
+	"github.com/enclavekit/enclavekit/parent/internal/sanitize"
 	"github.com/enclavekit/enclavekit/protocol"
 	"github.com/enclavekit/enclavekit/transport"
 )
 
-// Defaults and limits of LogSinkConfig.
+// Defaults and limits of Config.
 const (
-	DefaultLogSinkListen = "vsock://any:5001"
-	DefaultLogMaxFrame   = 64 << 10
-	DefaultLogMaxAttrs   = 32
-	DefaultLogMaxMessage = 4 << 10
-	DefaultLogMaxValue   = 1 << 10
-	DefaultLogMaxConns   = 8
-	// DefaultLogMaxConnsPerCID allows an enclave its stream and, while a
+	DefaultListen     = "vsock://any:5001"
+	DefaultMaxFrame   = 64 << 10
+	DefaultMaxAttrs   = 32
+	DefaultMaxMessage = 4 << 10
+	DefaultMaxValue   = 1 << 10
+	DefaultMaxConns   = 8
+	// DefaultMaxConnsPerCID allows an enclave its stream and, while a
 	// restart's stale connection is not yet gone, a second one.
-	DefaultLogMaxConnsPerCID = 2
-	logReceivedKey           = "received"
-	maxLogKey                = 128
-	minLogLevel              = slog.LevelDebug - 4
-	maxLogLevel              = slog.LevelError + 4
-	logAttrGroup             = "attrs"
-	logEnclaveKey            = "enclave"
-	logDroppedKey            = "enclave_dropped"
-	logTruncatedAttrsKey     = "enclave_attrs_truncated"
+	DefaultMaxConnsPerCID = 2
+	logReceivedKey        = "received"
+	maxLogKey             = 128
+	minLogLevel           = slog.LevelDebug - 4
+	maxLogLevel           = slog.LevelError + 4
+	logAttrGroup          = "attrs"
+	logEnclaveKey         = "enclave"
+	logDroppedKey         = "enclave_dropped"
+	logTruncatedAttrsKey  = "enclave_attrs_truncated"
 )
 
-// ErrBadLogRecord is wrapped by DecodeLogRecord's errors.
-var ErrBadLogRecord = errors.New("parent: bad log record")
+// ErrBadRecord is wrapped by DecodeRecord's errors.
+var ErrBadRecord = errors.New("logsink: bad log record")
 
-// LogSinkConfig configures a LogSink.
-type LogSinkConfig struct {
+// Config configures a Sink.
+type Config struct {
 	// Listen is where the enclave connects, e.g. "vsock://any:5001". Used
-	// by ListenAndServe only. "" means DefaultLogSinkListen.
+	// by ListenAndServe only. "" means DefaultListen.
 	Listen string
 	// Handler receives the re-emitted records. nil means
 	// slog.Default().Handler().
@@ -59,18 +60,18 @@ type LogSinkConfig struct {
 	Enclave string
 	// MaxFrame is the largest log frame accepted, in bytes; a larger one
 	// closes the connection (the enclave reconnects). 0 means
-	// DefaultLogMaxFrame.
+	// DefaultMaxFrame.
 	MaxFrame int
 	// MaxAttrs is how many attributes of a record are kept; the rest are
 	// counted in an "enclave_attrs_truncated" attribute. 0 means
-	// DefaultLogMaxAttrs.
+	// DefaultMaxAttrs.
 	MaxAttrs int
 	// MaxMessage bounds a record's message in bytes; MaxValue bounds each
 	// attribute value. Longer text is cut at a rune boundary and marked
-	// with "…". 0 means DefaultLogMaxMessage and DefaultLogMaxValue.
+	// with "…". 0 means DefaultMaxMessage and DefaultMaxValue.
 	MaxMessage, MaxValue int
 	// MaxConns caps the enclave connections served at once. 0 means
-	// DefaultLogMaxConns. A connection arriving at the cap is served, and
+	// DefaultMaxConns. A connection arriving at the cap is served, and
 	// the connection whose last whole frame (or, if none, its accept) is
 	// oldest is closed to make room (Stats.Evicted): one of the newcomer's
 	// own CID when that CID is at MaxConnsPerCID. An enclave that restarted
@@ -78,7 +79,7 @@ type LogSinkConfig struct {
 	MaxConns int
 	// MaxConnsPerCID caps the connections of one enclave (one vsock CID;
 	// one IP on TCP). A connection beyond it evicts that enclave's own
-	// connection idle the longest. 0 means DefaultLogMaxConnsPerCID.
+	// connection idle the longest. 0 means DefaultMaxConnsPerCID.
 	MaxConnsPerCID int
 	// AllowCIDs lists the enclave CIDs whose streams are accepted; others
 	// are closed at once (Stats.Refused). Empty means every enclave CID:
@@ -94,35 +95,35 @@ type LogSinkConfig struct {
 }
 
 // Validate reports whether cfg is usable.
-func (cfg LogSinkConfig) Validate() error {
+func (cfg Config) Validate() error {
 	if cfg.Listen != "" {
 		if _, err := transport.ParseAddr(cfg.Listen); err != nil {
-			return fmt.Errorf("parent: LogSinkConfig.Listen: %w", err)
+			return fmt.Errorf("logsink: Config.Listen: %w", err)
 		}
 	}
 	switch {
 	case cfg.MaxFrame < 0 || cfg.MaxFrame > protocol.MaxFrameLimit:
-		return fmt.Errorf("parent: LogSinkConfig.MaxFrame %d out of range: want 0..%d", cfg.MaxFrame, protocol.MaxFrameLimit)
+		return fmt.Errorf("logsink: Config.MaxFrame %d out of range: want 0..%d", cfg.MaxFrame, protocol.MaxFrameLimit)
 	case cfg.MaxAttrs < 0, cfg.MaxMessage < 0, cfg.MaxValue < 0, cfg.MaxConns < 0, cfg.MaxConnsPerCID < 0:
-		return errors.New("parent: LogSinkConfig limits must not be negative")
+		return errors.New("logsink: Config limits must not be negative")
 	}
 	for _, cid := range cfg.AllowCIDs {
 		if cid < 4 || cid == transport.CIDAny {
-			return fmt.Errorf("parent: LogSinkConfig.AllowCIDs contains %d, which is not an enclave CID (3 is the parent itself, 0..2 are reserved); list enclave CIDs, 4 and up, or leave it empty for all of them", cid)
+			return fmt.Errorf("logsink: Config.AllowCIDs contains %d, which is not an enclave CID (3 is the parent itself, 0..2 are reserved); list enclave CIDs, 4 and up, or leave it empty for all of them", cid)
 		}
 	}
 	return nil
 }
 
-// LogSink receives log streams from enclaves and re-emits their records
-// through a slog.Handler. Create it with NewLogSink; run it with Serve or
+// Sink receives log streams from enclaves and re-emits their records
+// through a slog.Handler. Create it with New; run it with Serve or
 // ListenAndServe.
-type LogSink struct {
-	cfg                LogSinkConfig
+type Sink struct {
+	cfg                Config
 	sem                chan struct{}
 	records, bad, conn atomic.Int64
 	evicted, refused   atomic.Int64
-	warnLog, refuseLog logLimiter
+	warnLog, refuseLog loglimit.Limiter
 
 	mu   sync.Mutex
 	live map[net.Conn]*sinkConn // connections being served
@@ -134,43 +135,43 @@ type sinkConn struct {
 	seq     uint64       // arrival order
 	peer    string       // peerKey: "cid:16", or the TCP IP
 	since   atomic.Int64 // unix nanos of the last whole frame, or of the accept
-	evicted bool         // guarded by LogSink.mu
+	evicted bool         // guarded by Sink.mu
 }
 
-// NewLogSink validates cfg and returns a LogSink.
-func NewLogSink(cfg LogSinkConfig) (*LogSink, error) {
+// New validates cfg and returns a Sink.
+func New(cfg Config) (*Sink, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if cfg.Listen == "" {
-		cfg.Listen = DefaultLogSinkListen
+		cfg.Listen = DefaultListen
 	}
 	if cfg.Handler == nil {
 		cfg.Handler = slog.Default().Handler()
 	}
 	if cfg.MaxFrame == 0 {
-		cfg.MaxFrame = DefaultLogMaxFrame
+		cfg.MaxFrame = DefaultMaxFrame
 	}
 	if cfg.MaxAttrs == 0 {
-		cfg.MaxAttrs = DefaultLogMaxAttrs
+		cfg.MaxAttrs = DefaultMaxAttrs
 	}
 	if cfg.MaxMessage == 0 {
-		cfg.MaxMessage = DefaultLogMaxMessage
+		cfg.MaxMessage = DefaultMaxMessage
 	}
 	if cfg.MaxValue == 0 {
-		cfg.MaxValue = DefaultLogMaxValue
+		cfg.MaxValue = DefaultMaxValue
 	}
 	if cfg.MaxConns == 0 {
-		cfg.MaxConns = DefaultLogMaxConns
+		cfg.MaxConns = DefaultMaxConns
 	}
 	if cfg.MaxConnsPerCID == 0 {
-		cfg.MaxConnsPerCID = DefaultLogMaxConnsPerCID
+		cfg.MaxConnsPerCID = DefaultMaxConnsPerCID
 	}
-	return &LogSink{cfg: cfg, sem: make(chan struct{}, cfg.MaxConns)}, nil
+	return &Sink{cfg: cfg, sem: make(chan struct{}, cfg.MaxConns)}, nil
 }
 
-// LogSinkStats are counters of a LogSink.
-type LogSinkStats struct {
+// Stats are counters of a Sink.
+type Stats struct {
 	Records int64 // records re-emitted
 	Bad     int64 // frames dropped because they did not decode
 	Conns   int64 // connections accepted
@@ -179,13 +180,13 @@ type LogSinkStats struct {
 }
 
 // Stats returns the sink's counters.
-func (s *LogSink) Stats() LogSinkStats {
-	return LogSinkStats{Records: s.records.Load(), Bad: s.bad.Load(), Conns: s.conn.Load(), Evicted: s.evicted.Load(), Refused: s.refused.Load()}
+func (s *Sink) Stats() Stats {
+	return Stats{Records: s.records.Load(), Bad: s.bad.Load(), Conns: s.conn.Load(), Evicted: s.evicted.Load(), Refused: s.refused.Load()}
 }
 
 // peerKey identifies the enclave behind a connection and says whether
 // AllowCIDs admits it: "cid:N" for vsock, the IP for a loopback TCP peer.
-func (s *LogSink) peerKey(a net.Addr) (key string, ok bool) {
+func (s *Sink) peerKey(a net.Addr) (key string, ok bool) {
 	if a == nil {
 		return "", false
 	}
@@ -212,12 +213,12 @@ func (s *LogSink) peerKey(a net.Addr) (key string, ok bool) {
 }
 
 // admit refuses connections from peers AllowCIDs does not admit.
-func (s *LogSink) admit(c net.Conn) (ok, freed bool) {
+func (s *Sink) admit(c net.Conn) (ok, freed bool) {
 	if _, ok := s.peerKey(c.RemoteAddr()); ok {
 		return true, false
 	}
 	n := s.refused.Add(1)
-	if s.refuseLog.allow() {
+	if s.refuseLog.Allow() {
 		s.emitSelf(context.Background(), slog.String(logEnclaveKey, s.cfg.Enclave),
 			"enclavekit log sink: refused a connection not from an allowed enclave CID (see AllowCIDs)",
 			slog.String("peer", transport.AddrOf(c.RemoteAddr())), slog.Int64("refused_total", n))
@@ -227,7 +228,7 @@ func (s *LogSink) admit(c net.Conn) (ok, freed bool) {
 
 // makeRoom evicts a connection for c, accepted at MaxConns: c's own
 // enclave's idlest when it is at MaxConnsPerCID, else the idlest of all.
-func (s *LogSink) makeRoom(ctx context.Context, c net.Conn) bool {
+func (s *Sink) makeRoom(ctx context.Context, c net.Conn) bool {
 	if s.cfg.RefuseAtCap {
 		s.evictOldest(ctx)
 		return false
@@ -247,7 +248,7 @@ func (s *LogSink) makeRoom(ctx context.Context, c net.Conn) bool {
 }
 
 // countLocked counts key's connections not being evicted.
-func (s *LogSink) countLocked(key string) int {
+func (s *Sink) countLocked(key string) int {
 	n := 0
 	for _, sc := range s.live {
 		if sc.peer == key && !sc.evicted {
@@ -259,7 +260,7 @@ func (s *LogSink) countLocked(key string) int {
 
 // pickLocked marks and returns the connection idle the longest (of key's
 // when sameKey), not counting except, or nil.
-func (s *LogSink) pickLocked(key string, except net.Conn, sameKey bool) net.Conn {
+func (s *Sink) pickLocked(key string, except net.Conn, sameKey bool) net.Conn {
 	var victim net.Conn
 	var vs *sinkConn
 	for c, sc := range s.live {
@@ -276,7 +277,7 @@ func (s *LogSink) pickLocked(key string, except net.Conn, sameKey bool) net.Conn
 	return victim
 }
 
-func (s *LogSink) evict(ctx context.Context, victim net.Conn, why string) {
+func (s *Sink) evict(ctx context.Context, victim net.Conn, why string) {
 	victim.Close()
 	s.evicted.Add(1)
 	s.emitSelf(ctx, slog.String(logEnclaveKey, s.cfg.Enclave), "enclavekit log sink: "+why,
@@ -285,24 +286,24 @@ func (s *LogSink) evict(ctx context.Context, victim net.Conn, why string) {
 
 // ListenAndServe listens on cfg.Listen and serves until ctx ends; it
 // returns nil when ctx ended.
-func (s *LogSink) ListenAndServe(ctx context.Context) error {
-	return listenAndServe(ctx, s.cfg.Listen, s.Serve)
+func (s *Sink) ListenAndServe(ctx context.Context) error {
+	return acceptloop.ListenAndServe(ctx, s.cfg.Listen, s.Serve)
 }
 
 // Serve accepts enclave connections on ln until ctx ends or ln fails; each
 // connection is read until it ends, so an enclave that restarts just
 // connects again. Serve closes ln and returns after every connection's
 // goroutine ended; it returns nil when ctx ended.
-func (s *LogSink) Serve(ctx context.Context, ln net.Listener) error {
-	l := acceptLoop{
-		what:     "log sink",
-		sem:      s.sem,
-		admitted: func() { s.conn.Add(1) },
-		admit:    s.admit,
-		makeRoom: func(c net.Conn) bool { return s.makeRoom(ctx, c) },
-		serve:    s.ServeConn,
+func (s *Sink) Serve(ctx context.Context, ln net.Listener) error {
+	l := acceptloop.Loop{
+		What:     "log sink",
+		Sem:      s.sem,
+		Admitted: func() { s.conn.Add(1) },
+		Admit:    s.admit,
+		MakeRoom: func(c net.Conn) bool { return s.makeRoom(ctx, c) },
+		Serve:    s.ServeConn,
 	}
-	return l.run(ctx, ln)
+	return l.Run(ctx, ln)
 }
 
 // evictOldest closes the longest-served connection when the cap is reached.
@@ -311,7 +312,7 @@ func (s *LogSink) Serve(ctx context.Context, ln net.Listener) error {
 // refusal alone would leave the live enclave locked out for good. The
 // rejected connection is closed; the enclave's next attempt takes the freed
 // slot.
-func (s *LogSink) evictOldest(ctx context.Context) {
+func (s *Sink) evictOldest(ctx context.Context) {
 	s.mu.Lock()
 	var oldest net.Conn
 	var at uint64
@@ -330,7 +331,7 @@ func (s *LogSink) evictOldest(ctx context.Context) {
 		slog.Int("max_conns", s.cfg.MaxConns))
 }
 
-func (s *LogSink) track(ctx context.Context, c net.Conn) (sc *sinkConn, untrack func()) {
+func (s *Sink) track(ctx context.Context, c net.Conn) (sc *sinkConn, untrack func()) {
 	key, _ := s.peerKey(c.RemoteAddr())
 	s.mu.Lock()
 	if s.live == nil {
@@ -358,7 +359,7 @@ func (s *LogSink) track(ctx context.Context, c net.Conn) (sc *sinkConn, untrack 
 // ServeConn reads one enclave's log stream from c until it ends, ctx ends
 // or the enclave sends a frame larger than MaxFrame, then closes c. Frames
 // that do not decode are dropped and counted.
-func (s *LogSink) ServeConn(ctx context.Context, c net.Conn) {
+func (s *Sink) ServeConn(ctx context.Context, c net.Conn) {
 	defer c.Close()
 	sc, untrack := s.track(ctx, c)
 	defer untrack()
@@ -382,7 +383,7 @@ func (s *LogSink) ServeConn(ctx context.Context, c net.Conn) {
 			return
 		}
 		sc.since.Store(time.Now().UnixNano())
-		rec, err := DecodeLogRecord(frame)
+		rec, err := DecodeRecord(frame)
 		if err != nil {
 			s.bad.Add(1)
 			continue
@@ -395,8 +396,8 @@ func (s *LogSink) ServeConn(ctx context.Context, c net.Conn) {
 	}
 }
 
-func (s *LogSink) emitSelf(ctx context.Context, self slog.Attr, msg string, attrs ...slog.Attr) {
-	if !s.cfg.Handler.Enabled(ctx, slog.LevelWarn) || !s.warnLog.allow() {
+func (s *Sink) emitSelf(ctx context.Context, self slog.Attr, msg string, attrs ...slog.Attr) {
+	if !s.cfg.Handler.Enabled(ctx, slog.LevelWarn) || !s.warnLog.Allow() {
 		return
 	}
 	r := slog.NewRecord(time.Now(), slog.LevelWarn, msg, 0)
@@ -405,21 +406,21 @@ func (s *LogSink) emitSelf(ctx context.Context, self slog.Attr, msg string, attr
 	_ = s.cfg.Handler.Handle(ctx, r)
 }
 
-// DecodeLogRecord decodes one log frame from an enclave: a protocol
+// DecodeRecord decodes one log frame from an enclave: a protocol
 // envelope whose method is protocol.MethodLog and whose body is a
 // protocol.LogRecord. The bytes are untrusted; every error wraps
-// ErrBadLogRecord.
-func DecodeLogRecord(frame []byte) (protocol.LogRecord, error) {
+// ErrBadRecord.
+func DecodeRecord(frame []byte) (protocol.LogRecord, error) {
 	env, err := protocol.UnmarshalEnvelope(frame)
 	if err != nil {
-		return protocol.LogRecord{}, fmt.Errorf("%w: %w", ErrBadLogRecord, err)
+		return protocol.LogRecord{}, fmt.Errorf("%w: %w", ErrBadRecord, err)
 	}
 	if env.Method != protocol.MethodLog {
-		return protocol.LogRecord{}, fmt.Errorf("%w: method %.40q, want %q", ErrBadLogRecord, env.Method, protocol.MethodLog)
+		return protocol.LogRecord{}, fmt.Errorf("%w: method %.40q, want %q", ErrBadRecord, env.Method, protocol.MethodLog)
 	}
 	var rec protocol.LogRecord
 	if err := protocol.Unmarshal(env.Body, &rec); err != nil {
-		return protocol.LogRecord{}, fmt.Errorf("%w: %w", ErrBadLogRecord, err)
+		return protocol.LogRecord{}, fmt.Errorf("%w: %w", ErrBadRecord, err)
 	}
 	return rec, nil
 }
@@ -431,14 +432,14 @@ func DecodeLogRecord(frame []byte) (protocol.LogRecord, error) {
 // cut to the configured sizes with control characters removed, attributes
 // beyond MaxAttrs are counted, not kept, and the enclave's attributes go in
 // an "attrs" group so they cannot pose as the parent's own.
-func (s *LogSink) record(rec protocol.LogRecord, self slog.Attr) slog.Record {
+func (s *Sink) record(rec protocol.LogRecord, self slog.Attr) slog.Record {
 	received := time.Now()
 	t := time.Unix(0, rec.TimeUnixNano)
 	if rec.TimeUnixNano == 0 {
 		t = received
 	}
 	level := slog.Level(min(max(rec.Level, int64(minLogLevel)), int64(maxLogLevel)))
-	r := slog.NewRecord(t, level, Sanitize(rec.Message, s.cfg.MaxMessage), 0)
+	r := slog.NewRecord(t, level, sanitize.Text(rec.Message, s.cfg.MaxMessage), 0)
 	r.AddAttrs(self)
 	if rec.TimeUnixNano != 0 {
 		r.AddAttrs(slog.Time(logReceivedKey, received))
@@ -450,11 +451,11 @@ func (s *LogSink) record(rec protocol.LogRecord, self slog.Attr) slog.Record {
 		n := min(len(rec.Attrs), s.cfg.MaxAttrs)
 		group := make([]any, 0, n)
 		for _, a := range rec.Attrs[:n] {
-			key := Sanitize(a.Key, maxLogKey)
+			key := sanitize.Text(a.Key, maxLogKey)
 			if key == "" {
 				key = "_"
 			}
-			group = append(group, slog.String(key, Sanitize(a.Value, s.cfg.MaxValue)))
+			group = append(group, slog.String(key, sanitize.Text(a.Value, s.cfg.MaxValue)))
 		}
 		r.AddAttrs(slog.Group(logAttrGroup, group...))
 		if extra := len(rec.Attrs) - n; extra > 0 {
@@ -462,59 +463,6 @@ func (s *LogSink) record(rec protocol.LogRecord, self slog.Attr) slog.Record {
 		}
 	}
 	return r
-}
-
-// Sanitize returns s with control characters (C0, DEL, C1), Unicode format
-// characters (bidirectional overrides, zero-width characters), line and
-// paragraph separators (U+2028, U+2029) and invalid UTF-8 removed, cut to
-// at most max bytes at a rune boundary; a cut string ends in "…" (counted
-// in max). Text from an enclave passes through it
-// before it reaches a log, so it cannot forge lines or hide text in a
-// terminal.
-func Sanitize(s string, max int) string {
-	clean := true
-	for _, r := range s {
-		if dropRune(r) {
-			clean = false
-			break
-		}
-	}
-	if clean && len(s) <= max {
-		return s
-	}
-	const ellipsis = "…"
-	var b strings.Builder
-	b.Grow(min(len(s), max))
-	for _, r := range s {
-		if dropRune(r) {
-			continue
-		}
-		if b.Len()+utf8.RuneLen(r) > max {
-			return cut(b.String(), max, ellipsis)
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
-
-// dropRune reports the runes Sanitize removes: invalid UTF-8, controls,
-// format characters, and the Unicode line and paragraph separators
-// (U+2028, U+2029), which some viewers and JavaScript treat as line breaks.
-func dropRune(r rune) bool {
-	return r == utf8.RuneError || unicode.IsControl(r) ||
-		unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp)
-}
-
-// cut shortens s so that s+suffix fits in max bytes, at a rune boundary.
-func cut(s string, max int, suffix string) string {
-	if max < len(suffix) {
-		return ""
-	}
-	n := max - len(suffix)
-	for n > 0 && n < len(s) && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:min(n, len(s))] + suffix
 }
 
 // enclaveName names a connection's sender by its address without the port:
