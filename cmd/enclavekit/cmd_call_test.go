@@ -109,7 +109,7 @@ func TestCallCLI(t *testing.T) {
 		{"unreachable addr", []string{"call", "--timeout", "5s", "--addr", "tcp://127.0.0.1:1", "echo"}, exitFailure, "", "dial"},
 		{"health bad addr", []string{"health", "--addr", "tcp://nope"}, exitUsage, "", "--addr"},
 		{"ingress bad listen", []string{"ingress", "--listen", "ftp://x", "--to", "tcp://127.0.0.1:1"}, exitUsage, "", "--listen: transport: bad address"},
-		{"logs bad listen", []string{"logs", "--listen", "tcp:/x"}, exitUsage, "", "Listen"},
+		{"logs bad listen", []string{"logs", "--listen", "tcp:/x"}, exitUsage, "", "enclavekit logs: --listen: transport: bad address"},
 		{"help", []string{"call", "-h"}, exitOK, "", "usage"},
 		{"health usage", []string{"health"}, exitUsage, "", "usage"},
 		{"ingress usage", []string{"ingress", "--listen", "tcp://127.0.0.1:0"}, exitUsage, "", "usage"},

@@ -62,7 +62,7 @@ func runLogs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	sink, err := logsink.New(logsink.Config{Listen: *listen, Handler: h, Enclave: *name, AllowCIDs: cids})
 	if err != nil {
-		return usageFail(fs, stderr, "enclavekit logs: %v", err)
+		return usageFail(fs, stderr, "enclavekit logs: %s", libErr(err, logsFlagNames))
 	}
 	ln, err := transport.Listen(ctx, *listen)
 	if err != nil {

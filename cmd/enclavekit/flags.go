@@ -195,6 +195,10 @@ var ingressFlagNames = map[string]string{
 	"ingress: Config.Framing": "--framing", "ingress: Config.DialTimeout": "the dial timeout",
 }
 
+var logsFlagNames = map[string]string{
+	"logsink: Config.Listen": "--listen", "logsink: Config.AllowCIDs": "--allow-cids",
+}
+
 var ramdiskFlagNames = map[string]string{
 	"cpio: App.Env": "--env", "cpio: App.Cmd": "--cmd", "cpio: App.Path": "--path", "cpio: App.Binary": "--binary",
 }
