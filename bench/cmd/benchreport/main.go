@@ -37,7 +37,7 @@ func main() {
 	r.Machine = readMachine()
 	if *only == "" || *only == "attest" {
 		logf("attestation: %d rounds", *rounds)
-		r.Sections = append(r.Sections, benchAttest(*rounds, *sample)...)
+		r.Sections = append(r.Sections, benchAttest(*rounds, *sample, r)...)
 	}
 	if *only == "" || *only == "rpc" {
 		logf("rpc: %d rounds", *rounds)
