@@ -3,7 +3,6 @@ package transport
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -18,11 +17,17 @@ const (
 	AcceptBackoffMax = time.Second
 )
 
-// ErrStopped is wrapped by the error Acceptor.Accept returns when it
-// stopped cleanly: its context ended or its listener was closed. That
-// error also wraps the cause (the context's error, or the listener's
-// net.ErrClosed one).
+// ErrStopped is matched (errors.Is) by the error Acceptor.Accept returns
+// when it stopped cleanly: its context ended or its listener was closed.
+// That error is the cause (the context's error, or the listener's
+// net.ErrClosed one): it reads as the cause and matches it too.
 var ErrStopped = errors.New("transport: accept stopped")
+
+// stopped is the error of a clean stop: cause, also matching ErrStopped.
+type stopped struct{ cause error }
+
+func (e *stopped) Error() string   { return e.cause.Error() }
+func (e *stopped) Unwrap() []error { return []error{ErrStopped, e.cause} }
 
 // Acceptor is the accept step of every enclavekit server: it takes
 // connections from Listener, retrying the transient errors (see
@@ -61,10 +66,10 @@ func (a *Acceptor) Accept(ctx context.Context) (net.Conn, error) {
 			return c, nil
 		}
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("%w: %w", ErrStopped, ctx.Err())
+			return nil, &stopped{ctx.Err()}
 		}
 		if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
-			return nil, fmt.Errorf("%w: %w", ErrStopped, err)
+			return nil, &stopped{err}
 		}
 		if a.OnError != nil {
 			a.OnError(err)
@@ -78,7 +83,7 @@ func (a *Acceptor) Accept(ctx context.Context) (net.Conn, error) {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil, fmt.Errorf("%w: %w", ErrStopped, ctx.Err())
+			return nil, &stopped{ctx.Err()}
 		case <-t.C:
 		}
 	}
