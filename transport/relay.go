@@ -86,7 +86,8 @@ type Relay struct {
 	// ReadDeadline, if set, is called before each wait for bytes from A;
 	// a non-zero time it returns is a deadline for them, next to Idle
 	// (the ingress's minimum sending rate). When it passes with nothing
-	// read, Run gives up with ErrReadDeadline.
+	// read, Run gives up with ErrReadDeadline. Observe and ReadDeadline
+	// are called from one goroutine, the one reading A.
 	ReadDeadline func() time.Time
 
 	running atomic.Bool
