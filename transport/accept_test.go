@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"testing/synctest"
@@ -353,6 +354,42 @@ func TestLogLimiterLog(t *testing.T) {
 		}
 		if extra := args[:4]; extra[2] != nil {
 			t.Errorf("Log wrote into the caller's arguments: %v", extra)
+		}
+	})
+}
+
+// TestLogLimiterConcurrent (from parent/internal/loglimit): the first
+// line passes, then one per DefaultLogEvery, however many goroutines ask
+// at once.
+func TestLogLimiterConcurrent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var l LogLimiter
+		steps := []struct {
+			after time.Duration // since the previous step
+			want  int64         // lines let through among 8 goroutines
+		}{
+			{0, 1},
+			{time.Second, 0},
+			{DefaultLogEvery - time.Second - 1, 0},
+			{1, 1},
+			{DefaultLogEvery / 2, 0},
+			{2 * DefaultLogEvery, 1},
+		}
+		for i, st := range steps {
+			time.Sleep(st.after)
+			var passed atomic.Int64
+			var wg sync.WaitGroup
+			for range 8 {
+				wg.Go(func() {
+					if ok, _ := l.Allow(); ok {
+						passed.Add(1)
+					}
+				})
+			}
+			wg.Wait()
+			if got := passed.Load(); got != st.want {
+				t.Fatalf("step %d: %d lines let through, want %d", i, got, st.want)
+			}
 		}
 	})
 }

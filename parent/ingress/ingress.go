@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/enclavekit/enclavekit/parent/internal/acceptloop"
-	"github.com/enclavekit/enclavekit/parent/internal/loglimit"
 	"github.com/enclavekit/enclavekit/protocol/proxyproto"
 	"github.com/enclavekit/enclavekit/transport"
 )
@@ -147,8 +146,8 @@ type Server struct {
 	sem                           chan struct{}
 	open, total, rejected, failed atomic.Int64
 	evicted, slow, sourceRefused  atomic.Int64
-	rejectLog, failLog, evictLog  loglimit.Limiter
-	sourceLog                     loglimit.Limiter
+	rejectLog, failLog, evictLog  transport.LogLimiter
+	sourceLog                     transport.LogLimiter
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}            // being forwarded
@@ -223,10 +222,8 @@ func (in *Server) admit(c net.Conn) (ok, freed bool) {
 		if victim == nil {
 			in.mu.Unlock()
 			n := in.sourceRefused.Add(1)
-			if in.sourceLog.Allow() {
-				in.cfg.Logger.Warn("enclavekit ingress: per-source connection cap reached; closing the source's new connections",
-					"client", c.RemoteAddr().String(), "max_conns_per_source", in.cfg.MaxConnsPerSource, "source_refused_total", n)
-			}
+			in.sourceLog.Log(context.Background(), in.cfg.Logger, slog.LevelWarn, "enclavekit ingress: per-source connection cap reached; closing the source's new connections",
+				"client", c.RemoteAddr().String(), "max_conns_per_source", in.cfg.MaxConnsPerSource, "source_refused_total", n)
 			return false, false
 		}
 		in.evictedLocked(victim)
@@ -282,11 +279,9 @@ func (in *Server) makeRoom(c net.Conn) bool {
 func (in *Server) evict(victim *conn, why string) {
 	n := in.evicted.Add(1)
 	victim.client.Close()
-	if in.evictLog.Allow() {
-		in.cfg.Logger.Warn("enclavekit ingress: "+why+"; closed the connection idle or stalled the longest to make room",
-			"evicted_client", victim.client.RemoteAddr().String(), "max_conns", in.cfg.MaxConns,
-			"max_conns_per_source", in.cfg.MaxConnsPerSource, "evicted_total", n)
-	}
+	in.evictLog.Log(context.Background(), in.cfg.Logger, slog.LevelWarn, "enclavekit ingress: "+why+"; closed the connection idle or stalled the longest to make room",
+		"evicted_client", victim.client.RemoteAddr().String(), "max_conns", in.cfg.MaxConns,
+		"max_conns_per_source", in.cfg.MaxConnsPerSource, "evicted_total", n)
 }
 
 // register adds ic, admitted by admit, to the live connections; the
@@ -347,9 +342,8 @@ func (in *Server) Serve(ctx context.Context, ln net.Listener) error {
 		Dropped:  func(c net.Conn) { in.forgetSource(sourceKey(c.RemoteAddr())) },
 		Reject: func(c net.Conn) {
 			n := in.rejected.Add(1)
-			if in.rejectLog.Allow() {
-				in.cfg.Logger.Warn("enclavekit ingress: connection cap reached; closing new connections", "client", c.RemoteAddr().String(), "max_conns", in.cfg.MaxConns, "rejected_total", n)
-			}
+			in.rejectLog.Log(ctx, in.cfg.Logger, slog.LevelWarn, "enclavekit ingress: connection cap reached; closing new connections",
+				"client", c.RemoteAddr().String(), "max_conns", in.cfg.MaxConns, "rejected_total", n)
 		},
 		Admitted: func() { in.open.Add(1) },
 		Released: func() { in.open.Add(-1) },
@@ -370,9 +364,8 @@ func (in *Server) handle(ctx context.Context, client net.Conn) {
 	cancel()
 	if err != nil {
 		n := in.failed.Add(1)
-		if in.failLog.Allow() {
-			in.cfg.Logger.Warn("enclavekit ingress: cannot reach the enclave", "target", in.cfg.Target, "client", client.RemoteAddr().String(), "err", err, "failed_total", n)
-		}
+		in.failLog.Log(ctx, in.cfg.Logger, slog.LevelWarn, "enclavekit ingress: cannot reach the enclave",
+			"target", in.cfg.Target, "client", client.RemoteAddr().String(), "err", err, "failed_total", n)
 		return
 	}
 	defer enclave.Close()

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/enclavekit/enclavekit/parent/internal/acceptloop"
-	"github.com/enclavekit/enclavekit/parent/internal/loglimit"
 	"github.com/enclavekit/enclavekit/parent/internal/sanitize"
 	"github.com/enclavekit/enclavekit/protocol"
 	"github.com/enclavekit/enclavekit/transport"
@@ -123,7 +122,7 @@ type Sink struct {
 	sem                chan struct{}
 	records, bad, conn atomic.Int64
 	evicted, refused   atomic.Int64
-	warnLog, refuseLog loglimit.Limiter
+	warnLog, refuseLog transport.LogLimiter
 
 	mu   sync.Mutex
 	live map[net.Conn]*sinkConn // connections being served
@@ -218,7 +217,7 @@ func (s *Sink) admit(c net.Conn) (ok, freed bool) {
 		return true, false
 	}
 	n := s.refused.Add(1)
-	if s.refuseLog.Allow() {
+	if ok, _ := s.refuseLog.Allow(); ok {
 		s.emitSelf(context.Background(), slog.String(logEnclaveKey, s.cfg.Enclave),
 			"enclavekit log sink: refused a connection not from an allowed enclave CID (see AllowCIDs)",
 			slog.String("peer", transport.AddrOf(c.RemoteAddr())), slog.Int64("refused_total", n))
@@ -297,6 +296,7 @@ func (s *Sink) ListenAndServe(ctx context.Context) error {
 func (s *Sink) Serve(ctx context.Context, ln net.Listener) error {
 	l := acceptloop.Loop{
 		What:     "log sink",
+		Log:      slog.New(s.cfg.Handler).With(slog.String(logEnclaveKey, s.cfg.Enclave)),
 		Sem:      s.sem,
 		Admitted: func() { s.conn.Add(1) },
 		Admit:    s.admit,
@@ -397,12 +397,19 @@ func (s *Sink) ServeConn(ctx context.Context, c net.Conn) {
 }
 
 func (s *Sink) emitSelf(ctx context.Context, self slog.Attr, msg string, attrs ...slog.Attr) {
-	if !s.cfg.Handler.Enabled(ctx, slog.LevelWarn) || !s.warnLog.Allow() {
+	if !s.cfg.Handler.Enabled(ctx, slog.LevelWarn) {
+		return
+	}
+	ok, suppressed := s.warnLog.Allow()
+	if !ok {
 		return
 	}
 	r := slog.NewRecord(time.Now(), slog.LevelWarn, msg, 0)
 	r.AddAttrs(self)
 	r.AddAttrs(attrs...)
+	if suppressed > 0 {
+		r.AddAttrs(slog.Uint64("suppressed", suppressed))
+	}
 	_ = s.cfg.Handler.Handle(ctx, r)
 }
 

@@ -1,37 +1,31 @@
 // Package acceptloop is the accept loop the parent's ingress
-// (parent/ingress) and log sink (parent/logsink) share: it accepts until
-// the context ends or the listener fails, backs off on temporary errors,
+// (parent/ingress) and log sink (parent/logsink) share: it accepts through
+// transport.Acceptor (the retry policy and rate-limited retry logging of
+// every enclavekit server) until the context ends or the listener fails,
 // caps the connections served at once, and lets its server admit, refuse
 // or make room for each newcomer through hooks.
 package acceptloop
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"sync"
-	"time"
 
 	"github.com/enclavekit/enclavekit/transport"
 )
 
-// Backoff bounds of Loop after a temporary accept error.
-const (
-	BackoffMin = 5 * time.Millisecond
-	BackoffMax = time.Second
-)
-
 // Loop is the accept loop shared by ingress.Server.Serve and
 // logsink.Sink.Serve: it accepts until ctx ends or the listener fails,
-// backs off on temporary errors, caps the connections served at once with
-// Sem, and serves each connection in its own goroutine.
+// retrying transient accept errors as transport.Acceptor does, caps the
+// connections served at once with Sem, and serves each connection in its
+// own goroutine.
 type Loop struct {
 	// What names the server in errors and log lines ("ingress").
 	What string
-	// Log receives a warning for each accept retry; nil logs nothing.
+	// Log receives the accept retries as warnings, rate-limited by
+	// transport.Acceptor; nil logs nothing.
 	Log *slog.Logger
 	// Sem holds one slot per connection being served.
 	Sem chan struct{}
@@ -76,31 +70,16 @@ func (l *Loop) Run(ctx context.Context, ln net.Listener) error {
 	defer stop()
 	defer ln.Close()
 
-	var backoff time.Duration
+	acc := transport.Acceptor{Listener: ln, Name: "enclavekit " + l.What, Logger: l.Log}
 	for {
-		c, err := ln.Accept()
+		c, err := acc.Accept(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
-				backoff = min(max(2*backoff, BackoffMin), BackoffMax)
-				if l.Log != nil {
-					l.Log.Warn("enclavekit "+l.What+": accept failed; retrying", "err", err, "in", backoff)
-				}
-				t := time.NewTimer(backoff)
-				select {
-				case <-t.C:
-				case <-ctx.Done():
-					t.Stop()
-					return nil
-				}
-				continue
-			}
+			// A broken listener, or one closed by someone else.
 			return fmt.Errorf("parent: %s accept: %w", l.What, err)
 		}
-		backoff = 0
 		freed := false
 		if l.Admit != nil {
 			ok, f := l.Admit(c)
@@ -171,17 +150,4 @@ func ListenAndServe(ctx context.Context, addr string, serve func(context.Context
 		return err
 	}
 	return serve(ctx, ln)
-}
-
-// isTemporary reports accept errors worth retrying: running out of file
-// descriptors or memory, and connections aborted before accept.
-func isTemporary(err error) bool {
-	var se *os.SyscallError
-	if errors.As(err, &se) {
-		type temporary interface{ Temporary() bool }
-		if t, ok := se.Err.(temporary); ok && t.Temporary() {
-			return true
-		}
-	}
-	return false
 }

@@ -134,3 +134,60 @@ func TestBackoffSynctest(t *testing.T) {
 		})
 	}
 }
+
+// warnings is a slog.Handler keeping the messages of the records it gets.
+type warnings struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (h *warnings) Enabled(context.Context, slog.Level) bool { return true }
+func (h *warnings) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.msgs = append(h.msgs, r.Message)
+	return nil
+}
+func (h *warnings) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *warnings) WithGroup(string) slog.Handler      { return h }
+
+// TestRetryLogSynctest: the ingress and the log sink log their accept
+// retries through transport.Acceptor, rate-limited: ten retries within
+// the first seconds give one line.
+func TestRetryLogSynctest(t *testing.T) {
+	servers := map[string]func(ln net.Listener, h slog.Handler) error{
+		"ingress": func(ln net.Listener, h slog.Handler) error {
+			in, err := ingress.New(ingress.Config{Target: "tcp://127.0.0.1:1", Logger: slog.New(h)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return in.Serve(context.Background(), ln)
+		},
+		"log sink": func(ln net.Listener, h slog.Handler) error {
+			s, err := logsink.New(logsink.Config{Handler: h})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s.Serve(context.Background(), ln)
+		},
+	}
+	for name, serve := range servers {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				script := []any{}
+				for range 10 {
+					script = append(script, emfile())
+				}
+				permanent := errors.New("listener broken")
+				h := &warnings{}
+				if err := serve(newScriptedListener(append(script, permanent)...), h); !errors.Is(err, permanent) {
+					t.Fatalf("Serve = %v, want the permanent error", err)
+				}
+				want := "enclavekit " + name + ": accept failed; retrying"
+				if len(h.msgs) != 1 || h.msgs[0] != want {
+					t.Errorf("log lines %q, want one %q", h.msgs, want)
+				}
+			})
+		})
+	}
+}
