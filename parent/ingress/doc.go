@@ -28,6 +28,9 @@
 // learns the client's address. Stats and LimitStats count what it did;
 // Collectors exports them to Prometheus.
 //
-// Splice is the relay under every forwarded connection: it copies both
-// ways until both ended, with half-close and an idle timeout.
+// Every forwarded connection runs through transport.Relay, the relay the
+// egress proxy uses too (half-close, idle watchdog, splicing where the
+// kernel can, pooled buffers): the ingress watches the client's bytes for
+// message boundaries through its Observe hook, applies MinRate as its
+// ReadDeadline, and ranks connections for eviction by its Activity.
 package ingress

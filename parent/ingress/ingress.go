@@ -352,12 +352,20 @@ func (in *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return l.Run(ctx, ln)
 }
 
+// handle forwards one client connection to the enclave through a
+// transport.Relay: the client's bytes are watched for message boundaries
+// (Observe), MinRate is its read deadline (ReadDeadline), and its
+// Activity ranks the connection for eviction.
 func (in *Server) handle(ctx context.Context, client net.Conn) {
 	defer client.Close()
-	sp := newSplice(client, nil, in.cfg.IdleTimeout)
-	sp.watch = &recordWatch{mode: in.framing}
-	sp.minRate, sp.grace = in.cfg.MinRate, in.cfg.MinRateGrace
-	ic := &conn{client: client, source: sourceKey(client.RemoteAddr()), sp: sp, watch: sp.watch}
+	ic := &conn{client: client, source: sourceKey(client.RemoteAddr()), created: time.Now(),
+		relay: &transport.Relay{Idle: max(in.cfg.IdleTimeout, 0)}, watch: &recordWatch{mode: in.framing}}
+	if in.framing != framingNone {
+		ic.relay.Observe = ic.watch.feed
+		if minRate, grace := in.cfg.MinRate, in.cfg.MinRateGrace; minRate > 0 {
+			ic.relay.ReadDeadline = func() time.Time { return ic.watch.rateDeadline(minRate, grace) }
+		}
+	}
 	defer in.register(ic)()
 	dctx, cancel := context.WithTimeout(ctx, in.cfg.DialTimeout)
 	enclave, err := in.cfg.Dialer(dctx, in.cfg.Target)
@@ -370,13 +378,10 @@ func (in *Server) handle(ctx context.Context, client net.Conn) {
 	}
 	defer enclave.Close()
 	in.total.Add(1)
-	var hdr []byte
 	if in.cfg.ProxyProtocol {
-		hdr = proxyproto.Append(nil, client.RemoteAddr(), client.LocalAddr())
+		ic.relay.Prefix = proxyproto.Append(nil, client.RemoteAddr(), client.LocalAddr())
 	}
-	sp.b = enclave
-	sp.run(ctx, hdr)
-	if sp.slow.Load() {
-		in.slow.Add(1)
+	if _, _, err := ic.relay.Run(ctx, client, enclave); errors.Is(err, transport.ErrReadDeadline) {
+		in.slow.Add(1) // trickling inside a message
 	}
 }

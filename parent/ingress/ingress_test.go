@@ -275,65 +275,50 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-// TestSpliceIdleSynctest: a connection with no traffic either way is cut
+// TestIdleSynctest: a connection with no traffic either way is cut
 // after the idle timeout; traffic in one direction keeps both open.
-func TestSpliceIdleSynctest(t *testing.T) {
+func TestIdleSynctest(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		client, ingressA := net.Pipe()
-		ingressB, enclave := net.Pipe()
-		defer client.Close()
-		defer enclave.Close()
-		done := make(chan struct{})
-		start := time.Now()
-		go func() {
-			Splice(context.Background(), ingressA, ingressB, nil, 10*time.Second)
-			ingressA.Close()
-			ingressB.Close()
-			close(done)
-		}()
 		// The enclave talks every 6 s for 30 s; the client never does.
-		go func() {
+		m := startMemIngressTo(t, context.Background(), Config{IdleTimeout: 10 * time.Second}, func(enclave net.Conn) {
 			for range 5 {
 				time.Sleep(6 * time.Second)
 				enclave.Write([]byte{1})
 			}
-		}()
-		go io.Copy(io.Discard, client)
-		<-done
+			io.Copy(io.Discard, enclave)
+		})
+		defer m.stop()
+		start := time.Now()
+		client := m.dial("198.51.100.1")
+		defer client.Close()
+		io.Copy(io.Discard, client) // until the ingress closes it
 		// Last byte at 30 s, then 10 s idle.
 		if d := time.Since(start); d != 40*time.Second {
-			t.Fatalf("splice ended after %v, want 40s", d)
+			t.Fatalf("relay ended after %v, want 40s", d)
 		}
 	})
 }
 
-// TestSpliceStalledWriterSynctest: a peer that stops reading is cut after
+// TestStalledWriterSynctest: a peer that stops reading is cut after
 // the idle timeout even though the other side keeps sending.
-func TestSpliceStalledWriterSynctest(t *testing.T) {
+func TestStalledWriterSynctest(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		client, ingressA := net.Pipe()
-		ingressB, enclave := net.Pipe()
-		defer client.Close()
-		defer enclave.Close()
-		start := time.Now()
-		done := make(chan struct{})
-		go func() {
-			Splice(context.Background(), ingressA, ingressB, nil, 5*time.Second)
-			ingressA.Close()
-			ingressB.Close()
-			close(done)
-		}()
-		go func() {
-			for {
-				if _, err := client.Write(make([]byte, 1024)); err != nil {
-					return
-				}
-			}
-		}()
+		release := make(chan struct{})
 		// The enclave never reads.
-		<-done
+		m := startMemIngressTo(t, context.Background(), Config{IdleTimeout: 5 * time.Second}, func(net.Conn) { <-release })
+		defer m.stop()
+		defer close(release)
+		start := time.Now()
+		client := m.dial("198.51.100.1")
+		defer client.Close()
+		for {
+			// Zeros: whole empty frames, never a message in progress.
+			if _, err := client.Write(make([]byte, 1024)); err != nil {
+				break
+			}
+		}
 		if d := time.Since(start); d != 5*time.Second {
-			t.Fatalf("splice ended after %v, want 5s", d)
+			t.Fatalf("relay ended after %v, want 5s", d)
 		}
 	})
 }
@@ -376,23 +361,23 @@ func isReset(err error) bool {
 	return errors.As(err, &op) && !op.Timeout()
 }
 
-// TestSpliceContextSynctest: ending ctx ends a splice with no idle timeout.
-func TestSpliceContextSynctest(t *testing.T) {
+// TestContextSynctest: ending Serve's context ends a relay with no
+// idle timeout (here one that sent the PROXY header).
+func TestContextSynctest(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		client, ingressA := net.Pipe()
-		ingressB, enclave := net.Pipe()
-		defer client.Close()
-		defer enclave.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
 		defer cancel()
-		go io.Copy(io.Discard, enclave) // reads the prefix
+		m := startMemIngressTo(t, ctx, Config{IdleTimeout: -1, ProxyProtocol: true}, func(enclave net.Conn) {
+			io.Copy(io.Discard, enclave) // reads the header
+		})
+		defer m.stop()
 		start := time.Now()
-		Splice(ctx, ingressA, ingressB, []byte("hdr"), -1)
+		client := m.dial("198.51.100.1")
+		defer client.Close()
+		io.Copy(io.Discard, client)
 		if d := time.Since(start); d != time.Hour {
-			t.Fatalf("splice ended after %v, want 1h", d)
+			t.Fatalf("relay ended after %v, want 1h", d)
 		}
-		ingressA.Close()
-		ingressB.Close()
 	})
 }
 

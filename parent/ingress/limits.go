@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"time"
+
+	"github.com/enclavekit/enclavekit/transport"
 )
 
 // Framings of Config.Framing: how the ingress finds message
@@ -138,8 +140,9 @@ func (w *recordWatch) rateDeadline(minRate int64, grace time.Duration) time.Time
 // conn is one forwarded connection, as eviction sees it.
 type conn struct {
 	client  net.Conn
-	source  string // sourceKey of the client
-	sp      *splice
+	source  string    // sourceKey of the client
+	created time.Time // when it was accepted: its activity until relay runs
+	relay   *transport.Relay
 	watch   *recordWatch
 	evicted bool // guarded by Server.mu
 }
@@ -163,8 +166,12 @@ func (ic *conn) rank() (tier int, since int64, msgs uint64) {
 	if ic.watch.incomplete.Load() {
 		return tier, ic.watch.start.Load(), msgs
 	}
-	since = ic.sp.last.Load()
-	if msgs > 0 && ic.sp.lastUp.Load() > ic.sp.lastDwn.Load() {
+	last, up, down := ic.relay.Activity() // up: from the client; down: from the enclave
+	if last.IsZero() {
+		last = ic.created // still dialing the enclave
+	}
+	since = last.UnixNano()
+	if msgs > 0 && up.After(down) {
 		return tierBusy, since, msgs
 	}
 	return tier, since, msgs

@@ -75,6 +75,14 @@ type memIngress struct {
 
 func startMemIngress(t *testing.T, cfg Config) *memIngress {
 	t.Helper()
+	return startMemIngressTo(t, context.Background(), cfg, func(c net.Conn) { io.Copy(c, c) })
+}
+
+// startMemIngressTo is startMemIngress with Serve's context and the
+// "enclave" given: enclave serves each forwarded connection (which is
+// closed when it returns).
+func startMemIngressTo(t *testing.T, ctx context.Context, cfg Config, enclave func(c net.Conn)) *memIngress {
+	t.Helper()
 	var echoes sync.WaitGroup
 	cfg.Target = "tcp://enclave:1"
 	cfg.Logger = quiet
@@ -82,7 +90,7 @@ func startMemIngress(t *testing.T, cfg Config) *memIngress {
 		a, b := net.Pipe()
 		echoes.Go(func() {
 			defer b.Close()
-			io.Copy(b, b)
+			enclave(b)
 		})
 		return a, nil
 	}
@@ -91,7 +99,7 @@ func startMemIngress(t *testing.T, cfg Config) *memIngress {
 		t.Fatal(err)
 	}
 	ln := testutil.NewChanListener()
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- in.Serve(ctx, ln) }()
 	return &memIngress{in: in, ln: ln, stop: func() {
@@ -252,6 +260,52 @@ func TestEvictionSynctest(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestEvictionBusyLastSynctest: a connection that sent a whole message
+// and awaits the answer (the enclave is slow) is evicted after one idle
+// between messages, even if that one is younger.
+func TestEvictionBusyLastSynctest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// The enclave answers a frame whose payload is 'b' never, any other
+		// at once.
+		m := startMemIngressTo(t, context.Background(), Config{MaxConns: 2, IdleTimeout: time.Hour}, func(c net.Conn) {
+			frame := make([]byte, 5)
+			for {
+				if _, err := io.ReadFull(c, frame); err != nil {
+					return
+				}
+				if frame[4] != 'b' {
+					c.Write(frame)
+				}
+			}
+		})
+		busy := m.dial("10.0.0.1")
+		go busy.Write([]byte{0, 0, 0, 1, 'b'})
+		go io.Copy(io.Discard, busy)
+		synctest.Wait()
+		time.Sleep(time.Second)
+		idle := m.dial("10.0.0.2")
+		if !echoOnce(idle, []byte{0, 0, 0, 1, 'x'}) {
+			t.Fatal("echo failed")
+		}
+		time.Sleep(time.Second)
+		nc := m.dial("10.0.0.3")
+		if !echoOnce(nc, []byte{0, 0, 0, 1, 'n'}) {
+			t.Fatal("newcomer not served")
+		}
+		synctest.Wait()
+		if !testutil.ClosedNow(idle) {
+			t.Error("the idle connection was not evicted")
+		}
+		if ls := m.in.LimitStats(); ls.Evicted != 1 {
+			t.Errorf("limit stats %+v, want 1 evicted", ls)
+		}
+		for _, c := range []net.Conn{busy, idle, nc} {
+			c.Close()
+		}
+		m.stop()
+	})
 }
 
 // FuzzRecordWatch feeds a client's untrusted bytes to the message watch:
