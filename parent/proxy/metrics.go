@@ -78,14 +78,16 @@ type capConn struct {
 	once sync.Once
 }
 
+// Close gives the slot back before it closes the connection, so that a
+// client that saw its connection end can connect again at once (the other
+// order let a scraper reconnecting right after a timeout be refused).
 func (c *capConn) Close() error {
-	err := c.Conn.Close()
 	c.once.Do(func() {
 		c.l.mu.Lock()
 		c.l.open--
 		c.l.mu.Unlock()
 	})
-	return err
+	return c.Conn.Close()
 }
 
 // Metric names (all with the enclavekit_proxy_ prefix):

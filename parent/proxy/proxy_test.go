@@ -511,6 +511,10 @@ func TestMetricsEndpoint(t *testing.T) {
 	io.WriteString(c, "x")
 	io.ReadFull(c, make([]byte, 1))
 	c.Close()
+	// The relay passes its byte counts on while bytes flow and when a
+	// direction ends, possibly after the echo reached the client: scrape
+	// once the connection is over, when they are all in.
+	waitFor(t, func() bool { return metricValue(p.m.open.WithLabelValues(p.routes[0].Name)) == 0 })
 	tr := &http.Transport{DisableKeepAlives: true}
 	resp, err := (&http.Client{Transport: tr}).Get("http://" + hostPortOf(p.MetricsAddr()) + "/metrics")
 	if err != nil {

@@ -345,6 +345,9 @@ func TestMetricsServerLimits(t *testing.T) {
 					defer close(served)
 					srv.Serve(newCapListener(ln, tt.max))
 				}()
+				// On a failure too: a server left running would end the
+				// bubble in a deadlock panic that hides the failure.
+				defer func() { srv.Close(); <-served }()
 				var silent []net.Conn
 				for range tt.max {
 					silent = append(silent, ln.dial())
@@ -378,8 +381,6 @@ func TestMetricsServerLimits(t *testing.T) {
 					t.Errorf("scrape body %q", body)
 				}
 				c.Close()
-				srv.Close()
-				<-served
 			})
 		})
 	}
