@@ -75,8 +75,11 @@ type Relay struct {
 	// protocol header, say). It is not counted in Run's results.
 	Prefix []byte
 	// CountAToB and CountBToA, if set, are called with the bytes written
-	// each way since their last call: at least every MiB and when the
-	// direction ends (for live metrics).
+	// each way since their last call: at least every MiB, before the
+	// direction waits for more bytes (after a read that did not fill its
+	// buffer, or a splice of all that was queued), and when it ends. So
+	// live metrics lag a stream by at most a MiB, and a connection that
+	// went quiet not at all.
 	CountAToB, CountBToA func(n int64)
 	// Observe, if set, is called with every chunk read from A, in order,
 	// before it is written to B, and the time it was read (the ingress
@@ -235,9 +238,10 @@ type half struct {
 	idleDL time.Time // Idle's part of it (zero: none)
 	rdl    time.Time // the read deadline set on src
 
-	buf  *[]byte // the pooled buffer held, or nil
-	big  bool    // buf is a big one (holds a token)
-	bulk bool    // the last read filled a small buffer: take a big one
+	buf     *[]byte // the pooled buffer held, or nil
+	big     bool    // buf is a big one (holds a token)
+	bulk    bool    // the last read filled a small buffer: take a big one
+	drained bool    // the last read or splice took all src had queued
 
 	fast fastPath // where the platform waits without a buffer and splices
 }
@@ -250,6 +254,9 @@ func (r *Relay) newHalf(src, dst net.Conn, lastRead *atomic.Int64, count func(in
 func (h *half) run() {
 	defer h.flush()
 	for {
+		if h.drained && h.pending > 0 {
+			h.flush() // about to wait: count what moved before
+		}
 		h.armRead()
 		if h.r.aborted.Load() {
 			return
@@ -298,6 +305,7 @@ func (h *half) gotBytes(n int) {
 	if h.observe != nil {
 		h.observe((*h.buf)[:n], now)
 	}
+	h.drained = n < len(*h.buf)
 	switch {
 	case !h.big && n == len(*h.buf):
 		h.bulk = true
@@ -447,6 +455,7 @@ func (h *half) splice(avail int) bool {
 		return false
 	}
 	n, err := h.fast.splice(h, min(avail, relaySpliceMax))
+	h.drained = avail <= relaySpliceMax && n == int64(avail)
 	if n > 0 {
 		now := time.Now()
 		h.lastRead.Store(int64(now.Sub(h.r.start)) + 1)

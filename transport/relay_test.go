@@ -203,6 +203,73 @@ func TestRelayPrefix(t *testing.T) {
 	}
 }
 
+// TestRelayCountsWhileOpen: the byte counters are called before a
+// direction waits for more bytes, so they are current on a connection
+// that went quiet, on every path (net.Pipe through a buffer; TCP spliced
+// one way and read directly the other, and both read directly with
+// Observe).
+func TestRelayCountsWhileOpen(t *testing.T) {
+	run := func(t *testing.T, client, a, b, server net.Conn, observe bool, settled func(cond func() bool)) {
+		var up, down atomic.Int64
+		r := &Relay{CountAToB: func(n int64) { up.Add(n) }, CountBToA: func(n int64) { down.Add(n) }}
+		if observe {
+			r.Observe = func([]byte, time.Time) {}
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			r.Run(context.Background(), a, b)
+		}()
+		for i, msg := range []string{"hello", "a longer second message"} {
+			io.WriteString(client, msg)
+			if _, err := io.ReadFull(server, make([]byte, len(msg))); err != nil {
+				t.Fatal(err)
+			}
+			io.WriteString(server, msg[:2])
+			if _, err := io.ReadFull(client, make([]byte, 2)); err != nil {
+				t.Fatal(err)
+			}
+			wantUp, wantDown := int64(5), int64(2)
+			if i == 1 {
+				wantUp, wantDown = 5+23, 4
+			}
+			settled(func() bool { return up.Load() == wantUp && down.Load() == wantDown })
+			if up.Load() != wantUp || down.Load() != wantDown {
+				t.Errorf("message %d: counted %d up, %d down while open; want %d, %d", i, up.Load(), down.Load(), wantUp, wantDown)
+			}
+		}
+		client.Close()
+		server.Close()
+		<-done
+	}
+	t.Run("pipe", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			client, a := net.Pipe()
+			b, server := net.Pipe()
+			defer a.Close()
+			defer b.Close()
+			run(t, client, a, b, server, false, func(func() bool) { synctest.Wait() })
+		})
+	})
+	for _, observe := range []bool{false, true} {
+		name := "tcp"
+		if observe {
+			name += " observed"
+		}
+		t.Run(name, func(t *testing.T) {
+			client, a := connPair(t, "tcp")
+			b, server := connPair(t, "tcp")
+			// On sockets the relay counts just after it wrote, which may be
+			// after the peer read: wait for the counts (bounded).
+			run(t, client, a, b, server, observe, func(cond func() bool) {
+				for i := 0; i < 1000 && !cond(); i++ {
+					time.Sleep(10 * time.Millisecond)
+				}
+			})
+		})
+	}
+}
+
 // TestRelayNoHalfClose: without CloseWrite (net.Pipe), the end of one
 // direction ends both, and Run returns nil.
 func TestRelayNoHalfClose(t *testing.T) {
