@@ -79,7 +79,7 @@ type Config struct {
 	WriteTimeout time.Duration
 
 	// MaxFrameSize is the largest frame payload accepted or sent, in bytes
-	// (default protocol.DefaultMaxFrame, 1 MiB; at most protocol.MaxFrameLimit).
+	// (default protocol.DefaultMaxFrameSize, 1 MiB; at most protocol.MaxFrameSizeLimit).
 	// A larger declared length closes the connection before any allocation.
 	MaxFrameSize int
 
@@ -193,7 +193,7 @@ func (c Config) withDefaults() Config {
 		c.WriteTimeout = DefaultWriteTimeout
 	}
 	if c.MaxFrameSize == 0 {
-		c.MaxFrameSize = protocol.DefaultMaxFrame
+		c.MaxFrameSize = protocol.DefaultMaxFrameSize
 	}
 	if c.HandlerTimeout == 0 {
 		c.HandlerTimeout = DefaultHandlerTimeout
@@ -235,8 +235,8 @@ func (c Config) Validate() error {
 		return bad("MaxConns", c.MaxConns, "a positive count, or 0 for the default of 256")
 	case c.MaxInFlight < 0:
 		return bad("MaxInFlight", c.MaxInFlight, "a positive count, or 0 for the default of 32")
-	case c.MaxFrameSize < 0 || c.MaxFrameSize > protocol.MaxFrameLimit:
-		return bad("MaxFrameSize", c.MaxFrameSize, fmt.Sprintf("1..%d bytes (64 MiB), or 0 for the default of 1 MiB", protocol.MaxFrameLimit))
+	case c.MaxFrameSize < 0 || c.MaxFrameSize > protocol.MaxFrameSizeLimit:
+		return bad("MaxFrameSize", c.MaxFrameSize, fmt.Sprintf("1..%d bytes (64 MiB), or 0 for the default of 1 MiB", protocol.MaxFrameSizeLimit))
 	case c.MaxInFlightBytes < 0:
 		return bad("MaxInFlightBytes", c.MaxInFlightBytes, "a positive byte count, or 0 for the default of 64 MiB")
 	case c.ClockCheckInterval > 0 && c.ClockCheckInterval < time.Second:
@@ -244,7 +244,7 @@ func (c Config) Validate() error {
 	}
 	frame := int64(c.MaxFrameSize)
 	if frame == 0 {
-		frame = protocol.DefaultMaxFrame
+		frame = protocol.DefaultMaxFrameSize
 	}
 	if c.MaxInFlightBytes != 0 && c.MaxInFlightBytes < frame {
 		return bad("MaxInFlightBytes", c.MaxInFlightBytes, fmt.Sprintf("at least MaxFrameSize (%d bytes), so that a largest request fits, or 0 for the default of 64 MiB", frame))

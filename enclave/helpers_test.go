@@ -104,8 +104,8 @@ type client struct {
 }
 
 func newClient(t testing.TB, nc net.Conn) *client {
-	fr, _ := protocol.NewFrameReader(nc, protocol.MaxFrameLimit)
-	fw, _ := protocol.NewFrameWriter(nc, protocol.MaxFrameLimit)
+	fr, _ := protocol.NewFrameReader(nc, protocol.MaxFrameSizeLimit)
+	fw, _ := protocol.NewFrameWriter(nc, protocol.MaxFrameSizeLimit)
 	return &client{t: t, nc: nc, fr: fr, fw: fw}
 }
 

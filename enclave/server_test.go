@@ -33,7 +33,7 @@ func TestConfigValidate(t *testing.T) {
 		{"bad addr", Config{Addr: "udp://1.2.3.4:5"}, "Addr"},
 		{"negative conns", Config{MaxConns: -1}, "MaxConns is -1"},
 		{"negative in-flight", Config{MaxInFlight: -2}, "MaxInFlight"},
-		{"frame too big", Config{MaxFrameSize: protocol.MaxFrameLimit + 1}, "MaxFrameSize"},
+		{"frame too big", Config{MaxFrameSize: protocol.MaxFrameSizeLimit + 1}, "MaxFrameSize"},
 		{"negative frame", Config{MaxFrameSize: -1}, "MaxFrameSize"},
 		{"negative idle", Config{IdleTimeout: -time.Second}, "IdleTimeout"},
 		{"negative read header", Config{ReadHeaderTimeout: -1}, "ReadHeaderTimeout"},
@@ -41,7 +41,7 @@ func TestConfigValidate(t *testing.T) {
 		{"negative handler", Config{HandlerTimeout: -1}, "HandlerTimeout"},
 		{"negative drain", Config{DrainTimeout: -1}, "DrainTimeout"},
 		{"negative in-flight bytes", Config{MaxInFlightBytes: -1}, "MaxInFlightBytes is -1"},
-		{"in-flight bytes below the default frame", Config{MaxInFlightBytes: protocol.DefaultMaxFrame - 1}, "at least MaxFrameSize"},
+		{"in-flight bytes below the default frame", Config{MaxInFlightBytes: protocol.DefaultMaxFrameSize - 1}, "at least MaxFrameSize"},
 		{"in-flight bytes below the frame", Config{MaxFrameSize: 4096, MaxInFlightBytes: 4095}, "at least MaxFrameSize"},
 		{"in-flight bytes equal to the frame", Config{MaxFrameSize: 4096, MaxInFlightBytes: 4096}, ""},
 	}
@@ -60,8 +60,8 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 	d := Config{}.withDefaults()
-	if d.Addr != DefaultAddr || d.MaxFrameSize != protocol.DefaultMaxFrame || d.MaxConns != DefaultMaxConns || d.Logger == nil ||
-		d.MaxInFlightBytes != DefaultMaxInFlightBytes || d.MaxInFlightBytes < protocol.MaxFrameLimit {
+	if d.Addr != DefaultAddr || d.MaxFrameSize != protocol.DefaultMaxFrameSize || d.MaxConns != DefaultMaxConns || d.Logger == nil ||
+		d.MaxInFlightBytes != DefaultMaxInFlightBytes || d.MaxInFlightBytes < protocol.MaxFrameSizeLimit {
 		t.Fatalf("defaults not applied: %+v", d)
 	}
 }
@@ -340,7 +340,7 @@ func TestHugeLengthPrefix(t *testing.T) {
 	good := dial(t, addr)
 	good.call("echo", 1, []byte("before"))
 
-	for _, prefix := range []uint32{0xffffffff, protocol.MaxFrameLimit + 1, protocol.DefaultMaxFrame + 1} {
+	for _, prefix := range []uint32{0xffffffff, protocol.MaxFrameSizeLimit + 1, protocol.DefaultMaxFrameSize + 1} {
 		t.Run(fmt.Sprintf("%#x", prefix), func(t *testing.T) {
 			var before, after runtime.MemStats
 			runtime.ReadMemStats(&before)

@@ -61,8 +61,8 @@ type Options struct {
 	// DefaultPoolSize; at most 64.
 	PoolSize int
 	// MaxFrame is the largest request or response payload in bytes,
-	// envelope included. 0 means protocol.DefaultMaxFrame (1 MiB); at most
-	// protocol.MaxFrameLimit (64 MiB). A larger response breaks the
+	// envelope included. 0 means protocol.DefaultMaxFrameSize (1 MiB); at most
+	// protocol.MaxFrameSizeLimit (64 MiB). A larger response breaks the
 	// connection it arrived on.
 	MaxFrame int
 	// CallTimeout bounds every call whose context has no deadline, so that a
@@ -85,8 +85,8 @@ func (o Options) Validate() error {
 	switch {
 	case o.PoolSize < 0 || o.PoolSize > 64:
 		return fmt.Errorf("parent: Options.PoolSize %d out of range: want 0..64", o.PoolSize)
-	case o.MaxFrame < 0 || o.MaxFrame > protocol.MaxFrameLimit:
-		return fmt.Errorf("parent: Options.MaxFrame %d out of range: want 0..%d", o.MaxFrame, protocol.MaxFrameLimit)
+	case o.MaxFrame < 0 || o.MaxFrame > protocol.MaxFrameSizeLimit:
+		return fmt.Errorf("parent: Options.MaxFrame %d out of range: want 0..%d", o.MaxFrame, protocol.MaxFrameSizeLimit)
 	case o.DialTimeout < 0:
 		return fmt.Errorf("parent: Options.DialTimeout %v is negative", o.DialTimeout)
 	}
@@ -98,7 +98,7 @@ func (o Options) withDefaults() Options {
 		o.PoolSize = DefaultPoolSize
 	}
 	if o.MaxFrame == 0 {
-		o.MaxFrame = protocol.DefaultMaxFrame
+		o.MaxFrame = protocol.DefaultMaxFrameSize
 	}
 	if o.CallTimeout == 0 {
 		o.CallTimeout = DefaultCallTimeout

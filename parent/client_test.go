@@ -293,7 +293,7 @@ func TestDialErrors(t *testing.T) {
 		{"nonsense", Options{}},
 		{"tcp://127.0.0.1:1", Options{}}, // nothing listens on port 1
 		{"tcp://127.0.0.1:0", Options{PoolSize: -1}},
-		{"tcp://127.0.0.1:0", Options{MaxFrame: protocol.MaxFrameLimit + 1}},
+		{"tcp://127.0.0.1:0", Options{MaxFrame: protocol.MaxFrameSizeLimit + 1}},
 	} {
 		if c, err := Dial(context.Background(), tc.addr, tc.opts); err == nil {
 			c.Close()
@@ -488,7 +488,7 @@ func TestOptionsValidate(t *testing.T) {
 		ok bool
 	}{
 		{Options{}, true},
-		{Options{PoolSize: 64, MaxFrame: protocol.MaxFrameLimit, CallTimeout: -1, DialTimeout: time.Second}, true},
+		{Options{PoolSize: 64, MaxFrame: protocol.MaxFrameSizeLimit, CallTimeout: -1, DialTimeout: time.Second}, true},
 		{Options{PoolSize: 65}, false},
 		{Options{PoolSize: -1}, false},
 		{Options{MaxFrame: -1}, false},

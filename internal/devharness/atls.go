@@ -196,7 +196,7 @@ func echoOver(c net.Conn, body []byte) error {
 	if err := protocol.WriteFrame(c, req, 0); err != nil {
 		return err
 	}
-	p, err := protocol.ReadFrame(c, nil, protocol.MaxFrameLimit)
+	p, err := protocol.ReadFrame(c, nil, protocol.MaxFrameSizeLimit)
 	if err != nil {
 		return err
 	}

@@ -121,7 +121,7 @@ func call(t *testing.T, addr, method string, body []byte) protocol.Envelope {
 	if err := protocol.WriteFrame(nc, req, 0); err != nil {
 		t.Fatal(err)
 	}
-	p, err := protocol.ReadFrame(nc, nil, protocol.MaxFrameLimit)
+	p, err := protocol.ReadFrame(nc, nil, protocol.MaxFrameSizeLimit)
 	if err != nil {
 		t.Fatal(err)
 	}

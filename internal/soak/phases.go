@@ -41,7 +41,7 @@ const (
 	// interval, far below the ingress's MinRate.
 	trickleEvery = time.Second
 	// pipelineBody is the body of the pipeliners' requests: a 1 MiB frame.
-	pipelineBody = protocol.DefaultMaxFrame - 64
+	pipelineBody = protocol.DefaultMaxFrameSize - 64
 )
 
 // PhaseReport is one attack phase: an attack held for the phase's
@@ -379,7 +379,7 @@ func (r *runner) phasePipeliners(ctx context.Context, p *phaseRun) (func(), erro
 	}
 	p.attackers(n, hostPort(r.srvAddr), func(_ int, c net.Conn) bool {
 		for {
-			if err := protocol.WriteFrame(c, b, protocol.DefaultMaxFrame); err != nil {
+			if err := protocol.WriteFrame(c, b, protocol.DefaultMaxFrameSize); err != nil {
 				return !errors.Is(err, net.ErrClosed)
 			}
 		}

@@ -25,7 +25,7 @@ import (
 // Defaults and limits of Config.
 const (
 	DefaultListen     = "vsock://any:5001"
-	DefaultMaxFrame   = 64 << 10
+	DefaultMaxFrameSize   = 64 << 10
 	DefaultMaxAttrs   = 32
 	DefaultMaxMessage = 4 << 10
 	DefaultMaxValue   = 1 << 10
@@ -60,7 +60,7 @@ type Config struct {
 	Enclave string
 	// MaxFrame is the largest log frame accepted, in bytes; a larger one
 	// closes the connection (the enclave reconnects). 0 means
-	// DefaultMaxFrame.
+	// DefaultMaxFrameSize.
 	MaxFrame int
 	// MaxAttrs is how many attributes of a record are kept; the rest are
 	// counted in an "enclave_attrs_truncated" attribute. 0 means
@@ -102,8 +102,8 @@ func (cfg Config) Validate() error {
 		}
 	}
 	switch {
-	case cfg.MaxFrame < 0 || cfg.MaxFrame > protocol.MaxFrameLimit:
-		return fmt.Errorf("logsink: Config.MaxFrame %d out of range: want 0..%d", cfg.MaxFrame, protocol.MaxFrameLimit)
+	case cfg.MaxFrame < 0 || cfg.MaxFrame > protocol.MaxFrameSizeLimit:
+		return fmt.Errorf("logsink: Config.MaxFrame %d out of range: want 0..%d", cfg.MaxFrame, protocol.MaxFrameSizeLimit)
 	case cfg.MaxAttrs < 0, cfg.MaxMessage < 0, cfg.MaxValue < 0, cfg.MaxConns < 0, cfg.MaxConnsPerCID < 0:
 		return errors.New("logsink: Config limits must not be negative")
 	}
@@ -150,7 +150,7 @@ func New(cfg Config) (*Sink, error) {
 		cfg.Handler = slog.Default().Handler()
 	}
 	if cfg.MaxFrame == 0 {
-		cfg.MaxFrame = DefaultMaxFrame
+		cfg.MaxFrame = DefaultMaxFrameSize
 	}
 	if cfg.MaxAttrs == 0 {
 		cfg.MaxAttrs = DefaultMaxAttrs

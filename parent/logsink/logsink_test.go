@@ -153,7 +153,7 @@ func sendLog(t testing.TB, c net.Conn, method string, rec any) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := protocol.WriteFrame(c, b, protocol.MaxFrameLimit); err != nil {
+	if err := protocol.WriteFrame(c, b, protocol.MaxFrameSizeLimit); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -218,7 +218,7 @@ func TestConfigValidate(t *testing.T) {
 		{Config{Listen: "vsock://any:5001", MaxAttrs: 1}, true},
 		{Config{Listen: "nope"}, false},
 		{Config{MaxFrame: -1}, false},
-		{Config{MaxFrame: protocol.MaxFrameLimit + 1}, false},
+		{Config{MaxFrame: protocol.MaxFrameSizeLimit + 1}, false},
 		{Config{MaxAttrs: -1}, false},
 	} {
 		if err := tc.cfg.Validate(); (err == nil) != tc.ok {
