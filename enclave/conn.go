@@ -215,13 +215,13 @@ func (c *conn) readLoop() closeReason {
 		// A frame has begun: from now on the connection is stalled, not
 		// idle, until the frame is whole.
 		c.progress()
-		// The whole frame must arrive within ReadHeaderTimeout.
-		if !c.setReadDeadline(cfg.ReadHeaderTimeout) {
+		// The whole frame must arrive within ReadFrameTimeout.
+		if !c.setReadDeadline(cfg.ReadFrameTimeout) {
 			return closeReason{msg: "server is shutting down", level: slog.LevelDebug}
 		}
 		payload, err := fr.ReadFrame()
 		if err != nil {
-			return c.readFailed(err, "frame not received within ReadHeaderTimeout (slow or stalled peer)", true)
+			return c.readFailed(err, "frame not received within ReadFrameTimeout (slow or stalled peer)", true)
 		}
 		c.frames.Add(1)
 		c.progress()

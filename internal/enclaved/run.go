@@ -14,6 +14,7 @@ import (
 
 	"github.com/enclavekit/enclavekit/attest"
 	"github.com/enclavekit/enclavekit/enclave"
+	"github.com/enclavekit/enclavekit/protocol"
 	"github.com/enclavekit/enclavekit/transport"
 )
 
@@ -50,9 +51,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fl.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "minimum log `level`: debug, info, warn, error")
 	fl.IntVar(&o.cfg.MaxConns, "max-conns", enclave.DefaultMaxConns, "maximum open connections; more are closed at once")
 	fl.IntVar(&o.cfg.MaxInFlight, "max-in-flight", enclave.DefaultMaxInFlight, "maximum requests in flight per connection")
-	fl.IntVar(&o.cfg.MaxFrameSize, "max-frame-size", 1<<20, "maximum frame payload in `bytes` (up to 64 MiB)")
+	fl.IntVar(&o.cfg.MaxFrameSize, "max-frame-size", protocol.DefaultMaxFrameSize, "maximum frame payload in `bytes` (up to 64 MiB)")
 	fl.Int64Var(&o.cfg.MaxInFlightBytes, "max-in-flight-bytes", enclave.DefaultMaxInFlightBytes, "maximum `bytes` of requests in flight across all connections (at least --max-frame-size)")
-	fl.DurationVar(&o.cfg.ReadHeaderTimeout, "read-header-timeout", enclave.DefaultReadHeaderTimeout, "time to receive a whole frame once its first byte arrives")
+	fl.DurationVar(&o.cfg.ReadFrameTimeout, "read-header-timeout", enclave.DefaultReadFrameTimeout, "time to receive a whole frame once its first byte arrives")
 	fl.DurationVar(&o.cfg.IdleTimeout, "idle-timeout", enclave.DefaultIdleTimeout, "time to wait for the next request on a connection")
 	fl.DurationVar(&o.cfg.WriteTimeout, "write-timeout", enclave.DefaultWriteTimeout, "time to write one response")
 	fl.DurationVar(&o.cfg.HandlerTimeout, "handler-timeout", enclave.DefaultHandlerTimeout, "time a handler may take")

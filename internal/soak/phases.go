@@ -296,8 +296,8 @@ func (r *runner) phaseSlowloris(ctx context.Context, p *phaseRun) (func(), error
 	})
 	return func() {
 		st := r.srv.Stats()
-		p.rep.Limits = fmt.Sprintf("server evicted %d, dropped %d (timeouts, and attackers closed mid-frame at the end) (MaxConns %d, ReadHeaderTimeout %s)",
-			st.EvictedConns-ev0, st.DroppedConns-dr0, enclave.DefaultMaxConns, r.rep.ReadHeaderTimeout)
+		p.rep.Limits = fmt.Sprintf("server evicted %d, dropped %d (timeouts, and attackers closed mid-frame at the end) (MaxConns %d, ReadFrameTimeout %s)",
+			st.EvictedConns-ev0, st.DroppedConns-dr0, enclave.DefaultMaxConns, r.rep.ReadFrameTimeout)
 	}, nil
 }
 
