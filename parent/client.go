@@ -32,9 +32,10 @@ var (
 	ErrProtocol = errors.New("parent: protocol violation by the enclave")
 )
 
-// Defaults of Options.
+// Defaults and limits of Options.
 const (
 	DefaultPoolSize    = 2
+	MaxPoolSize        = 64
 	DefaultCallTimeout = 30 * time.Second
 	DefaultDialTimeout = 10 * time.Second
 	// maxRemoteMessage bounds the message of a remote error, in bytes.
@@ -54,41 +55,43 @@ var silentProbeTimeout = 5 * time.Second
 // Past it the connection is recycled. A variable for tests.
 var maxAbandoned = 4096
 
-// Options configures a Client. The zero value is valid.
+// Options configures a Client. The zero value is valid: every zero field
+// takes the default documented on it.
 type Options struct {
 	// PoolSize is the number of connections the client keeps to the
-	// enclave; calls are spread over them round-robin. 0 means
-	// DefaultPoolSize; at most 64.
+	// enclave; calls are spread over them round-robin. 1..MaxPoolSize (64);
+	// 0 means DefaultPoolSize (2).
 	PoolSize int
-	// MaxFrame is the largest request or response payload in bytes,
-	// envelope included. 0 means protocol.DefaultMaxFrameSize (1 MiB); at most
-	// protocol.MaxFrameSizeLimit (64 MiB). A larger response breaks the
+	// MaxFrameSize is the largest request or response payload in bytes,
+	// envelope included, 1..protocol.MaxFrameSizeLimit (64 MiB); 0 means
+	// protocol.DefaultMaxFrameSize (1 MiB). A larger response breaks the
 	// connection it arrived on.
-	MaxFrame int
+	MaxFrameSize int
 	// CallTimeout bounds every call whose context has no deadline, so that a
-	// vanished enclave never hangs a caller. 0 means DefaultCallTimeout;
-	// negative means no bound beyond the caller's context.
+	// vanished enclave never hangs a caller. 0 means DefaultCallTimeout
+	// (30s); negative means no bound beyond the caller's context.
 	CallTimeout time.Duration
 	// DialTimeout bounds each connection attempt, within the caller's
-	// context. 0 means DefaultDialTimeout.
+	// context. 0 means DefaultDialTimeout (10s).
 	DialTimeout time.Duration
 	// Logger receives connection events (breaks, redials). nil means
 	// slog.Default().
 	Logger *slog.Logger
-	// Dialer opens a connection to addr. nil means transport.Dial. Tests
+	// Dial opens a connection to addr. nil means transport.Dial. Tests
 	// use it to put a net.Pipe under the client.
-	Dialer func(ctx context.Context, addr string) (net.Conn, error)
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 }
 
-// Validate reports whether o is usable.
+// Validate reports the first invalid field, naming it, its value and what
+// is accepted; the error wraps ErrConfig.
 func (o Options) Validate() error {
 	switch {
-	case o.PoolSize < 0 || o.PoolSize > 64:
-		return fmt.Errorf("parent: Options.PoolSize %d out of range: want 0..64", o.PoolSize)
-	case o.MaxFrame < 0 || o.MaxFrame > protocol.MaxFrameSizeLimit:
-		return fmt.Errorf("parent: Options.MaxFrame %d out of range: want 0..%d", o.MaxFrame, protocol.MaxFrameSizeLimit)
+	case o.PoolSize < 0 || o.PoolSize > MaxPoolSize:
+		return fieldErr("Options.PoolSize", o.PoolSize, "outside 1..%d (0 means the default, %d)", MaxPoolSize, DefaultPoolSize)
+	case o.MaxFrameSize < 0 || o.MaxFrameSize > protocol.MaxFrameSizeLimit:
+		return fieldErr("Options.MaxFrameSize", o.MaxFrameSize, "outside 1..%d bytes (0 means the default, %d)", protocol.MaxFrameSizeLimit, protocol.DefaultMaxFrameSize)
 	case o.DialTimeout < 0:
-		return fmt.Errorf("parent: Options.DialTimeout %v is negative", o.DialTimeout)
+		return fieldErr("Options.DialTimeout", o.DialTimeout, "negative (0 means the default, %v)", DefaultDialTimeout)
 	}
 	return nil
 }
@@ -97,8 +100,8 @@ func (o Options) withDefaults() Options {
 	if o.PoolSize == 0 {
 		o.PoolSize = DefaultPoolSize
 	}
-	if o.MaxFrame == 0 {
-		o.MaxFrame = protocol.DefaultMaxFrameSize
+	if o.MaxFrameSize == 0 {
+		o.MaxFrameSize = protocol.DefaultMaxFrameSize
 	}
 	if o.CallTimeout == 0 {
 		o.CallTimeout = DefaultCallTimeout
@@ -109,8 +112,8 @@ func (o Options) withDefaults() Options {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	if o.Dialer == nil {
-		o.Dialer = transport.Dial
+	if o.Dial == nil {
+		o.Dial = transport.Dial
 	}
 	return o
 }
@@ -376,11 +379,11 @@ func (c *Client) dial(ctx context.Context) (*clientConn, error) {
 	dctx, cancel := context.WithTimeout(ctx, c.opts.DialTimeout)
 	defer cancel()
 	defer context.AfterFunc(c.life, cancel)()
-	nc, err := c.opts.Dialer(dctx, c.addr)
+	nc, err := c.opts.Dial(dctx, c.addr)
 	if err != nil {
 		return nil, fmt.Errorf("parent: dialing enclave: %w", err)
 	}
-	cc, err := newClientConn(nc, c.opts.MaxFrame)
+	cc, err := newClientConn(nc, c.opts.MaxFrameSize)
 	if err != nil {
 		nc.Close()
 		return nil, err

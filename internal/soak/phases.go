@@ -182,7 +182,7 @@ func (p *phaseRun) good(ctx context.Context, addr, from string) error {
 	opts := parent.Options{PoolSize: 1, Logger: p.r.o.Logger}
 	if from != "" {
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
-		opts.Dialer = func(ctx context.Context, a string) (net.Conn, error) { return d.DialContext(ctx, "tcp", hostPort(a)) }
+		opts.Dial = func(ctx context.Context, a string) (net.Conn, error) { return d.DialContext(ctx, "tcp", hostPort(a)) }
 	}
 	c, err := parent.Dial(ctx, addr, opts)
 	if err != nil {
