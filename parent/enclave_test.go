@@ -432,7 +432,7 @@ func TestClientThroughIngress(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if st := in.Stats(); st.Total != 2 {
+	if st := in.Stats(); st.TotalConns != 2 {
 		t.Fatalf("ingress stats %+v, want the client's 2 connections", st)
 	}
 }

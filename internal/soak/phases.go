@@ -323,7 +323,7 @@ func (r *runner) phaseIngress(ctx context.Context, p *phaseRun) (func(), error) 
 		<-idone
 		ls := in.LimitStats()
 		p.rep.Limits = fmt.Sprintf("ingress refused %d at the per-source cap, evicted %d, cut %d below MinRate (MaxConnsPerSource %d, MinRate %d B/s after %s)",
-			ls.SourceRefused, ls.Evicted, ls.Slow, ingress.DefaultMaxConnsPerSource, ingress.DefaultMinRate, ingress.DefaultMinRateGrace)
+			ls.SourceRejectedConns, ls.EvictedConns, ls.SlowConns, ingress.DefaultMaxConnsPerSource, ingress.DefaultMinRate, ingress.DefaultMinRateGrace)
 	}
 	n := r.o.Tricklers
 	// The good client is another host: 127.0.0.2 where it can be bound
