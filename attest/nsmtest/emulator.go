@@ -61,14 +61,14 @@ type Options struct {
 	// issued when the clock leaves the old one's validity. Default 3h.
 	LeafValidity time.Duration
 
-	// Clock returns the current time; default time.Now.
-	Clock func() time.Time
+	// Now is the emulator's clock. nil means time.Now.
+	Now func() time.Time
 
 	// IndefinitePayload encodes the document payload as an indefinite-length
 	// map, as 2025+ NSMs do.
 	IndefinitePayload bool
 
-	// ClockOffset is added to Clock to give the emulated NSM's time: the
+	// ClockOffset is added to Now's time to give the emulated NSM's time: the
 	// documents' timestamps and the validity of the certificates it issues.
 	// A positive offset emulates an enclave whose system clock is behind the
 	// NSM's by that much. Change it later with SetClockOffset.
@@ -147,8 +147,8 @@ func New(opts Options) (*Emulator, error) {
 	if opts.LeafValidity == 0 {
 		opts.LeafValidity = 3 * time.Hour
 	}
-	if opts.Clock == nil {
-		opts.Clock = time.Now
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
 	if err := opts.Validate(); err != nil {
 		return nil, err
@@ -250,7 +250,7 @@ func (e *Emulator) SetDebug(on bool) { e.debug.Store(on) }
 
 // now is the emulated NSM's time.
 func (e *Emulator) now() time.Time {
-	return e.opts.Clock().Add(time.Duration(e.offset.Load()))
+	return e.opts.Now().Add(time.Duration(e.offset.Load()))
 }
 
 // DevPCRs returns fixed, recognisable, non-zero values for PCR0..2 that

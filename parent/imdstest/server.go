@@ -70,9 +70,9 @@ type Options struct {
 	// CredentialLifetime is how long generated credentials last. Default
 	// DefaultCredentialLifetime.
 	CredentialLifetime time.Duration
-	// Clock is the server's time (token expiry, LastUpdated). Default
+	// Now is the server's clock (token expiry, LastUpdated). nil means
 	// time.Now.
-	Clock func() time.Time
+	Now func() time.Time
 }
 
 // Validate reports whether o is usable.
@@ -165,7 +165,7 @@ func New(opts Options) (*Server, error) {
 	if opts.CredentialLifetime == 0 {
 		opts.CredentialLifetime = DefaultCredentialLifetime
 	}
-	s := &Server{opts: opts, clock: opts.Clock, tokens: map[string]time.Time{},
+	s := &Server{opts: opts, clock: opts.Now, tokens: map[string]time.Time{},
 		profileID: "AIPA" + randomString(17, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")}
 	if s.clock == nil {
 		s.clock = time.Now

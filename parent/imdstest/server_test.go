@@ -79,7 +79,7 @@ func getText(t *testing.T, c *imds.Client, path string) string {
 // rotation and a new expiration show on the next read.
 func TestSDKClient(t *testing.T) {
 	clk := &clock{now: time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)}
-	s := imdstest.NewServer(t, imdstest.Options{Region: "eu-central-1", Clock: clk.Now})
+	s := imdstest.NewServer(t, imdstest.Options{Region: "eu-central-1", Now: clk.Now})
 	c := client(s)
 	ctx := context.Background()
 
@@ -147,7 +147,7 @@ func TestSDKClient(t *testing.T) {
 // a new one after a 401 and carries on.
 func TestTokenExpiry(t *testing.T) {
 	clk := &clock{now: time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)}
-	s := imdstest.NewServer(t, imdstest.Options{Clock: clk.Now})
+	s := imdstest.NewServer(t, imdstest.Options{Now: clk.Now})
 	c := client(s)
 	getText(t, c, "instance-id")
 	s.ExpireTokens()

@@ -80,8 +80,8 @@ type Options struct {
 	// emulator's clock. Default DefaultDocumentMaxAge.
 	DocumentMaxAge time.Duration
 
-	// Clock is the emulator's time. Default time.Now.
-	Clock func() time.Time
+	// Now is the emulator's clock. nil means time.Now.
+	Now func() time.Time
 
 	// Logger receives one line per request (operation, status, error code;
 	// never a body). Default: discard.
@@ -152,7 +152,7 @@ func New(opts Options) (*Server, error) {
 	if opts.DocumentMaxAge == 0 {
 		opts.DocumentMaxAge = DefaultDocumentMaxAge
 	}
-	s := &Server{opts: opts, keys: map[string]*key{}, clock: opts.Clock, log: opts.Logger, creds: opts.Credentials}
+	s := &Server{opts: opts, keys: map[string]*key{}, clock: opts.Now, log: opts.Logger, creds: opts.Credentials}
 	if s.clock == nil {
 		s.clock = time.Now
 	}
