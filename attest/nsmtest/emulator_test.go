@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha512"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -257,8 +258,8 @@ func TestOptionsValidate(t *testing.T) {
 		{DocumentPCRs: 33}, {LockedPCRs: 40}, {Intermediates: 9}, {LeafValidity: -1},
 		{PCRs: map[int][]byte{0: {1}}}, {PCRs: map[int][]byte{32: make([]byte, 48)}},
 	} {
-		if _, err := nsmtest.New(o); err == nil {
-			t.Errorf("New(%+v) accepted", o)
+		if _, err := nsmtest.New(o); !errors.Is(err, nsmtest.ErrConfig) {
+			t.Errorf("New(%+v) = %v, want ErrConfig", o, err)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package imdstest_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -291,8 +292,8 @@ func TestOptionsValidate(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := tt.o.Validate()
-			if (err == nil) != tt.ok {
-				t.Fatalf("Validate() = %v, want ok=%v", err, tt.ok)
+			if (err == nil) != tt.ok || (err != nil && !errors.Is(err, imdstest.ErrConfig)) {
+				t.Fatalf("Validate() = %v, want ok=%v (or ErrConfig)", err, tt.ok)
 			}
 			if err != nil && !strings.HasPrefix(err.Error(), "imdstest: ") {
 				t.Fatalf("message %q", err)

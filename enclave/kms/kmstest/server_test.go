@@ -15,6 +15,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -792,8 +793,8 @@ func TestOptionsValidate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := tt.o.Validate(); (err == nil) != tt.ok {
-				t.Fatalf("Validate() = %v, want ok=%v", err, tt.ok)
+			if err := tt.o.Validate(); (err == nil) != tt.ok || (err != nil && !errors.Is(err, kmstest.ErrConfig)) {
+				t.Fatalf("Validate() = %v, want ok=%v (or ErrConfig)", err, tt.ok)
 			}
 			s, err := kmstest.New(tt.o)
 			if (err == nil) != tt.ok {
