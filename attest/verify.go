@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"math/big"
 	"time"
 
 	"github.com/enclavekit/enclavekit/protocol"
@@ -239,9 +238,13 @@ func verifyChain(d *Document, opts *VerifyOptions, lk *cacheLookup) error {
 	}
 	// The whole cabundle was verified in order, so a later leaf checked
 	// against the last cabundle certificate alone is checked against a
-	// certificate that was itself verified.
+	// certificate that was itself verified. The leaf's own link was just
+	// checked too, so the entry starts out knowing it: the host's next
+	// documents, signed by the same leaf, verify no certificate at all.
 	if cache != nil && cacheable(d.CABundle) {
-		cache.put(key, newCacheEntry(roots, d.CABundle))
+		e := newCacheEntry(roots, d.CABundle)
+		e.leaves = map[cacheKey]*x509.Certificate{lk.leafHash(d.Certificate): d.Certificate}
+		cache.put(key, e)
 	}
 	return nil
 }
@@ -301,13 +304,51 @@ func verifySignature(pub *ecdsa.PublicKey, p *parsed) error {
 	writeBstr(h, p.protected)
 	h.Write([]byte{0x40})
 	writeBstr(h, p.payload)
-	digest := h.Sum(nil)
-	r := new(big.Int).SetBytes(p.signature[:sigSize/2])
-	s := new(big.Int).SetBytes(p.signature[sigSize/2:])
-	if !ecdsa.Verify(pub, digest, r, s) {
+	var digest [sha512.Size384]byte
+	var der [maxSigDER]byte
+	if !ecdsa.VerifyASN1(pub, h.Sum(digest[:0]), sigDER(der[:0], p.signature)) {
 		return fmt.Errorf("%w: ES384 signature does not verify with the signing certificate's key", ErrSignature)
 	}
 	return nil
+}
+
+// maxSigDER bounds sigDER's output: two 49-byte INTEGERs (48 bytes and a
+// sign byte) with their 2-byte headers, in a SEQUENCE with a 2-byte header.
+const maxSigDER = 2 + 2*(2+sigSize/2+1)
+
+// sigDER appends the ASN.1 DER form crypto/ecdsa.VerifyASN1 takes,
+// SEQUENCE { r INTEGER, s INTEGER }, of a COSE r||s signature (RFC 8152
+// section 8.1): the encoding ecdsa.Verify builds from big.Ints, without
+// them.
+func sigDER(dst, rs []byte) []byte {
+	r, s := minimal(rs[:len(rs)/2]), minimal(rs[len(rs)/2:])
+	dst = append(dst, 0x30, byte(derUintLen(r)+derUintLen(s)))
+	return appendDERUint(appendDERUint(dst, r), s)
+}
+
+// minimal strips the leading zero bytes of an unsigned big-endian number,
+// keeping one byte for zero.
+func minimal(b []byte) []byte {
+	for len(b) > 1 && b[0] == 0 {
+		b = b[1:]
+	}
+	return b
+}
+
+// derUintLen is the length of the DER INTEGER encoding of the minimal
+// non-empty unsigned b (at most 124 bytes), header included.
+func derUintLen(b []byte) int {
+	if b[0]&0x80 != 0 {
+		return 3 + len(b) // a zero byte keeps the INTEGER positive
+	}
+	return 2 + len(b)
+}
+
+func appendDERUint(dst, b []byte) []byte {
+	if b[0]&0x80 != 0 {
+		return append(append(dst, 0x02, byte(len(b)+1), 0), b...)
+	}
+	return append(append(dst, 0x02, byte(len(b))), b...)
 }
 
 // writeBstr writes a CBOR byte string with the shortest head (RFC 8949

@@ -6,6 +6,7 @@ replace github.com/enclavekit/enclavekit => ../
 
 require (
 	github.com/enclavekit/enclavekit v0.0.0-00010101000000-000000000000
+	github.com/fxamacker/cbor/v2 v2.10.0
 	google.golang.org/grpc v1.85.0
 )
 
@@ -15,7 +16,6 @@ require (
 	github.com/aws/smithy-go v1.28.9 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
-	github.com/fxamacker/cbor/v2 v2.10.0 // indirect
 	github.com/hf/nsm v0.0.0-20220930140112-cd181bd646b9 // indirect
 	github.com/mdlayher/socket v0.8.0 // indirect
 	github.com/mdlayher/vsock v1.4.0 // indirect

@@ -9,7 +9,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/enclavekit/enclavekit/protocol"
@@ -310,38 +309,22 @@ func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 // make room (see Config.MaxConns); a connection that still finds no room
 // is closed at once and counted.
 func (s *Server) acceptLoop(ctx, hard context.Context, ln net.Listener) error {
-	var backoff time.Duration
-	var lastRejectWarn time.Time
+	acc := transport.Acceptor{Listener: ln, Name: "enclave server", Logger: s.log}
+	rejectLog := transport.LogLimiter{Every: rejectWarnEvery}
 	for {
-		nc, err := ln.Accept()
+		nc, err := acc.Accept(ctx)
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+			if errors.Is(err, transport.ErrStopped) {
 				return err
 			}
-			if !retryableAccept(err) {
-				s.log.Error("enclave server: accept failed; shutting down", "err", err)
-				return fmt.Errorf("enclave: accept: %w", err)
-			}
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			s.log.Warn("enclave server: accept failed; retrying", "err", err, "backoff", backoff)
-			t := time.NewTimer(backoff)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return ctx.Err()
-			case <-t.C:
-			}
-			continue
+			s.log.Error("enclave server: accept failed; shutting down", "err", err)
+			return fmt.Errorf("enclave: accept: %w", err)
 		}
-		backoff = 0
 		if s.open.Load()-s.evicting.Load() >= int64(s.cfg.MaxConns) && (s.cfg.RefuseAtCap || !s.evictOne()) {
 			n := s.rejected.Add(1)
 			nc.Close()
-			if now := time.Now(); now.Sub(lastRejectWarn) >= rejectWarnEvery {
-				lastRejectWarn = now
-				s.log.Warn("enclave server: connections rejected: MaxConns reached (closed at once, not queued)",
-					"max_conns", s.cfg.MaxConns, "rejected_total", n)
-			}
+			rejectLog.Log(ctx, s.log, slog.LevelWarn, "enclave server: connections rejected: MaxConns reached (closed at once, not queued)",
+				"max_conns", s.cfg.MaxConns, "rejected_total", n)
 			continue
 		}
 		c := newConn(s, hard, nc)
@@ -358,18 +341,6 @@ func (s *Server) acceptLoop(ctx, hard context.Context, ln net.Listener) error {
 // rejectWarnEvery rate-limits the warning about rejected connections, so a
 // flood of them cannot flood the log.
 const rejectWarnEvery = 10 * time.Second
-
-// retryableAccept reports whether an Accept error is transient (resource
-// exhaustion, an aborted handshake, an interruption).
-func retryableAccept(err error) bool {
-	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED, syscall.EINTR, syscall.EAGAIN} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
 
 // shutdown drains the connections, then forces them closed.
 func (s *Server) shutdown(cancelHard context.CancelFunc) {

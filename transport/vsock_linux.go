@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/mdlayher/vsock"
 )
@@ -59,3 +60,12 @@ func vsockAddrString(na net.Addr) string {
 // LocalCID returns this machine's vsock context ID (3 on a parent instance,
 // 16 or more inside an enclave).
 func LocalCID() (uint32, error) { return vsock.ContextID() }
+
+// vsockSyscallConn returns c when it is a vsock connection, whose Read is
+// its descriptor's read(2), else nil.
+func vsockSyscallConn(c net.Conn) syscall.Conn {
+	if vc, ok := c.(*vsock.Conn); ok {
+		return vc
+	}
+	return nil
+}

@@ -114,9 +114,9 @@ type Limits struct {
 	// (all its addresses together). 0 means DefaultDialTimeout (10s).
 	DialTimeout time.Duration `yaml:"dial_timeout"`
 	// IdleTimeout closes a connection after no byte moved in either
-	// direction for this long (checked coarsely: a connection is closed
-	// between IdleTimeout and 1.25×IdleTimeout after its last activity).
-	// A busy one-way stream is never idle. 0 means DefaultIdleTimeout (5m).
+	// direction for this long, or when a write to one side was blocked
+	// this long (a peer that stops reading). A busy one-way stream is
+	// never idle. 0 means DefaultIdleTimeout (5m).
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// HandshakeTimeout bounds reading a CONNECT request. 0 means
 	// DefaultHandshakeTimeout (10s).

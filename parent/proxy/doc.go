@@ -40,15 +40,20 @@
 //
 // # Forwarding
 //
-// Both directions are copied at once; EOF on one side is passed on with
-// CloseWrite (half close). Between TCP conns on Linux the kernel splices
-// (Go's (*net.TCPConn).ReadFrom). Other pairs (vsock↔TCP in production)
-// copy through pooled 64 KiB buffers, grown to 1 MiB (at most 64 of them
-// at once) while a stream is bulk. Limits: a global connection cap refused at once
-// (no queueing), a dial timeout, a per-connection idle timeout on activity
-// in either direction (a busy one-way stream is never idle; see
-// Limits.IdleTimeout), a handshake timeout for CONNECT, and a graceful
-// drain when Serve's context ends.
+// Both directions are copied at once by transport.Relay; EOF on one side
+// is passed on with CloseWrite (half close). Between TCP conns on Linux the
+// kernel splices (Go's (*net.TCPConn).ReadFrom). Other pairs (vsock↔TCP in
+// production) copy through pooled 64 KiB buffers, grown to 1 MiB (at most
+// 64 of them at once) while a stream is bulk. A connection waiting for
+// bytes holds neither a buffer nor a splice pipe, only its two sockets.
+// Limits: a global connection cap refused at once (no queueing), a dial
+// timeout, a per-connection idle timeout on activity in either direction
+// (a busy one-way stream is never idle) that also bounds a blocked write
+// (see Limits.IdleTimeout), a handshake timeout for CONNECT, and a
+// graceful drain when Serve's context ends. Refusals are logged
+// rate-limited per route and reason (transport.LogLimiter); accept errors
+// are retried only when transient (transport.Acceptor), and any other
+// stops that route's listener, logged.
 //
 // # Metrics
 //

@@ -84,6 +84,23 @@ type route struct {
 	up, down  func(int64)
 	refusedBy func(reason string) prometheus.Counter
 	errorsBy  func(kind string) prometheus.Counter
+	// refuseLogs rate-limit the refusal lines, one limiter per reason (""
+	// for any other), so that a flood of one kind cannot flood the log
+	// nor hide the first refusal of another.
+	refuseLogs map[string]*transport.LogLimiter
+}
+
+// refusalReasons are the reasons a refusal is logged with.
+var refusalReasons = []string{ReasonNotAllowlisted, ReasonDeniedIP, ReasonResolve, ReasonNoAddress, ReasonMaxConns,
+	ReasonBadRequest, ReasonMethod, ReasonHeaderTooLarge, ReasonTimeout, ""}
+
+// refusal logs a refused connection, rate-limited per reason.
+func (p *Proxy) refusal(r *route, reason string, args ...any) {
+	l := r.refuseLogs[reason]
+	if l == nil {
+		l = r.refuseLogs[""]
+	}
+	l.Log(context.Background(), p.log, slog.LevelWarn, "proxy: connection refused", append([]any{"route", r.Name, "reason", reason}, args...)...)
 }
 
 // New checks cfg (see Config.Validate), applies defaults and registers the
@@ -129,6 +146,10 @@ func New(cfg Config, opts Options) (*Proxy, error) {
 		name := rc.Name
 		r.refusedBy = func(reason string) prometheus.Counter { return m.refused.WithLabelValues(name, reason) }
 		r.errorsBy = func(kind string) prometheus.Counter { return m.errors.WithLabelValues(name, kind) }
+		r.refuseLogs = make(map[string]*transport.LogLimiter, len(refusalReasons))
+		for _, reason := range refusalReasons {
+			r.refuseLogs[reason] = &transport.LogLimiter{}
+		}
 		p.routes = append(p.routes, r)
 	}
 	size := min(max(cfg.Limits.MaxHeaderBytes, 16), 64<<10)
@@ -248,11 +269,16 @@ func (p *Proxy) Serve(ctx context.Context) error {
 		}()
 	}
 
+	// Accepting stops when ctx ends or Close is called (p.kill), also
+	// during a pause between retries.
+	actx, stopAccepting := context.WithCancel(ctx)
+	defer stopAccepting()
+	defer context.AfterFunc(p.kill, stopAccepting)()
 	var accepting sync.WaitGroup
 	for i, ln := range p.lns {
 		r := p.routes[i]
 		p.log.Info("proxy: route listening", "route", r.Name, "listen", transport.AddrOf(ln.Addr()), "to", r.To, "connect", r.Connect)
-		accepting.Go(func() { p.acceptLoop(ctx, r, ln) })
+		accepting.Go(func() { p.acceptLoop(actx, r, ln) })
 	}
 	select {
 	case <-ctx.Done():
@@ -286,32 +312,26 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	return nil
 }
 
+// acceptLoop serves route r's listener until ctx ends or the listener is
+// closed. Transient accept errors are retried (transport.Acceptor); any
+// other ends this route, which is logged, while the others go on.
 func (p *Proxy) acceptLoop(ctx context.Context, r *route, ln net.Listener) {
-	var delay time.Duration
+	acc := transport.Acceptor{Listener: ln, Name: "proxy", Logger: p.log.With("route", r.Name),
+		OnError: func(error) { r.errorsBy("accept").Inc() }}
 	for {
-		c, err := ln.Accept()
+		c, err := acc.Accept(ctx)
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
-				return
+			if !errors.Is(err, transport.ErrStopped) {
+				ln.Close()
+				p.log.Error("proxy: the route's listener failed; it accepts no more connections until the proxy is restarted",
+					"route", r.Name, "listen", r.Listen, "err", err)
 			}
-			// Probably out of file descriptors: back off as net/http does.
-			r.errorsBy("accept").Inc()
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			p.log.Error("proxy: accept", "route", r.Name, "err", err, "retry_in", delay)
-			select {
-			case <-time.After(delay):
-			case <-ctx.Done():
-				return
-			case <-p.closed:
-				return
-			}
-			continue
+			return
 		}
-		delay = 0
 		if n := p.open.Add(1); n > int64(p.cfg.Limits.MaxConns) {
 			p.open.Add(-1)
 			r.refusedBy(ReasonMaxConns).Inc()
-			p.log.Warn("proxy: connection refused", "route", r.Name, "reason", ReasonMaxConns, "max_conns", p.cfg.Limits.MaxConns, "client", c.RemoteAddr())
+			p.refusal(r, ReasonMaxConns, "max_conns", p.cfg.Limits.MaxConns, "client", c.RemoteAddr())
 			if r.Connect {
 				// A fresh socket's buffer takes this at once; the short
 				// deadline keeps the accept loop from ever stalling on it.
@@ -328,10 +348,11 @@ func (p *Proxy) acceptLoop(ctx context.Context, r *route, ln net.Listener) {
 	}
 }
 
-// refused logs and counts a refusal and, on a CONNECT route, answers it.
+// refused logs (rate-limited) and counts a refusal and, on a CONNECT
+// route, answers it.
 func (p *Proxy) refused(r *route, c net.Conn, dest, reason, detail string, status int) {
 	r.refusedBy(reason).Inc()
-	p.log.Warn("proxy: connection refused", "route", r.Name, "destination", dest, "reason", reason, "detail", detail, "client", c.RemoteAddr())
+	p.refusal(r, reason, "destination", dest, "detail", detail, "client", c.RemoteAddr())
 	if r.Connect && status != 0 {
 		c.SetWriteDeadline(time.Now().Add(p.cfg.Limits.HandshakeTimeout))
 		c.Write(response(status, http.StatusText(status)))
@@ -425,7 +446,7 @@ func (p *Proxy) handle(r *route, c net.Conn) {
 		c.SetWriteDeadline(time.Time{})
 		// Bytes the client sent right after its request (a TLS
 		// ClientHello, typically) are already in br.
-		// relay's idle watchdog is not running yet, so bound this
+		// The relay's idle watchdog is not running yet, so bound this
 		// write: a destination that never reads must not hold the
 		// connection (and its MaxConns slot) forever.
 		if n := br.Buffered(); n > 0 {
@@ -443,9 +464,10 @@ func (p *Proxy) handle(r *route, c net.Conn) {
 		p.brPool.Put(br)
 		br = nil
 	}
-	err = relay(c, up, p.cfg.Limits.IdleTimeout, r.up, r.down)
+	relay := transport.Relay{Idle: p.cfg.Limits.IdleTimeout, CountAToB: r.up, CountBToA: r.down}
+	_, _, err = relay.Run(p.kill, c, up)
 	switch {
-	case errors.Is(err, errIdle):
+	case errors.Is(err, transport.ErrIdle):
 		r.errorsBy("idle_timeout").Inc()
 		p.log.Debug("proxy: idle timeout", "route", r.Name, "destination", dest)
 	case err != nil && p.kill.Err() == nil:

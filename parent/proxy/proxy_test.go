@@ -658,8 +658,9 @@ func TestPanicReleasesSlot(t *testing.T) {
 
 // TestTransferByteExactBuffered is TestTransferByteExact on the buffered
 // copy path (production's vsock↔TCP pair, where Go cannot splice): the
-// accepted conns are wrapped so they are not *net.TCPConn. It also checks
-// that every big-buffer token is given back.
+// accepted conns are wrapped so they are not *net.TCPConn. (That every
+// buffer and big-buffer token is given back is checked by transport's
+// TestRelayTransfer, on the same path.)
 func TestTransferByteExactBuffered(t *testing.T) {
 	size, back := int64(256<<20), int64(32<<20)
 	if testing.Short() {
@@ -672,9 +673,6 @@ func TestTransferByteExactBuffered(t *testing.T) {
 		}
 		return hideTCPListener{ln}, nil
 	}})
-	if n := len(bigBufs); n != 0 {
-		t.Errorf("%d big-buffer tokens still taken after every connection closed", n)
-	}
 }
 
 // TestConnectEarlyData: bytes sent in the same write as the CONNECT

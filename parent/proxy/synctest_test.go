@@ -3,15 +3,23 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"slices"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/enclavekit/enclavekit/internal/syncbuf"
 )
 
 // These tests run in synctest bubbles: time is fake, conns are net.Pipe,
@@ -95,45 +103,8 @@ func memProxy(t *testing.T, r Route, limits Limits) (*Proxy, *memListener, conte
 	return p, ln, cancel, done
 }
 
-func TestIdleTimeout(t *testing.T) {
-	const idle = time.Minute
-	for _, dir := range []string{"downstream busy", "upstream busy", "silent"} {
-		t.Run(dir, func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				client, pa := net.Pipe()
-				pb, server := net.Pipe()
-				done := make(chan error, 1)
-				go func() { done <- relay(pa, pb, idle, func(int64) {}, func(int64) {}) }()
-				go io.Copy(io.Discard, client)
-				go io.Copy(io.Discard, server)
-				start := time.Now()
-				if dir != "silent" {
-					// One byte every 40 s for 10 minutes, one way only: never idle.
-					w := server
-					if dir == "upstream busy" {
-						w = client
-					}
-					for range 15 {
-						time.Sleep(40 * time.Second)
-						if _, err := w.Write([]byte{1}); err != nil {
-							t.Fatalf("write after %v: %v", time.Since(start), err)
-						}
-					}
-				}
-				last := time.Now()
-				err := <-done
-				if !errors.Is(err, errIdle) {
-					t.Errorf("relay: %v, want idle timeout", err)
-				}
-				if got := time.Since(last); got < idle || got > idle*5/4 {
-					t.Errorf("closed %v after the last byte, want %v..%v", got, idle, idle*5/4)
-				}
-				client.Close()
-				server.Close()
-			})
-		})
-	}
-}
+// The relay's idle timeout (TestIdleTimeout) is tested in transport,
+// whose Relay the proxy uses.
 
 func TestConnCap(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
@@ -409,6 +380,193 @@ func TestMetricsServerLimits(t *testing.T) {
 				c.Close()
 				srv.Close()
 				<-served
+			})
+		})
+	}
+}
+
+// logLines returns the JSON log records in buf whose msg is msg.
+func logLines(t *testing.T, buf *syncbuf.Buffer, msg string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		if line == "" {
+			continue
+		}
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if rec["msg"] == msg {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+// TestRefusalLogRateLimited: a flood of refused connections is counted in
+// full but logged once per 10 s, the next line saying how many were left
+// out; a refusal for another reason still gets its own line at once.
+func TestRefusalLogRateLimited(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var logs syncbuf.Buffer
+		ln := newMemListener()
+		d := &memDialer{}
+		p, err := New(Config{
+			Routes:    []Route{{Name: "c", Listen: "tcp://127.0.0.1:0", Connect: true}},
+			Allowlist: []AllowEntry{{Address: "93.184.216.34", Port: 443}},
+			Limits:    Limits{MaxConns: 2},
+		}, Options{
+			Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
+			Dialer: d,
+			Listen: func(context.Context, string) (net.Listener, error) { return ln, nil },
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- p.Serve(ctx) }()
+
+		// A refusal for one reason, then two connections hold both
+		// slots (their CONNECT is never sent in full), then a flood.
+		c := ln.dial()
+		io.WriteString(c, "GET / HTTP/1.1\r\n\r\n")
+		io.Copy(io.Discard, c) // 405, then EOF
+		c.Close()
+		holdSlots := func() []net.Conn {
+			var held []net.Conn
+			for range 2 {
+				h := ln.dial()
+				h.Write([]byte("CONNECT "))
+				go io.Copy(io.Discard, h)
+				held = append(held, h)
+			}
+			return held
+		}
+		refuse := func() {
+			c := ln.dial()
+			io.Copy(io.Discard, c) // 503, then EOF
+			c.Close()
+		}
+		held := holdSlots()
+		for range 50 {
+			refuse()
+		}
+		synctest.Wait()
+		if got := metricValue(p.m.refused.WithLabelValues("c", ReasonMaxConns)); got != 50 {
+			t.Errorf("refused{max_conns} = %v, want 50", got)
+		}
+		if n := len(logLines(t, &logs, "proxy: connection refused")); n != 2 {
+			t.Fatalf("%d refusal lines, want 2 (method, then max_conns once)", n)
+		}
+		time.Sleep(10 * time.Second) // both handshakes time out: slots free
+		synctest.Wait()
+		held = append(held, holdSlots()...)
+		refuse()
+		synctest.Wait()
+		var lines []string
+		for _, l := range logLines(t, &logs, "proxy: connection refused") {
+			lines = append(lines, fmt.Sprintf("%v suppressed=%v", l["reason"], l["suppressed"]))
+		}
+		want := []string{"method suppressed=<nil>", "max_conns suppressed=<nil>", "handshake_timeout suppressed=<nil>", "max_conns suppressed=49"}
+		if !slices.Equal(lines, want) {
+			t.Errorf("refusal lines:\n got %v\nwant %v", lines, want)
+		}
+		for _, h := range held {
+			h.Close()
+		}
+		cancel()
+		<-done
+	})
+}
+
+// scriptListener returns the errors of its script from Accept first, then
+// behaves as its memListener.
+type scriptListener struct {
+	*memListener
+	mu     sync.Mutex
+	script []error
+}
+
+func (l *scriptListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	if len(l.script) > 0 {
+		err := l.script[0]
+		l.script = l.script[1:]
+		l.mu.Unlock()
+		return nil, err
+	}
+	l.mu.Unlock()
+	return l.memListener.Accept()
+}
+
+// TestAcceptErrors: transient accept errors are retried and counted; a
+// permanent one ends the route, logged, while the proxy goes on.
+func TestAcceptErrors(t *testing.T) {
+	emfile := &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	aborted := &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.ECONNABORTED)}
+	ebadf := &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EBADF)}
+	tests := []struct {
+		name       string
+		script     []error
+		wantServed bool // a connection after the script is served
+		wantErrors float64
+		wantRetry  int // retry lines logged
+		wantFailed int // route failure lines logged
+	}{
+		{"transient errors", []error{emfile, aborted, emfile}, true, 3, 1, 0},
+		{"permanent error", []error{emfile, ebadf}, false, 2, 1, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var logs syncbuf.Buffer
+				ln := &scriptListener{memListener: newMemListener(), script: tt.script}
+				d := &memDialer{}
+				p, err := New(Config{
+					Routes:    []Route{{Name: "kms", Listen: "tcp://127.0.0.1:0", To: "93.184.216.34:443"}},
+					Allowlist: []AllowEntry{{Address: "93.184.216.34", Port: 443}},
+				}, Options{
+					Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
+					Dialer: d,
+					Listen: func(context.Context, string) (net.Listener, error) { return ln, nil },
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan error, 1)
+				go func() {
+					done <- p.Serve(ctx)
+					d.wg.Wait()
+				}()
+				synctest.Wait()
+				time.Sleep(time.Minute) // every retry has run
+				c := ln.dial()
+				c.Write([]byte("hi"))
+				_, err = io.ReadFull(c, make([]byte, 2))
+				c.Close()
+				if served := err == nil; served != tt.wantServed {
+					t.Errorf("connection after the errors: %v; want served: %v", err, tt.wantServed)
+				}
+				if got := metricValue(p.m.errors.WithLabelValues("kms", "accept")); got != tt.wantErrors {
+					t.Errorf("errors{accept} = %v, want %v", got, tt.wantErrors)
+				}
+				retries := logLines(t, &logs, "proxy: accept failed; retrying")
+				failed := logLines(t, &logs, "proxy: the route's listener failed; it accepts no more connections until the proxy is restarted")
+				if len(retries) != tt.wantRetry || len(failed) != tt.wantFailed {
+					t.Errorf("%d retry lines and %d failure lines, want %d and %d", len(retries), len(failed), tt.wantRetry, tt.wantFailed)
+				}
+				for _, l := range append(retries, failed...) {
+					if l["route"] != "kms" || l["err"] == nil {
+						t.Errorf("log line %v lacks the route or the error", l)
+					}
+				}
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("Serve: %v", err)
+				}
 			})
 		})
 	}
