@@ -104,10 +104,10 @@ type Config struct {
 
 	// MaxInFlightBytes bounds, across all connections, the bytes held by
 	// requests being handled; at least MaxFrameSize, and 0 means
-	// DefaultMaxInFlightBytes (64 MiB). A
-	// request is charged its frame's payload size from when its frame has
-	// been read until its response has been written; the response frame is
-	// charged too while it is written. When a request does not fit, the
+	// DefaultMaxInFlightBytes (64 MiB). A request is charged its frame's
+	// payload size from when its frame has been read until its response
+	// has been written; the response frame is charged too while it is
+	// written. When a request does not fit, the
 	// server stops reading that connection until enough bytes are released
 	// (the wait is counted in Stats.BudgetWaits); requests are admitted in
 	// arrival order.
