@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"regexp"
 	"runtime"
 	"strings"
 	"time"
@@ -83,7 +84,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return o, nil
 	}
 	if err := o.cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("%w (check the matching flag)", err)
+		return nil, flagError(err)
 	}
 	if o.nsm != nsmDevice && o.nsm != nsmEmulated {
 		return nil, fmt.Errorf("--nsm %q: want %s or %s", o.nsm, nsmDevice, nsmEmulated)
@@ -251,4 +252,30 @@ type lateAttester struct{ a attest.Attester }
 
 func (l *lateAttester) Attest(ctx context.Context, req attest.Request) ([]byte, error) {
 	return l.a.Attest(ctx, req)
+}
+
+// configFlags names the flag of each server setting, so that a bad value
+// is reported under the flag the user typed, not the library's field.
+var configFlags = map[string]string{
+	"Addr": "--listen", "MaxConns": "--max-conns", "MaxInFlight": "--max-in-flight",
+	"MaxFrameSize": "--max-frame-size", "MaxInFlightBytes": "--max-in-flight-bytes",
+	"ReadFrameTimeout": "--read-header-timeout", "IdleTimeout": "--idle-timeout",
+	"WriteTimeout": "--write-timeout", "HandlerTimeout": "--handler-timeout",
+	"DrainTimeout": "--drain-timeout", "MaxClockSkew": "--max-clock-skew",
+	"ClockCheckInterval": "--clock-check-interval", "NSMTimeout": "--nsm-timeout",
+}
+
+var configField = regexp.MustCompile(`(?:enclave: bad configuration: )?Config\.(\w+)`)
+
+// flagError rewrites an enclave.Config validation error in flag terms:
+// "--max-conns is -1, negative (0 means the default, 256)".
+func flagError(err error) error {
+	msg := configField.ReplaceAllStringFunc(err.Error(), func(m string) string {
+		f := configField.FindStringSubmatch(m)[1]
+		if name, ok := configFlags[f]; ok {
+			return name
+		}
+		return "the " + f + " setting"
+	})
+	return errors.New(msg)
 }
