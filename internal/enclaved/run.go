@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"regexp"
 	"runtime"
+	"sort"
 	"strings"
 	"time"
 
@@ -265,17 +266,22 @@ var configFlags = map[string]string{
 	"ClockCheckInterval": "--clock-check-interval", "NSMTimeout": "--nsm-timeout",
 }
 
-var configField = regexp.MustCompile(`(?:enclave: bad configuration: )?Config\.(\w+)`)
+// configField matches a setting's name in a Validate message, with the
+// package's prefix when it leads the message.
+var configField = func() *regexp.Regexp {
+	names := make([]string, 0, len(configFlags))
+	for f := range configFlags {
+		names = append(names, f)
+	}
+	sort.Strings(names)
+	return regexp.MustCompile(`(?:enclave: bad configuration: )?(?:Config\.)?\b(` + strings.Join(names, "|") + `)\b`)
+}()
 
 // flagError rewrites an enclave.Config validation error in flag terms:
 // "--max-conns is -1, negative (0 means the default, 256)".
 func flagError(err error) error {
 	msg := configField.ReplaceAllStringFunc(err.Error(), func(m string) string {
-		f := configField.FindStringSubmatch(m)[1]
-		if name, ok := configFlags[f]; ok {
-			return name
-		}
-		return "the " + f + " setting"
+		return configFlags[configField.FindStringSubmatch(m)[1]]
 	})
 	return errors.New(msg)
 }
