@@ -56,6 +56,7 @@ type conn struct {
 	budget    budgetOwner   // this connection's account in Server.budget
 	sem       chan struct{} // in-flight request slots
 	handlers  sync.WaitGroup
+	reqs      reqDeadlines // the handlers' contexts that watch their deadline
 	closeOnce sync.Once
 
 	// For eviction at MaxConns (Server.evictOne): since is when the
@@ -148,6 +149,7 @@ func (c *conn) serve() {
 	}
 	c.s.peerLog(r.level, "enclave server: closing connection: "+r.msg, "remote", c.remote, "err", r.err)
 	c.handlers.Wait()
+	c.reqs.close()
 	c.abort()
 }
 
@@ -297,7 +299,7 @@ func (c *conn) handle(req protocol.Envelope, charged int64) {
 	defer c.s.budget.releaseFor(&c.budget, charged)
 	c.s.requests.Add(1)
 	start := time.Now()
-	body, err := c.call(&req)
+	body, err := c.call(&req, start)
 	resp := protocol.Envelope{Version: protocol.Version, ID: req.ID}
 	if err != nil {
 		code := protocol.CodeOf(err)
@@ -318,13 +320,14 @@ func (c *conn) handle(req protocol.Envelope, charged int64) {
 }
 
 // call runs the handler for req, recovering a panic as an internal error.
-func (c *conn) call(req *protocol.Envelope) (body []byte, err error) {
+// The handler's context ends HandlerTimeout after start.
+func (c *conn) call(req *protocol.Envelope, start time.Time) (body []byte, err error) {
 	h, ok := (*c.s.handlers.Load())[req.Method]
 	if !ok {
 		return nil, fmt.Errorf("%w: no handler for method %q", protocol.ErrUnknownMethod, req.Method)
 	}
-	ctx, cancel := context.WithTimeout(c.ctx, c.s.cfg.HandlerTimeout)
-	defer cancel()
+	ctx := newReqCtx(c, start)
+	defer ctx.finish()
 	defer func() {
 		if r := recover(); r != nil {
 			c.s.panics.Add(1)
