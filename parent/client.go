@@ -44,6 +44,9 @@ const (
 // readBufSize is the read buffer of each client connection.
 const readBufSize = 4 << 10
 
+// maxFreeChans is how many result channels a connection keeps for reuse.
+const maxFreeChans = 16
+
 // silentProbeTimeout bounds the health probe sent on a connection after a
 // call timed out on it with nothing at all received since the call was
 // sent. A variable for tests.
@@ -422,8 +425,9 @@ type clientConn struct {
 	nc   net.Conn
 	fw   *protocol.FrameWriter
 	fr   *protocol.FrameReader
-	wsem chan struct{} // 1-slot semaphore guarding fw and nc writes
-	done chan struct{} // closed when the connection is broken
+	wsem chan struct{}    // 1-slot semaphore guarding fw and nc writes
+	done chan struct{}    // closed when the connection is broken
+	free chan chan result // empty result channels for reuse (recycle)
 
 	mu        sync.Mutex
 	nextID    uint64
@@ -461,6 +465,7 @@ func newClientConn(nc net.Conn, maxFrame int) (*clientConn, error) {
 		fr:      fr,
 		wsem:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
+		free:    make(chan chan result, maxFreeChans),
 		pending: make(map[uint64]pendingCall),
 	}
 	// Made here, with the connection, so that it belongs to the same
@@ -522,9 +527,7 @@ func (cc *clientConn) callBounded(b *callBound, method string, body []byte) ([]b
 	if err := req.Validate(); err != nil {
 		return nil, fmt.Errorf("parent: encoding request: %w", err)
 	}
-	// Not pooled: a channel made inside a testing/synctest bubble must not
-	// be used outside it.
-	ch := make(chan result, 1)
+	ch := cc.resultChan()
 	cc.mu.Lock()
 	if cc.cause != nil {
 		cc.mu.Unlock()
@@ -546,17 +549,44 @@ func (cc *clientConn) callBounded(b *callBound, method string, body []byte) ([]b
 
 	select {
 	case r := <-ch:
+		cc.recycle(ch)
 		return cc.outcome(r, method, sent)
 	case <-cc.done:
 		// The reader may have delivered just before breaking.
 		select {
 		case r := <-ch:
+			cc.recycle(ch)
 			return cc.outcome(r, method, sent)
 		default:
 		}
 		return nil, cc.lostErr()
 	case <-b.ctx.Done():
 		return nil, cc.gaveUp(id, method, b.ctx.Err(), sent)
+	}
+}
+
+// resultChan returns a result channel for a call: a recycled one, or a new
+// one.
+func (cc *clientConn) resultChan() chan result {
+	select {
+	case ch := <-cc.free:
+		return ch
+	default:
+		return make(chan result, 1)
+	}
+}
+
+// recycle keeps ch, from which its call has just received its one result
+// (every request gets at most one, from the reader or from expire), for
+// another call. A call that ended otherwise drops its channel: a result
+// may still be on its way. The channels are kept per connection, never
+// shared between connections: a channel must stay in the testing/synctest
+// bubble it was made in, and a connection's calls all run in the bubble of
+// its own channels and reader.
+func (cc *clientConn) recycle(ch chan result) {
+	select {
+	case cc.free <- ch:
+	default:
 	}
 }
 

@@ -1,11 +1,14 @@
 package parent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -183,4 +186,70 @@ func serveHealthOnly(c net.Conn) {
 			}
 		}
 	}
+}
+
+// TestCallResultsNeverCrossSynctest: calls whose deadline falls at the very
+// moment their response arrives (fake time makes both happen at once, in
+// either order) get their own response or DeadlineExceeded, never another
+// call's: a result channel is reused only after its call received its one
+// result.
+func TestCallResultsNeverCrossSynctest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		dialer, _ := countingPipeDialer(func(_ int, c net.Conn) {
+			defer c.Close()
+			// Each request is answered after 1+body[0]%5 ms (a health
+			// probe at once).
+			fr, _ := protocol.NewFrameReader(c, 0)
+			fw, _ := protocol.NewFrameWriter(c, 0)
+			var mu sync.Mutex
+			for {
+				f, err := fr.ReadFrame()
+				if err != nil {
+					return
+				}
+				env, err := protocol.UnmarshalEnvelope(f)
+				if err != nil {
+					return
+				}
+				go func() {
+					if len(env.Body) > 0 {
+						time.Sleep(time.Duration(1+env.Body[0]%5) * time.Millisecond)
+					}
+					mu.Lock()
+					defer mu.Unlock()
+					fw.WriteEnvelope(&protocol.Envelope{ID: env.ID, Body: env.Body})
+				}()
+			}
+		})
+		c, err := Dial(context.Background(), "tcp://enclave:5000", Options{Dialer: dialer, Logger: quiet, PoolSize: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		var wg sync.WaitGroup
+		var ok, expired atomic.Int64
+		for g := range 16 {
+			wg.Go(func() {
+				for i := range 100 {
+					body := []byte{byte(i), byte(g), byte(i >> 8)}
+					ctx, cancel := context.WithTimeout(context.Background(), time.Duration(1+(i+g)%5)*time.Millisecond)
+					got, err := c.CallRaw(ctx, "m", body)
+					cancel()
+					switch {
+					case err == nil && bytes.Equal(got, body):
+						ok.Add(1)
+					case errors.Is(err, context.DeadlineExceeded):
+						expired.Add(1)
+					default:
+						t.Errorf("call %d/%d: %x, %v; want %x or DeadlineExceeded", g, i, got, err, body)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if ok.Load() == 0 || expired.Load() == 0 {
+			t.Fatalf("%d calls answered, %d expired: want both", ok.Load(), expired.Load())
+		}
+	})
 }
