@@ -306,21 +306,44 @@ func (h *half) gotBytes(n int) {
 	}
 }
 
-// write writes h.buf[:n] to dst; false means the relay is over.
+// write writes h.buf[:n] to dst; false means the relay is over. With
+// Idle, it gives up only when no byte went out for Idle: a peer that reads
+// slowly but keeps reading is not idle, however long the whole buffer
+// takes. Each Write is bounded by a quarter of Idle, so that the bytes it
+// moved reach the activity clock (which the other direction's idle check
+// reads) while the rest waits.
 func (h *half) write(n int) bool {
-	if h.r.Idle > 0 {
-		h.dst.SetWriteDeadline(time.Now().Add(h.r.Idle))
-	}
-	if h.r.aborted.Load() {
-		return false
-	}
-	nw, err := h.dst.Write((*h.buf)[:n])
-	h.wrote(int64(nw))
-	if err != nil {
+	p := (*h.buf)[:n]
+	moved := time.Now() // when bytes last went out (or the write began)
+	for {
+		if idle := h.r.Idle; idle > 0 {
+			dl := time.Now().Add(idle / 4)
+			if end := moved.Add(idle); end.Before(dl) {
+				dl = end
+			}
+			h.dst.SetWriteDeadline(dl)
+		}
+		if h.r.aborted.Load() {
+			return false
+		}
+		nw, err := h.dst.Write(p)
+		h.wrote(int64(nw))
+		p = p[nw:]
+		if err == nil {
+			return true
+		}
+		if h.r.Idle > 0 && isTimeout(err) && !h.r.aborted.Load() {
+			now := time.Now()
+			if nw > 0 {
+				moved = now
+			}
+			if now.Sub(moved) < h.r.Idle {
+				continue
+			}
+		}
 		h.r.abort(writeErr(err))
 		return false
 	}
-	return true
 }
 
 // wrote accounts for n bytes written to dst.

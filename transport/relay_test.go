@@ -418,3 +418,45 @@ func TestRelayClosedByCaller(t *testing.T) {
 		}
 	}
 }
+
+// TestRelaySlowReader: a peer that reads slowly but steadily is not idle,
+// however long one buffer takes to reach it, and neither is the other
+// direction meanwhile: bytes keep moving.
+func TestRelaySlowReader(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const idle = time.Minute
+		const size = 256 << 10 // four buffers; at 1 KiB per 10 s, each takes 640 s
+		client, a := net.Pipe()
+		b, server := net.Pipe()
+		done := make(chan error, 1)
+		var ab int64
+		go func() {
+			var err error
+			ab, _, err = (&Relay{Idle: idle}).Run(context.Background(), a, b)
+			a.Close()
+			b.Close()
+			done <- err
+		}()
+		go func() {
+			client.Write(make([]byte, size))
+			client.Close()
+		}()
+		var got int64
+		buf := make([]byte, 1024)
+		for {
+			n, err := server.Read(buf)
+			got += int64(n)
+			if err != nil {
+				break
+			}
+			time.Sleep(10 * time.Second)
+		}
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v, want nil", err)
+		}
+		if got != size || ab != size {
+			t.Errorf("the slow reader got %d bytes, Run counted %d; want %d", got, ab, size)
+		}
+		server.Close()
+	})
+}
