@@ -2,11 +2,15 @@ package transport
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"os"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func spliceCount() int64 { return relaySplices.Load() }
@@ -79,4 +83,81 @@ func TestRelayIdleHoldsNoPipeNorBuffer(t *testing.T) {
 	for range pairs {
 		<-done
 	}
+}
+
+// TestRelaySlowReaderOnSockets: TestRelaySlowReader on real sockets,
+// spliced and copied: a reader taking 1 KiB every 4 ms (250 kB/s) is never
+// cut, though a whole splice or buffer takes it longer than Idle. The
+// reader's connection has small buffers and an Internet-sized MSS, so that
+// its kernel passes bytes on smoothly (not in loopback's 64 KiB segments)
+// and holds little: it is the relay that waits for the reader. (Real
+// time: the poller's deadlines do not run in a synctest bubble; nothing is
+// timed, and Idle is far above the reader's pauses.)
+func TestRelaySlowReaderOnSockets(t *testing.T) {
+	const size = 512 << 10
+	for _, observe := range []bool{false, true} {
+		client, a := connPair(t, "tcp")
+		b, server := smallMSSPair(t)
+		b.(*net.TCPConn).SetWriteBuffer(16 << 10)
+		server.(*net.TCPConn).SetReadBuffer(8 << 10)
+		r := &Relay{Idle: 500 * time.Millisecond}
+		if observe {
+			r.Observe = func([]byte, time.Time) {}
+		}
+		done := make(chan error, 1)
+		go func() {
+			_, _, err := r.Run(context.Background(), a, b)
+			a.Close()
+			b.Close()
+			done <- err
+		}()
+		go func() {
+			client.Write(make([]byte, size))
+			client.(*net.TCPConn).CloseWrite()
+		}()
+		var got int
+		buf := make([]byte, 1<<10)
+		for {
+			n, err := server.Read(buf)
+			got += n
+			if err != nil || got == size {
+				break
+			}
+			time.Sleep(4 * time.Millisecond)
+		}
+		server.(*net.TCPConn).CloseWrite()
+		if err := <-done; err != nil || got != size {
+			t.Errorf("observe=%v: the slow reader got %d bytes of %d; Run: %v, want nil", observe, got, size, err)
+		}
+	}
+}
+
+// smallMSSPair is connPair("tcp") with a 1460-byte MSS.
+func smallMSSPair(t testing.TB) (net.Conn, net.Conn) {
+	t.Helper()
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_MAXSEG, 1460) })
+		return errors.Join(err, serr)
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ch := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		ch <- c
+	}()
+	d, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := <-ch
+	if a == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { d.Close(); a.Close() })
+	return d, a
 }
