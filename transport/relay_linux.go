@@ -24,6 +24,10 @@ type fastPath struct {
 	to   *net.TCPConn    // dst, while src to dst is spliced
 	toRC syscall.RawConn // to's
 	h    *half
+	// inqSlack is how many of the bytes SIOCINQ counts a read may skip: 1
+	// on a Unix socket, whose count includes a pending out-of-band byte
+	// (which a stream read drops).
+	inqSlack int
 
 	onRead, onSplice func(fd uintptr) bool // the callbacks, made once
 
@@ -58,7 +62,7 @@ func (h *half) setup() {
 			f.to = to
 		case *net.UnixConn:
 			if src.LocalAddr().Network() == "unix" { // Go splices stream sockets only
-				f.to = to
+				f.to, f.inqSlack = to, 1
 			}
 		}
 		if f.to != nil {
@@ -151,8 +155,8 @@ func (f *fastPath) readFD(fd uintptr) bool {
 // are, it reads as readFD does (an EOF, an error, or bytes that arrived
 // just now), or returns false to wait.
 func (f *fastPath) spliceFD(fd uintptr) bool {
-	if n, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ); err == nil && n > 0 {
-		f.avail = n
+	if n, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ); err == nil && n > f.inqSlack {
+		f.avail = n - f.inqSlack
 		return true
 	}
 	return f.readFD(fd)

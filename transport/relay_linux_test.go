@@ -161,3 +161,59 @@ func smallMSSPair(t testing.TB) (net.Conn, net.Conn) {
 	t.Cleanup(func() { d.Close(); a.Close() })
 	return d, a
 }
+
+// TestRelayOutOfBand: a source peer that sends an out-of-band byte between
+// others. The others pass, in order, and the out-of-band byte is dropped,
+// as a read drops it; nor does the relay then wait inside a splice (holding
+// a pipe, its counters and activity clock stopped) for a byte that the
+// kernel counted as queued but a read skips: a Unix socket counts it.
+func TestRelayOutOfBand(t *testing.T) {
+	for _, network := range []string{"tcp", "unix"} {
+		client, a := connPair(t, network)
+		b, server := connPair(t, "tcp")
+		io.WriteString(client, "hello")
+		rc, err := client.(syscall.Conn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var oobErr error
+		rc.Write(func(fd uintptr) bool {
+			oobErr = unix.Sendto(int(fd), []byte("X"), unix.MSG_OOB, nil)
+			return true
+		})
+		if oobErr != nil {
+			t.Skipf("%s: cannot send out of band: %v", network, oobErr)
+		}
+		io.WriteString(client, "world")
+		r := &Relay{Idle: time.Hour}
+		done := make(chan error, 1)
+		var ab int64
+		go func() {
+			var err error
+			ab, _, err = r.Run(context.Background(), a, b)
+			done <- err
+		}()
+		got := make([]byte, 10)
+		if _, err := io.ReadFull(server, got); err != nil || string(got) != "helloworld" {
+			t.Fatalf("%s: B got %q (%v), want %q", network, got, err, "helloworld")
+		}
+		var aToB time.Time
+		for range 500 {
+			if _, aToB, _ = r.Activity(); !aToB.IsZero() {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if aToB.IsZero() {
+			t.Errorf("%s: the bytes passed but the relay never saw them read: it is waiting inside a splice", network)
+		}
+		client.(interface{ CloseWrite() error }).CloseWrite()
+		server.(*net.TCPConn).CloseWrite()
+		if rest, _ := io.ReadAll(server); len(rest) > 0 {
+			t.Errorf("%s: B got %q more", network, rest)
+		}
+		if err := <-done; err != nil || ab != 10 {
+			t.Errorf("%s: Run: %d bytes, %v; want 10, nil", network, ab, err)
+		}
+	}
+}
