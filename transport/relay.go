@@ -206,9 +206,11 @@ func isClosed(err error) bool {
 	return err != nil && (errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed))
 }
 
+// isTimeout reports whether err is a deadline passing (net.Conn's errors
+// then wrap os.ErrDeadlineExceeded). Not any net.Error that says Timeout:
+// ETIMEDOUT, a connection whose peer vanished, says so too.
 func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+	return errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 // writeErr is the cause a failed write ends the relay with: a write

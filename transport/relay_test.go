@@ -9,10 +9,12 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -458,5 +460,43 @@ func TestRelaySlowReader(t *testing.T) {
 			t.Errorf("the slow reader got %d bytes, Run counted %d; want %d", got, ab, size)
 		}
 		server.Close()
+	})
+}
+
+// timedOutConn's first Read fails as a TCP connection whose peer vanished
+// (keepalive or retransmissions gave up), and its next ones return EOF, as
+// the kernel's do then.
+type timedOutConn struct {
+	net.Conn
+	failed bool
+}
+
+func (c *timedOutConn) Read(p []byte) (int, error) {
+	if !c.failed {
+		c.failed = true
+		return 0, &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ETIMEDOUT)}
+	}
+	return 0, io.EOF
+}
+
+// TestRelayConnectionTimedOut: a connection that timed out (ETIMEDOUT,
+// whose net.Error says Timeout) is a failure, not one of the relay's own
+// deadlines passing: Run returns it, rather than reading on and passing
+// the EOF that follows as the peer's clean end.
+func TestRelayConnectionTimedOut(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		client, a := net.Pipe()
+		b, server := net.Pipe()
+		defer func() {
+			for _, c := range []net.Conn{client, a, b, server} {
+				c.Close()
+			}
+		}()
+		go io.Copy(io.Discard, client)
+		go io.Copy(io.Discard, server)
+		_, _, err := (&Relay{Idle: time.Minute}).Run(context.Background(), &timedOutConn{Conn: a}, b)
+		if !errors.Is(err, syscall.ETIMEDOUT) {
+			t.Errorf("Run: %v, want the connection's ETIMEDOUT", err)
+		}
 	})
 }
