@@ -104,9 +104,6 @@ var (
 	// speak it, answered malformed or oversized data, reported an error,
 	// or did not answer in time.
 	ErrFreshExchange = errors.New("attest: fresh attestation exchange failed")
-
-	// ErrTLSOptions: the TLSOptions are invalid.
-	ErrTLSOptions = errors.New("attest: invalid attested TLS options")
 )
 
 // Checks that a verification runs, in order, as reported by TLSResult.Checks.
@@ -127,7 +124,7 @@ const (
 // enclave holds the key, and anyone can run an enclave. The rest defaults
 // to the pinned AWS root and DefaultTLSMaxAge.
 type TLSOptions struct {
-	// Roots are the trust anchors of the document's chain. Nil pins the
+	// Roots are the trust anchors of the document's chain. nil pins the
 	// AWS Nitro Enclaves root (AWSRootSHA256). Development: the emulator's
 	// root (enclaved --emulator-root FILE).
 	Roots *x509.CertPool
@@ -142,8 +139,8 @@ type TLSOptions struct {
 	// --pcr): whoever runs an enclave of their own passes.
 	AnyImage bool
 
-	// MaxAge is the oldest document accepted. Zero means DefaultTLSMaxAge;
-	// it must not be negative.
+	// MaxAge is the oldest document accepted. 0 means DefaultTLSMaxAge
+	// (10m); it must not be negative.
 	MaxAge time.Duration
 
 	// AllowDebug accepts documents whose PCR0 is all zeros (debug-mode
@@ -157,24 +154,24 @@ type TLSOptions struct {
 	// from NewTLSConfig cannot.
 	Fresh bool
 
-	// ServerName is sent as SNI. Optional; it is not verified.
+	// ServerName is sent as SNI; "" sends none. It is not verified.
 	ServerName string
 
 	// Now returns the verifier's clock; nil means time.Now.
 	Now func() time.Time
 }
 
-// Validate reports whether the options are usable.
+// Validate reports the first invalid field, naming it, its value and what
+// is accepted; the error wraps ErrConfig.
 func (o *TLSOptions) Validate() error {
 	if o.MaxAge < 0 {
-		return fmt.Errorf("%w: max age %v is negative", ErrTLSOptions, o.MaxAge)
+		return fieldErr("TLSOptions.MaxAge", o.MaxAge, "negative (0 means the default, %v)", DefaultTLSMaxAge)
 	}
-	v := VerifyOptions{PCRs: o.PCRs}
-	if err := v.Validate(); err != nil {
-		return fmt.Errorf("%w: %w", ErrTLSOptions, err)
+	if err := validatePCRs("TLSOptions.PCRs", o.PCRs); err != nil {
+		return err
 	}
 	if len(o.PCRs) == 0 && !o.AnyImage {
-		return fmt.Errorf("%w: no expected PCRs: any enclave image would pass; give the PCRs of your EIF (enclavekit eif pcrs)", ErrTLSOptions)
+		return fmt.Errorf("%w: TLSOptions.PCRs is empty, no expected PCRs: any enclave image would pass; give the PCRs of your EIF (enclavekit eif pcrs)", ErrConfig)
 	}
 	return nil
 }

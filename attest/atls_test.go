@@ -136,8 +136,8 @@ func TestAttestedTLS(t *testing.T) {
 		{"replayed document, no fresh check", replay.Addr, attest.TLSOptions{Roots: replay.Emulator.Roots(), PCRs: replay.PCRs}, nil, ""},
 		{"enclave cannot attest the session", huge.Addr, attest.TLSOptions{Roots: huge.Emulator.Roots(), PCRs: huge.PCRs, Fresh: true}, attest.ErrFreshExchange, "attestation unavailable"},
 		{"fresh against a plain TLS server", mitmPlain, attest.TLSOptions{Roots: roots, PCRs: srv.PCRs, Fresh: true}, attest.ErrNoAttestation, ""},
-		{"bad options", srv.Addr, attest.TLSOptions{MaxAge: -1}, attest.ErrTLSOptions, "negative"},
-		{"no expected PCRs", srv.Addr, attest.TLSOptions{Roots: roots}, attest.ErrTLSOptions, "any enclave image would pass"},
+		{"bad options", srv.Addr, attest.TLSOptions{MaxAge: -1}, attest.ErrConfig, "negative"},
+		{"no expected PCRs", srv.Addr, attest.TLSOptions{Roots: roots}, attest.ErrConfig, "any enclave image would pass"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -244,7 +244,7 @@ func TestNewTLSConfig(t *testing.T) {
 			}
 		})
 	}
-	if _, err := attest.NewTLSConfig(attest.TLSOptions{PCRs: map[int][]byte{40: nil}}); !errors.Is(err, attest.ErrTLSOptions) {
+	if _, err := attest.NewTLSConfig(attest.TLSOptions{PCRs: map[int][]byte{40: nil}}); !errors.Is(err, attest.ErrConfig) {
 		t.Fatalf("bad PCR index: err = %v", err)
 	}
 }

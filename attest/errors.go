@@ -3,7 +3,7 @@ package attest
 import "errors"
 
 // Sentinel errors of the verifier. Every error returned by Verify and
-// ParseUnverified wraps exactly one of them, so a caller (or the CLI) can
+// ParseUnverified wraps exactly one of them (or ErrConfig), so a caller (or the CLI) can
 // name the check that failed with errors.Is.
 var (
 	// ErrMalformed: the bytes are not a well-formed attestation document
@@ -47,10 +47,13 @@ var (
 
 	// ErrPublicKeyMismatch: public_key differs from VerifyOptions.PublicKey.
 	ErrPublicKeyMismatch = errors.New("attest: public_key mismatch")
-
-	// ErrOptions: the VerifyOptions themselves are invalid.
-	ErrOptions = errors.New("attest: invalid verify options")
 )
+
+// ErrConfig is wrapped by every configuration error of the package: those of
+// VerifyOptions.Validate and TLSOptions.Validate, and so of Verify,
+// NewTLSConfig, ClientHandshake and TLSDialer. Verify's errors wrap it
+// instead of a check's sentinel when the options themselves are invalid.
+var ErrConfig = errors.New("attest: bad configuration")
 
 // Sentinel errors of the NSM client, one per NSM error code of
 // aws-nitro-enclaves-nsm-api (src/api/mod.rs, enum ErrorCode). The client

@@ -32,7 +32,10 @@ type VerifyOptions struct {
 	// when MaxAge is zero. When set, the document must not be dated more
 	// than MaxClockSkew after it and the signing certificate must still be
 	// valid at it. The chain itself is always verified at the document's
-	// timestamp.
+	// timestamp. It is an instant, not a clock (as in
+	// crypto/x509.VerifyOptions): one Verify checks at one time. The
+	// options that outlive one check (TLSOptions, parent.AttestOptions)
+	// take a Now func instead.
 	CurrentTime time.Time
 
 	// MaxAge, when positive, rejects documents older than MaxAge at
@@ -66,28 +69,45 @@ type VerifyOptions struct {
 	DisableChainCache bool
 }
 
-// Validate reports whether the options are usable.
+// Validate reports the first invalid field, naming it, its value and what
+// is accepted; the error wraps ErrConfig.
 func (o *VerifyOptions) Validate() error {
 	if o.MaxAge < 0 {
-		return fmt.Errorf("%w: MaxAge %v is negative", ErrOptions, o.MaxAge)
+		return fieldErr("VerifyOptions.MaxAge", o.MaxAge, "negative (0 skips the freshness check)")
 	}
-	for i, v := range o.PCRs {
-		if i < 0 || i >= MaxPCRs {
-			return fmt.Errorf("%w: PCR index %d out of range 0..%d", ErrOptions, i, MaxPCRs-1)
-		}
-		if len(v) != PCRSize {
-			return fmt.Errorf("%w: expected PCR%d is %d bytes, want %d", ErrOptions, i, len(v), PCRSize)
-		}
+	if err := validatePCRs("VerifyOptions.PCRs", o.PCRs); err != nil {
+		return err
 	}
 	for _, f := range []struct {
 		name string
 		b    []byte
-	}{{"Nonce", o.Nonce}, {"UserData", o.UserData}, {"PublicKey", o.PublicKey}} {
+	}{{"VerifyOptions.Nonce", o.Nonce}, {"VerifyOptions.UserData", o.UserData}, {"VerifyOptions.PublicKey", o.PublicKey}} {
 		if len(f.b) > MaxFieldSize {
-			return fmt.Errorf("%w: %s is %d bytes, limit %d", ErrOptions, f.name, len(f.b), MaxFieldSize)
+			return fieldErr(f.name, fmt.Sprintf("%d bytes", len(f.b)), "above MaxFieldSize (%d bytes)", MaxFieldSize)
 		}
 	}
 	return nil
+}
+
+// validatePCRs checks expected PCRs: indices 0..MaxPCRs-1, values of
+// PCRSize bytes.
+func validatePCRs(field string, pcrs map[int][]byte) error {
+	for i, v := range pcrs {
+		if i < 0 || i >= MaxPCRs {
+			return fieldErr(field+" index", i, "outside 0..%d", MaxPCRs-1)
+		}
+		if len(v) != PCRSize {
+			return fieldErr(fmt.Sprintf("%s[%d]", field, i), fmt.Sprintf("%d bytes", len(v)), "not %d (a SHA-384 PCR value)", PCRSize)
+		}
+	}
+	return nil
+}
+
+// fieldErr reports a field whose value is not accepted, in the form the
+// module's packages share: "attest: bad configuration: TLSOptions.MaxAge
+// is -1s, negative (0 means the default, 10m0s)".
+func fieldErr(field string, v any, why string, args ...any) error {
+	return fmt.Errorf("%w: %s is %v, %s", ErrConfig, field, v, fmt.Sprintf(why, args...))
 }
 
 // Verify parses and verifies an attestation document: strict CBOR, the

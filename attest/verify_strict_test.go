@@ -364,8 +364,8 @@ func TestVerifyOptionsFieldLimits(t *testing.T) {
 	doc := readCorpus(t, sample)
 	big := make([]byte, attest.MaxFieldSize+1)
 	for _, opts := range []attest.VerifyOptions{{Nonce: big}, {UserData: big}, {PublicKey: big}, {PCRs: map[int][]byte{0: make([]byte, 47)}}, {PCRs: map[int][]byte{-1: make([]byte, 48)}}} {
-		if _, err := verify(t, doc, opts); !errors.Is(err, attest.ErrOptions) {
-			t.Fatalf("%+v: %v, want ErrOptions", opts, err)
+		if _, err := verify(t, doc, opts); !errors.Is(err, attest.ErrConfig) {
+			t.Fatalf("%+v: %v, want ErrConfig", opts, err)
 		}
 	}
 }

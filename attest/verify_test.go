@@ -184,8 +184,8 @@ func TestVerifyTampering(t *testing.T) {
 		{"pcr ok", doc, attest.VerifyOptions{PCRs: map[int][]byte{4: d.PCRs[4], 0: d.PCRs[0]}}, nil},
 		{"pcr mismatch", doc, attest.VerifyOptions{PCRs: map[int][]byte{4: make([]byte, 48)}}, attest.ErrPCRMismatch},
 		{"pcr absent", doc, attest.VerifyOptions{PCRs: map[int][]byte{20: make([]byte, 48)}}, attest.ErrPCRMismatch},
-		{"bad options pcr", doc, attest.VerifyOptions{PCRs: map[int][]byte{32: make([]byte, 48)}}, attest.ErrOptions},
-		{"bad options max age", doc, attest.VerifyOptions{MaxAge: -1}, attest.ErrOptions},
+		{"bad options pcr", doc, attest.VerifyOptions{PCRs: map[int][]byte{32: make([]byte, 48)}}, attest.ErrConfig},
+		{"bad options max age", doc, attest.VerifyOptions{MaxAge: -1}, attest.ErrConfig},
 		{"foreign roots", doc, attest.VerifyOptions{Roots: x509.NewCertPool()}, attest.ErrRootNotPinned},
 		{"explicit AWS roots", doc, attest.VerifyOptions{Roots: attest.AWSRoots()}, nil},
 	} {

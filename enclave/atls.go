@@ -43,24 +43,24 @@ const (
 // attestation).
 var ErrAttestedTLS = errors.New("enclave: attested TLS")
 
-// AttestedTLSConfig configures NewAttestedListener. The zero value is valid
-// and uses the defaults.
+// AttestedTLSConfig configures NewAttestedListener. The zero value is
+// valid: every zero field takes the default documented on it.
 type AttestedTLSConfig struct {
 	// MaxDocumentAge is the age the certificate's attestation document may
 	// reach: a new document (and certificate, same key) is made when the
 	// current one is half this old, and retried until it succeeds.
 	// Clients check the age against their own bound (attest.TLSOptions.MaxAge,
-	// also 10 minutes by default). 0 means DefaultMaxDocumentAge;
-	// otherwise 10s..24h.
+	// also 10 minutes by default). 10s..24h; 0 means DefaultMaxDocumentAge
+	// (10m).
 	MaxDocumentAge time.Duration
 
 	// HandshakeTimeout bounds each TLS handshake, and the Fresh exchange
-	// once its first byte arrived. 0 means DefaultHandshakeTimeout.
+	// once its first byte arrived. 0 means DefaultHandshakeTimeout (10s).
 	HandshakeTimeout time.Duration
 
 	// FirstByteTimeout bounds the wait, after the handshake, for the
 	// client's first byte (or the application's own read deadline, if
-	// earlier). 0 means DefaultFirstByteTimeout.
+	// earlier). 0 means DefaultFirstByteTimeout (2m).
 	FirstByteTimeout time.Duration
 
 	// Logger receives renewal and connection events. nil means
@@ -68,16 +68,18 @@ type AttestedTLSConfig struct {
 	Logger *slog.Logger
 }
 
-// Validate reports whether c is usable.
+// Validate reports the first invalid field, its value and the accepted
+// values; the error wraps ErrConfig. (Its fields are named in words, as
+// enclaved's --tls-* flags describe them.)
 func (c AttestedTLSConfig) Validate() error {
 	if c.MaxDocumentAge != 0 && (c.MaxDocumentAge < minMaxDocumentAge || c.MaxDocumentAge > maxMaxDocumentAge) {
-		return fmt.Errorf("enclave: attested TLS max document age %v: want %v..%v (or 0 for %v)", c.MaxDocumentAge, minMaxDocumentAge, maxMaxDocumentAge, DefaultMaxDocumentAge)
+		return fmt.Errorf("%w: attested TLS max document age %v, outside %v..%v (0 means the default, %v)", ErrConfig, c.MaxDocumentAge, minMaxDocumentAge, maxMaxDocumentAge, DefaultMaxDocumentAge)
 	}
 	if c.HandshakeTimeout < 0 {
-		return fmt.Errorf("enclave: attested TLS handshake timeout %v is negative", c.HandshakeTimeout)
+		return fmt.Errorf("%w: attested TLS handshake timeout %v, negative (0 means the default, %v)", ErrConfig, c.HandshakeTimeout, DefaultHandshakeTimeout)
 	}
 	if c.FirstByteTimeout < 0 {
-		return fmt.Errorf("enclave: attested TLS first-byte timeout %v is negative", c.FirstByteTimeout)
+		return fmt.Errorf("%w: attested TLS first-byte timeout %v, negative (0 means the default, %v)", ErrConfig, c.FirstByteTimeout, DefaultFirstByteTimeout)
 	}
 	return nil
 }

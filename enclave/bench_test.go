@@ -153,8 +153,8 @@ func benchRoundTrips(b *testing.B, addr string, size, clients int) {
 // drops, as when the parent is away); the console is discarded.
 func BenchmarkLogHandler(b *testing.B) {
 	h, err := NewLogHandler(LogConfig{
-		Console: io.Discard,
-		Buffer:  1,
+		Console:   io.Discard,
+		SinkQueue: 1,
 		Dial: func(ctx context.Context, _ string) (net.Conn, error) {
 			<-ctx.Done()
 			return nil, ctx.Err()

@@ -14,31 +14,45 @@ import (
 
 // Defaults used for zero Config fields.
 const (
-	DefaultAddr              = "vsock://any:5000"
-	DefaultMaxConns          = 256
-	DefaultMaxInFlight       = 32
-	DefaultReadHeaderTimeout = 10 * time.Second
-	DefaultIdleTimeout       = 2 * time.Minute
-	DefaultWriteTimeout      = 10 * time.Second
-	DefaultHandlerTimeout    = 30 * time.Second
-	DefaultDrainTimeout      = 10 * time.Second
+	DefaultAddr             = "vsock://any:5000"
+	DefaultMaxConns         = 256
+	DefaultMaxInFlight      = 32
+	DefaultReadFrameTimeout = 10 * time.Second
+	DefaultIdleTimeout      = 2 * time.Minute
+	DefaultWriteTimeout     = 10 * time.Second
+	DefaultHandlerTimeout   = 30 * time.Second
+	DefaultDrainTimeout     = 10 * time.Second
 	// DefaultMaxInFlightBytes bounds the bytes of requests in flight across
 	// the whole server (see Config.MaxInFlightBytes): 64 MiB, which is also
 	// the largest MaxFrameSize, so every frame size fits.
 	DefaultMaxInFlightBytes = 64 << 20
+	// MinClockCheckInterval is the shortest Config.ClockCheckInterval.
+	MinClockCheckInterval = time.Second
 )
 
-// ErrConfig is wrapped by every error returned by Config.Validate.
-var ErrConfig = errors.New("enclave: invalid config")
+// ErrConfig is wrapped by every configuration error of the package: those
+// of Config.Validate, LogConfig.Validate and AttestedTLSConfig.Validate,
+// and so of New, Listen, NewLogHandler and NewAttestedListener.
+var ErrConfig = errors.New("enclave: bad configuration")
 
-// Config configures a Server. Every zero field takes the default documented
-// on it, so Config{} is valid; negative durations and counts are errors.
+// fieldErr reports a field whose value is not accepted, in the form the
+// module's packages share: "enclave: bad configuration: Config.MaxConns
+// is -1, negative (0 means the default, 256)".
+func fieldErr(field string, v any, why string, args ...any) error {
+	return fmt.Errorf("%w: %s is %v, %s", ErrConfig, field, v, fmt.Sprintf(why, args...))
+}
+
+// Config configures a Server. The zero value is valid: every zero field
+// takes the default documented on it (the Default* constants); negative
+// durations and counts are errors.
 type Config struct {
 	// Addr is the listen address in transport syntax: "vsock://any:5000"
-	// (the default) inside an enclave, "tcp://127.0.0.1:0" in tests.
+	// inside an enclave, "tcp://127.0.0.1:0" in tests. "" means
+	// DefaultAddr.
 	Addr string
 
-	// MaxConns caps the number of open client connections (default 256).
+	// MaxConns caps the number of open client connections. 0 means
+	// DefaultMaxConns (256).
 	// A connection accepted while the cap is reached makes room: the server
 	// evicts (closes) the open connection that has been idle or stalled
 	// the longest, counted in Stats.EvictedConns: the one whose last
@@ -60,34 +74,40 @@ type Config struct {
 	// other client out until IdleTimeout; leave it off.
 	RefuseAtCap bool
 
-	// MaxInFlight caps the requests being handled at once on one connection
-	// (default 32). Requests may be pipelined; once the cap is reached the
-	// server stops reading that connection until a response has been written.
+	// MaxInFlight caps the requests being handled at once on one
+	// connection; 0 means DefaultMaxInFlight (32). Requests may be
+	// pipelined; once the cap is reached the server stops reading that
+	// connection until a response has been written.
 	MaxInFlight int
 
-	// ReadHeaderTimeout bounds the time to receive a whole frame once its
-	// first byte has arrived (default 10s). A peer that sends part of a
-	// frame and stalls (slowloris) is disconnected when it expires.
-	ReadHeaderTimeout time.Duration
+	// ReadFrameTimeout bounds the time to receive a whole frame, length
+	// prefix and payload, once its first byte has arrived; 0 means
+	// DefaultReadFrameTimeout (10s). A peer that sends part of a frame and
+	// stalls (slowloris) is disconnected when it expires.
+	ReadFrameTimeout time.Duration
 
-	// IdleTimeout bounds the wait for the first byte of the next frame
-	// (default 2m). Idle connections are closed when it expires.
+	// IdleTimeout bounds the wait for the first byte of the next frame;
+	// 0 means DefaultIdleTimeout (2m). Idle connections are closed when it
+	// expires.
 	IdleTimeout time.Duration
 
-	// WriteTimeout bounds writing one response frame (default 10s). A peer
-	// that does not read its responses is disconnected when it expires.
+	// WriteTimeout bounds writing one response frame; 0 means
+	// DefaultWriteTimeout (10s). A peer that does not read its responses is
+	// disconnected when it expires.
 	WriteTimeout time.Duration
 
-	// MaxFrameSize is the largest frame payload accepted or sent, in bytes
-	// (default protocol.DefaultMaxFrame, 1 MiB; at most protocol.MaxFrameLimit).
-	// A larger declared length closes the connection before any allocation.
+	// MaxFrameSize is the largest frame payload accepted or sent, in
+	// bytes, 1..protocol.MaxFrameSizeLimit (64 MiB); 0 means
+	// protocol.DefaultMaxFrameSize (1 MiB). A larger declared length closes
+	// the connection before any allocation.
 	MaxFrameSize int
 
 	// MaxInFlightBytes bounds, across all connections, the bytes held by
-	// requests being handled (default 64 MiB; at least MaxFrameSize). A
-	// request is charged its frame's payload size from when its frame has
-	// been read until its response has been written; the response frame is
-	// charged too while it is written. When a request does not fit, the
+	// requests being handled; at least MaxFrameSize, and 0 means
+	// DefaultMaxInFlightBytes (64 MiB). A request is charged its frame's
+	// payload size from when its frame has been read until its response
+	// has been written; the response frame is charged too while it is
+	// written. When a request does not fit, the
 	// server stops reading that connection until enough bytes are released
 	// (the wait is counted in Stats.BudgetWaits); requests are admitted in
 	// arrival order.
@@ -119,13 +139,15 @@ type Config struct {
 	// for an enclave with little memory.
 	MaxInFlightBytes int64
 
-	// HandlerTimeout bounds each handler call through its context
-	// (default 30s). Handlers must return when their context is done.
+	// HandlerTimeout bounds each handler call through its context; 0 means
+	// DefaultHandlerTimeout (30s). Handlers must return when their context
+	// is done.
 	HandlerTimeout time.Duration
 
-	// DrainTimeout bounds graceful shutdown (default 10s): after the context
-	// given to Serve is canceled, in-flight requests have this long to finish
-	// before their contexts are canceled and connections are closed.
+	// DrainTimeout bounds graceful shutdown; 0 means DefaultDrainTimeout
+	// (10s). After the context given to Serve is canceled, in-flight
+	// requests have this long to finish before their contexts are canceled
+	// and connections are closed.
 	DrainTimeout time.Duration
 
 	// Logger receives the server's log, including the details of errors
@@ -135,7 +157,8 @@ type Config struct {
 
 	// Dev is the explicit development override: failed startup checks are
 	// logged as loud warnings instead of refusing to start, and health
-	// reports dev=true. Never set it in production.
+	// reports dev=true. Never set it in production. false (the zero value)
+	// refuses to start when a check fails.
 	Dev bool
 
 	// SysFS is the file system the startup checks read, rooted at "/".
@@ -157,18 +180,19 @@ type Config struct {
 	AllowDebug bool
 
 	// MaxClockSkew bounds how far the system clock may be from the NSM's
-	// time (the timestamp of a fresh attestation document), default 5s. At
-	// start a larger skew refuses to start (check "clock"); while serving
-	// it is logged as an error.
+	// time (the timestamp of a fresh attestation document); 0 means
+	// DefaultMaxClockSkew (5s). At start a larger skew refuses to start
+	// (check "clock"); while serving it is logged as an error.
 	MaxClockSkew time.Duration
 
 	// ClockCheckInterval is how often a serving server re-reads the NSM's
-	// time to re-check the clock and feed the TrustedClock (default 1m, at
-	// least 1s).
+	// time to re-check the clock and feed the TrustedClock: at least
+	// MinClockCheckInterval (1s); 0 means DefaultClockCheckInterval (1m).
 	ClockCheckInterval time.Duration
 
-	// NSMTimeout bounds each attestation request of the NSM checks
-	// (default 5s); an NSM that does not answer in time fails check "nsm".
+	// NSMTimeout bounds each attestation request of the NSM checks; 0
+	// means DefaultNSMTimeout (5s). An NSM that does not answer in time
+	// fails check "nsm".
 	NSMTimeout time.Duration
 }
 
@@ -183,8 +207,8 @@ func (c Config) withDefaults() Config {
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = DefaultMaxInFlight
 	}
-	if c.ReadHeaderTimeout == 0 {
-		c.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	if c.ReadFrameTimeout == 0 {
+		c.ReadFrameTimeout = DefaultReadFrameTimeout
 	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = DefaultIdleTimeout
@@ -193,7 +217,7 @@ func (c Config) withDefaults() Config {
 		c.WriteTimeout = DefaultWriteTimeout
 	}
 	if c.MaxFrameSize == 0 {
-		c.MaxFrameSize = protocol.DefaultMaxFrame
+		c.MaxFrameSize = protocol.DefaultMaxFrameSize
 	}
 	if c.HandlerTimeout == 0 {
 		c.HandlerTimeout = DefaultHandlerTimeout
@@ -220,50 +244,48 @@ func (c Config) withDefaults() Config {
 }
 
 // Validate reports the first invalid field, naming it, its value and the
-// accepted range. Zero fields are valid (they take defaults).
+// accepted values (see fieldErr); the error wraps ErrConfig. Zero fields
+// are valid (they take defaults).
 func (c Config) Validate() error {
-	bad := func(field string, v any, want string) error {
-		return fmt.Errorf("%w: %s is %v; want %s", ErrConfig, field, v, want)
-	}
 	if c.Addr != "" {
 		if _, err := transport.ParseAddr(c.Addr); err != nil {
-			return fmt.Errorf("%w: Addr: %w", ErrConfig, err)
+			return fmt.Errorf("%w: Config.Addr: %w", ErrConfig, err)
 		}
 	}
 	switch {
 	case c.MaxConns < 0:
-		return bad("MaxConns", c.MaxConns, "a positive count, or 0 for the default of 256")
+		return fieldErr("Config.MaxConns", c.MaxConns, "negative (0 means the default, %d)", DefaultMaxConns)
 	case c.MaxInFlight < 0:
-		return bad("MaxInFlight", c.MaxInFlight, "a positive count, or 0 for the default of 32")
-	case c.MaxFrameSize < 0 || c.MaxFrameSize > protocol.MaxFrameLimit:
-		return bad("MaxFrameSize", c.MaxFrameSize, fmt.Sprintf("1..%d bytes (64 MiB), or 0 for the default of 1 MiB", protocol.MaxFrameLimit))
+		return fieldErr("Config.MaxInFlight", c.MaxInFlight, "negative (0 means the default, %d)", DefaultMaxInFlight)
+	case c.MaxFrameSize < 0 || c.MaxFrameSize > protocol.MaxFrameSizeLimit:
+		return fieldErr("Config.MaxFrameSize", c.MaxFrameSize, "outside 1..%d bytes (0 means the default, %d)", protocol.MaxFrameSizeLimit, protocol.DefaultMaxFrameSize)
 	case c.MaxInFlightBytes < 0:
-		return bad("MaxInFlightBytes", c.MaxInFlightBytes, "a positive byte count, or 0 for the default of 64 MiB")
-	case c.ClockCheckInterval > 0 && c.ClockCheckInterval < time.Second:
-		return bad("ClockCheckInterval", c.ClockCheckInterval, "at least 1s, or 0 for the default of 1m")
+		return fieldErr("Config.MaxInFlightBytes", c.MaxInFlightBytes, "negative (0 means the default, %d)", DefaultMaxInFlightBytes)
+	case c.ClockCheckInterval > 0 && c.ClockCheckInterval < MinClockCheckInterval:
+		return fieldErr("Config.ClockCheckInterval", c.ClockCheckInterval, "below %v (0 means the default, %v)", MinClockCheckInterval, DefaultClockCheckInterval)
 	}
 	frame := int64(c.MaxFrameSize)
 	if frame == 0 {
-		frame = protocol.DefaultMaxFrame
+		frame = protocol.DefaultMaxFrameSize
 	}
 	if c.MaxInFlightBytes != 0 && c.MaxInFlightBytes < frame {
-		return bad("MaxInFlightBytes", c.MaxInFlightBytes, fmt.Sprintf("at least MaxFrameSize (%d bytes), so that a largest request fits, or 0 for the default of 64 MiB", frame))
+		return fieldErr("Config.MaxInFlightBytes", c.MaxInFlightBytes, "below MaxFrameSize (%d): want at least MaxFrameSize, so that a largest request fits (0 means the default, %d)", frame, DefaultMaxInFlightBytes)
 	}
 	for _, d := range []struct {
-		name string
-		v    time.Duration
+		name     string
+		v, deflt time.Duration
 	}{
-		{"ReadHeaderTimeout", c.ReadHeaderTimeout},
-		{"IdleTimeout", c.IdleTimeout},
-		{"WriteTimeout", c.WriteTimeout},
-		{"HandlerTimeout", c.HandlerTimeout},
-		{"DrainTimeout", c.DrainTimeout},
-		{"MaxClockSkew", c.MaxClockSkew},
-		{"ClockCheckInterval", c.ClockCheckInterval},
-		{"NSMTimeout", c.NSMTimeout},
+		{"Config.ReadFrameTimeout", c.ReadFrameTimeout, DefaultReadFrameTimeout},
+		{"Config.IdleTimeout", c.IdleTimeout, DefaultIdleTimeout},
+		{"Config.WriteTimeout", c.WriteTimeout, DefaultWriteTimeout},
+		{"Config.HandlerTimeout", c.HandlerTimeout, DefaultHandlerTimeout},
+		{"Config.DrainTimeout", c.DrainTimeout, DefaultDrainTimeout},
+		{"Config.MaxClockSkew", c.MaxClockSkew, DefaultMaxClockSkew},
+		{"Config.ClockCheckInterval", c.ClockCheckInterval, DefaultClockCheckInterval},
+		{"Config.NSMTimeout", c.NSMTimeout, DefaultNSMTimeout},
 	} {
 		if d.v < 0 {
-			return bad(d.name, d.v, "a positive duration, or 0 for the default")
+			return fieldErr(d.name, d.v, "negative (0 means the default, %v)", d.deflt)
 		}
 	}
 	return nil

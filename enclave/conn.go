@@ -29,8 +29,13 @@ const stuckWrite = 5 * time.Millisecond
 // together (pipelined requests) are read with one system call.
 const readBufSize = 4 << 10
 
-// conn is one client connection: a reader (the connection's goroutine) and
-// up to MaxInFlight handler goroutines, each writing its own response.
+// conn is one client connection. Its requests are read in turn by its
+// goroutines: the one holding the read turn reads a request, passes the
+// turn on (to the spare goroutine, or to a new one) so that reading goes
+// on, and serves the request itself, writing its response; so a request is
+// handled by the goroutine that read it, with no hand-off, and up to
+// MaxInFlight are handled at once. The connection's first goroutine (serve)
+// stays to the end; one more may wait as a spare for the turn.
 type conn struct {
 	s      *Server
 	nc     net.Conn
@@ -53,9 +58,20 @@ type conn struct {
 	fw         *protocol.FrameWriter
 	werr       error
 
-	budget    budgetOwner   // this connection's account in Server.budget
-	sem       chan struct{} // in-flight request slots
-	handlers  sync.WaitGroup
+	budget   budgetOwner   // this connection's account in Server.budget
+	sem      chan struct{} // in-flight request slots
+	handlers sync.WaitGroup
+	reqs     reqDeadlines // the handlers' contexts that watch their deadline
+
+	// The read turn. Only its holder uses br and fr. turn carries it to a
+	// spare; readEnd is closed by the holder that ends the read loop.
+	br        *bufio.Reader
+	fr        *protocol.FrameReader
+	turn      chan struct{}
+	readEnd   chan struct{}
+	tmu       sync.Mutex
+	spares    int            // goroutines waiting for the turn; guarded by tmu
+	workers   sync.WaitGroup // goroutines started by passTurn
 	closeOnce sync.Once
 
 	// For eviction at MaxConns (Server.evictOne): since is when the
@@ -110,6 +126,9 @@ func newConn(s *Server, parent context.Context, nc net.Conn) *conn {
 		cancel: cancel,
 		sem:    make(chan struct{}, s.cfg.MaxInFlight),
 		wmu:    make(chan struct{}, 1),
+
+		turn:    make(chan struct{}, 1),
+		readEnd: make(chan struct{}),
 	}
 	c.progress()
 	// MaxFrameSize was validated by Config.Validate.
@@ -137,18 +156,95 @@ type closeReason struct {
 // No goroutine of this connection outlives serve.
 func (c *conn) serve() {
 	defer c.s.removeConn(c)
+	// Deferred, so that it runs even if a handler served on this goroutine
+	// calls runtime.Goexit.
+	defer c.finish()
 	// On a NewProxyV2Listener connection this reads the PROXY header
 	// (bounded by its header timeout, and by abort), here on the
 	// connection's goroutine and never in the accept loop.
 	c.remote = remoteString(c.nc)
-	r := c.readLoop()
+	c.br = bufio.NewReaderSize(retryConn{c.nc}, readBufSize)
+	c.fr, _ = protocol.NewFrameReader(c.br, c.s.cfg.MaxFrameSize)
+	c.work(true)
+}
+
+// finish waits for the end of the read loop and of every handler and
+// goroutine of the connection, then closes it.
+func (c *conn) finish() {
+	<-c.readEnd
+	c.handlers.Wait()
+	c.workers.Wait()
+	c.reqs.close()
+	c.abort()
+}
+
+// work serves requests while it holds the read turn: it reads the next
+// request, passes the turn on and handles the request. Then it waits for
+// the turn again if no other goroutine does (always, with stay: serve's
+// goroutine waits for the end of the connection anyway), else it returns.
+func (c *conn) work(stay bool) {
+	for {
+		req, size, r, ok := c.readRequest()
+		if !ok {
+			c.endRead(r)
+			return
+		}
+		c.passTurn()
+		c.handle(req, size)
+		if !c.awaitTurn(stay) {
+			return
+		}
+	}
+}
+
+// passTurn gives the read turn to the spare goroutine, or to a new one.
+func (c *conn) passTurn() {
+	c.tmu.Lock()
+	if c.spares > 0 {
+		c.spares--
+		c.tmu.Unlock()
+		c.turn <- struct{}{} // never blocks: there is one turn
+		return
+	}
+	c.tmu.Unlock()
+	c.workers.Add(1)
+	go c.worker()
+}
+
+func (c *conn) worker() {
+	defer c.workers.Done()
+	c.work(false)
+}
+
+// awaitTurn waits as a spare until the read turn comes (true) or the read
+// loop has ended (false). Without stay it returns false at once if another
+// goroutine is the spare already.
+func (c *conn) awaitTurn(stay bool) bool {
+	c.tmu.Lock()
+	if c.spares > 0 && !stay {
+		c.tmu.Unlock()
+		return false
+	}
+	c.spares++
+	c.tmu.Unlock()
+	select {
+	case <-c.turn:
+		return true
+	case <-c.readEnd:
+		// The turn is never in flight once the read loop has ended.
+		return false
+	}
+}
+
+// endRead ends the read loop for r: a misbehaving peer is cut off at once
+// (in-flight handlers canceled), any other ending lets them finish.
+func (c *conn) endRead(r closeReason) {
 	if r.hostile {
 		c.s.dropped.Add(1)
 		c.abort()
 	}
 	c.s.peerLog(r.level, "enclave server: closing connection: "+r.msg, "remote", c.remote, "err", r.err)
-	c.handlers.Wait()
-	c.abort()
+	close(c.readEnd)
 }
 
 // abort cancels the connection's handlers and closes it; blocked reads and
@@ -187,10 +283,13 @@ func (c *conn) isDraining() bool {
 	return c.draining
 }
 
-func (c *conn) readLoop() closeReason {
+// readRequest reads frames, as the holder of the read turn, until one is a
+// request admitted to run (ok, with its in-flight slot and bytes taken:
+// handle releases them) or the read loop ends (not ok, and why). A frame
+// that is not a request is answered here.
+func (c *conn) readRequest() (req protocol.Envelope, size int64, r closeReason, ok bool) {
 	cfg := &c.s.cfg
-	br := bufio.NewReaderSize(retryConn{c.nc}, readBufSize)
-	fr, _ := protocol.NewFrameReader(br, cfg.MaxFrameSize)
+	br := c.br
 	for {
 		// A peer that does not take its responses gets nothing more read
 		// until it does (or WriteTimeout disconnects it): pipelining
@@ -200,28 +299,28 @@ func (c *conn) readLoop() closeReason {
 			case c.wmu <- struct{}{}:
 				<-c.wmu
 			case <-c.ctx.Done():
-				return closeReason{msg: "connection aborted", err: context.Cause(c.ctx), level: slog.LevelDebug}
+				return req, 0, closeReason{msg: "connection aborted", err: context.Cause(c.ctx), level: slog.LevelDebug}, false
 			}
 		}
 		// Wait for the first byte of the next frame: the idle timeout.
 		if br.Buffered() == 0 {
 			if !c.setReadDeadline(cfg.IdleTimeout) {
-				return closeReason{msg: "server is shutting down", level: slog.LevelDebug}
+				return req, 0, closeReason{msg: "server is shutting down", level: slog.LevelDebug}, false
 			}
 			if _, err := br.Peek(1); err != nil {
-				return c.readFailed(err, "idle timeout: no request within IdleTimeout", false)
+				return req, 0, c.readFailed(err, "idle timeout: no request within IdleTimeout", false), false
 			}
 		}
 		// A frame has begun: from now on the connection is stalled, not
 		// idle, until the frame is whole.
 		c.progress()
-		// The whole frame must arrive within ReadHeaderTimeout.
-		if !c.setReadDeadline(cfg.ReadHeaderTimeout) {
-			return closeReason{msg: "server is shutting down", level: slog.LevelDebug}
+		// The whole frame must arrive within ReadFrameTimeout.
+		if !c.setReadDeadline(cfg.ReadFrameTimeout) {
+			return req, 0, closeReason{msg: "server is shutting down", level: slog.LevelDebug}, false
 		}
-		payload, err := fr.ReadFrame()
+		payload, err := c.fr.ReadFrame()
 		if err != nil {
-			return c.readFailed(err, "frame not received within ReadHeaderTimeout (slow or stalled peer)", true)
+			return req, 0, c.readFailed(err, "frame not received within ReadFrameTimeout (slow or stalled peer)", true), false
 		}
 		c.frames.Add(1)
 		c.progress()
@@ -230,7 +329,7 @@ func (c *conn) readLoop() closeReason {
 		if cap(payload) > retainFrameBuf {
 			// Do not keep a large buffer for the life of an idle
 			// connection: the decoded envelope holds its own copy.
-			fr, _ = protocol.NewFrameReader(br, cfg.MaxFrameSize)
+			c.fr, _ = protocol.NewFrameReader(br, cfg.MaxFrameSize)
 		}
 		if err == nil && !env.IsRequest() {
 			err = fmt.Errorf("%w: the envelope has no method (key 2): the server accepts only requests", protocol.ErrBadEnvelope)
@@ -238,7 +337,7 @@ func (c *conn) readLoop() closeReason {
 		if err != nil {
 			id, ok := protocol.RecoverID(payload)
 			if !ok {
-				return closeReason{msg: "undecodable envelope without a recoverable request id", err: err, hostile: true, level: slog.LevelWarn}
+				return req, 0, closeReason{msg: "undecodable envelope without a recoverable request id", err: err, hostile: true, level: slog.LevelWarn}, false
 			}
 			c.s.failures.Add(1)
 			c.s.peerLog(slog.LevelWarn, "enclave server: bad request envelope", "remote", c.remote, "id", id, "err", err)
@@ -248,16 +347,16 @@ func (c *conn) readLoop() closeReason {
 		select {
 		case c.sem <- struct{}{}:
 		case <-c.ctx.Done():
-			return closeReason{msg: "connection aborted", err: context.Cause(c.ctx), level: slog.LevelDebug}
+			return req, 0, closeReason{msg: "connection aborted", err: context.Cause(c.ctx), level: slog.LevelDebug}, false
 		}
 		// The server-wide memory bound: stop reading this connection until
 		// the request fits in MaxInFlightBytes.
 		if err := c.s.budget.acquireFor(c.ctx, &c.budget, size); err != nil {
 			<-c.sem
-			return closeReason{msg: "connection aborted", err: err, level: slog.LevelDebug}
+			return req, 0, closeReason{msg: "connection aborted", err: err, level: slog.LevelDebug}, false
 		}
 		c.handlers.Add(1)
-		go c.handle(env, size)
+		return env, size, closeReason{}, true
 	}
 }
 
@@ -297,7 +396,7 @@ func (c *conn) handle(req protocol.Envelope, charged int64) {
 	defer c.s.budget.releaseFor(&c.budget, charged)
 	c.s.requests.Add(1)
 	start := time.Now()
-	body, err := c.call(&req)
+	body, err := c.call(&req, start)
 	resp := protocol.Envelope{Version: protocol.Version, ID: req.ID}
 	if err != nil {
 		code := protocol.CodeOf(err)
@@ -318,13 +417,14 @@ func (c *conn) handle(req protocol.Envelope, charged int64) {
 }
 
 // call runs the handler for req, recovering a panic as an internal error.
-func (c *conn) call(req *protocol.Envelope) (body []byte, err error) {
+// The handler's context ends HandlerTimeout after start.
+func (c *conn) call(req *protocol.Envelope, start time.Time) (body []byte, err error) {
 	h, ok := (*c.s.handlers.Load())[req.Method]
 	if !ok {
 		return nil, fmt.Errorf("%w: no handler for method %q", protocol.ErrUnknownMethod, req.Method)
 	}
-	ctx, cancel := context.WithTimeout(c.ctx, c.s.cfg.HandlerTimeout)
-	defer cancel()
+	ctx := newReqCtx(c, start)
+	defer ctx.finish()
 	defer func() {
 		if r := recover(); r != nil {
 			c.s.panics.Add(1)

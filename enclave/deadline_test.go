@@ -20,7 +20,7 @@ import (
 func bubbleConfig() Config {
 	cfg := testConfig()
 	cfg.IdleTimeout = 60 * time.Second
-	cfg.ReadHeaderTimeout = 5 * time.Second
+	cfg.ReadFrameTimeout = 5 * time.Second
 	cfg.WriteTimeout = 7 * time.Second
 	cfg.HandlerTimeout = 20 * time.Second
 	cfg.DrainTimeout = 30 * time.Second
@@ -70,10 +70,10 @@ func TestDeadlines(t *testing.T) {
 		{"idle timeout after a request", cfg.IdleTimeout, func(t *testing.T, c *client) {
 			c.call("echo", 1, []byte("x"))
 		}},
-		{"read-header timeout: partial length prefix", cfg.ReadHeaderTimeout, func(t *testing.T, c *client) {
+		{"read-frame timeout: partial length prefix", cfg.ReadFrameTimeout, func(t *testing.T, c *client) {
 			mustWrite(t, c, []byte{0, 0})
 		}},
-		{"read-header timeout: partial payload", cfg.ReadHeaderTimeout, func(t *testing.T, c *client) {
+		{"read-frame timeout: partial payload", cfg.ReadFrameTimeout, func(t *testing.T, c *client) {
 			mustWrite(t, c, []byte{0, 0, 0, 10, 0xa3})
 		}},
 		{"write timeout: responses never read", cfg.WriteTimeout, func(t *testing.T, c *client) {
@@ -112,16 +112,16 @@ func mustWrite(t *testing.T, c *client, b []byte) {
 	}
 }
 
-// TestReadHeaderTimeoutPerFrame: the frame timer starts at each frame's
+// TestReadFrameTimeoutPerFrame: the frame timer starts at each frame's
 // first byte, so a slow but steady client is not cut off by it.
-func TestReadHeaderTimeoutPerFrame(t *testing.T) {
+func TestReadFrameTimeoutPerFrame(t *testing.T) {
 	checkLeaks(t)
 	synctest.Test(t, func(t *testing.T) {
 		cfg := bubbleConfig()
 		s, ln, stop := bubbleServer(t, cfg, nil)
 		c := pipeClient(t, ln)
 		for i := range uint64(5) {
-			time.Sleep(cfg.ReadHeaderTimeout * 2) // idle between frames is fine
+			time.Sleep(cfg.ReadFrameTimeout * 2) // idle between frames is fine
 			c.call("echo", i, nil)
 		}
 		if st := s.Stats(); st.DroppedConns != 0 || st.OpenConns != 1 {

@@ -11,7 +11,7 @@
 //     anything (a connection that sends ff ff ff ff is closed, others keep
 //     being served);
 //   - bounds every wait with a deadline: IdleTimeout for the first byte of a
-//     request, ReadHeaderTimeout for the rest of that frame (slowloris),
+//     request, ReadFrameTimeout for the rest of that frame (slowloris),
 //     WriteTimeout for each response (a peer that never reads), and
 //     HandlerTimeout for each handler;
 //   - caps open connections (MaxConns; extra ones are closed at once and

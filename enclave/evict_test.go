@@ -120,7 +120,7 @@ func TestEvictAtCap(t *testing.T) {
 
 // TestEvictionKeepsGoodClient: 100 connections that send two bytes of a
 // length prefix, against MaxConns 10, never keep a client with a request
-// out; every one of them is evicted or closed at ReadHeaderTimeout.
+// out; every one of them is evicted or closed at ReadFrameTimeout.
 func TestEvictionKeepsGoodClient(t *testing.T) {
 	checkLeaks(t)
 	synctest.Test(t, func(t *testing.T) {
@@ -145,10 +145,10 @@ func TestEvictionKeepsGoodClient(t *testing.T) {
 		if st := s.Stats(); st.EvictedConns != 100-(10-1) || st.OpenConns != 10 {
 			t.Errorf("stats %+v", st)
 		}
-		time.Sleep(cfg.ReadHeaderTimeout)
+		time.Sleep(cfg.ReadFrameTimeout)
 		synctest.Wait()
 		if st := s.Stats(); st.OpenConns != 1 {
-			t.Errorf("after ReadHeaderTimeout: %+v", st)
+			t.Errorf("after ReadFrameTimeout: %+v", st)
 		}
 		for _, c := range bad {
 			c.Close()

@@ -34,7 +34,7 @@ func FuzzConn(f *testing.F) {
 	// ~200k dead pipes alive (~850 MB per fuzz worker); with 1s the heap
 	// levels off below 200 MB. Every input is written at once, so 1s does
 	// not cut a connection short.
-	cfg.IdleTimeout, cfg.ReadHeaderTimeout, cfg.WriteTimeout = time.Second, time.Second, time.Second
+	cfg.IdleTimeout, cfg.ReadFrameTimeout, cfg.WriteTimeout = time.Second, time.Second, time.Second
 	s, err := New(cfg)
 	if err != nil {
 		f.Fatal(err)

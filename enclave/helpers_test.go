@@ -57,15 +57,15 @@ var testNSM = sync.OnceValue(func() attest.Attester {
 // startup checks all pass.
 func testConfig() Config {
 	return Config{
-		Addr:              "tcp://127.0.0.1:0",
-		SysFS:             nitroFS(),
-		Attester:          testNSM(),
-		Logger:            discardLogger(),
-		ReadHeaderTimeout: 5 * time.Second,
-		IdleTimeout:       10 * time.Second,
-		WriteTimeout:      5 * time.Second,
-		HandlerTimeout:    5 * time.Second,
-		DrainTimeout:      5 * time.Second,
+		Addr:             "tcp://127.0.0.1:0",
+		SysFS:            nitroFS(),
+		Attester:         testNSM(),
+		Logger:           discardLogger(),
+		ReadFrameTimeout: 5 * time.Second,
+		IdleTimeout:      10 * time.Second,
+		WriteTimeout:     5 * time.Second,
+		HandlerTimeout:   5 * time.Second,
+		DrainTimeout:     5 * time.Second,
 	}
 }
 
@@ -104,8 +104,8 @@ type client struct {
 }
 
 func newClient(t testing.TB, nc net.Conn) *client {
-	fr, _ := protocol.NewFrameReader(nc, protocol.MaxFrameLimit)
-	fw, _ := protocol.NewFrameWriter(nc, protocol.MaxFrameLimit)
+	fr, _ := protocol.NewFrameReader(nc, protocol.MaxFrameSizeLimit)
+	fw, _ := protocol.NewFrameWriter(nc, protocol.MaxFrameSizeLimit)
 	return &client{t: t, nc: nc, fr: fr, fw: fw}
 }
 

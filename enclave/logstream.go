@@ -21,15 +21,17 @@ const DefaultLogSinkAddr = "vsock://3:5001"
 
 // Defaults for zero LogConfig fields.
 const (
-	DefaultLogBuffer       = 1024
+	DefaultSinkQueue       = 1024
 	DefaultLogWriteTimeout = 2 * time.Second
 	DefaultLogMinBackoff   = 100 * time.Millisecond
 	DefaultLogMaxBackoff   = 10 * time.Second
 )
 
-// LogConfig configures a LogHandler. Zero fields take the documented defaults.
+// LogConfig configures a LogHandler. The zero value is valid: every zero
+// field takes the default documented on it.
 type LogConfig struct {
-	// Addr is the parent's log sink (default "vsock://3:5001").
+	// Addr is the parent's log sink. "" means DefaultLogSinkAddr
+	// ("vsock://3:5001").
 	Addr string
 	// Console receives every record as slog text as well: it is the
 	// enclave console. nil means os.Stderr; io.Discard disables it. Writes
@@ -37,27 +39,34 @@ type LogConfig struct {
 	// nobody reads) drops records, counted in LogHandler.ConsoleDropped,
 	// and never blocks the caller.
 	Console io.Writer
-	// ConsoleQueue is how many records wait for the console (default
-	// DefaultConsoleQueue).
+	// ConsoleQueue is how many records wait for the console. 0 means
+	// DefaultConsoleQueue (1024).
 	ConsoleQueue int
-	// ConsoleJSON writes the console as slog JSON lines instead of text.
+	// ConsoleJSON writes the console as slog JSON lines instead of text
+	// (false, the zero value).
 	ConsoleJSON bool
-	// Level is the minimum level handled (default slog.LevelInfo).
+	// Level is the minimum level handled. nil means slog.LevelInfo.
 	Level slog.Leveler
-	// Buffer is how many records wait for the sink (default 1024). When it
-	// is full, new records are dropped and counted, never waited for.
-	Buffer int
-	// WriteTimeout bounds writing one record to the sink (default 2s); on
-	// expiry the connection is dropped and re-dialed.
+	// SinkQueue is how many records wait for the sink. 0 means
+	// DefaultSinkQueue (1024). When it is full, new records are dropped
+	// and counted, never waited for.
+	SinkQueue int
+	// WriteTimeout bounds writing one record to the sink; on expiry the
+	// connection is dropped and re-dialed. 0 means DefaultLogWriteTimeout
+	// (2s).
 	WriteTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the exponential wait between dial
-	// attempts (defaults 100ms and 10s).
+	// attempts, MinBackoff at most MaxBackoff. A zero MinBackoff means
+	// DefaultLogMinBackoff (100ms), or MaxBackoff if that is shorter; a
+	// zero MaxBackoff means DefaultLogMaxBackoff (10s), or MinBackoff if
+	// that is longer.
 	MinBackoff, MaxBackoff time.Duration
-	// Dial connects to Addr (default transport.Dial). Tests substitute it.
+	// Dial connects to Addr. nil means transport.Dial. Tests substitute it.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
 }
 
-// Validate reports the first invalid field.
+// Validate reports the first invalid field, naming it, its value and the
+// accepted values; the error wraps ErrConfig.
 func (c LogConfig) Validate() error {
 	if c.Addr != "" {
 		if _, err := transport.ParseAddr(c.Addr); err != nil {
@@ -66,13 +75,17 @@ func (c LogConfig) Validate() error {
 	}
 	switch {
 	case c.ConsoleQueue < 0:
-		return fmt.Errorf("%w: LogConfig.ConsoleQueue is %d; want a positive count, or 0 for the default of %d", ErrConfig, c.ConsoleQueue, DefaultConsoleQueue)
-	case c.Buffer < 0:
-		return fmt.Errorf("%w: LogConfig.Buffer is %d; want a positive count, or 0 for the default of %d", ErrConfig, c.Buffer, DefaultLogBuffer)
-	case c.WriteTimeout < 0, c.MinBackoff < 0, c.MaxBackoff < 0:
-		return fmt.Errorf("%w: LogConfig durations must not be negative (WriteTimeout %v, MinBackoff %v, MaxBackoff %v)", ErrConfig, c.WriteTimeout, c.MinBackoff, c.MaxBackoff)
+		return fieldErr("LogConfig.ConsoleQueue", c.ConsoleQueue, "negative (0 means the default, %d)", DefaultConsoleQueue)
+	case c.SinkQueue < 0:
+		return fieldErr("LogConfig.SinkQueue", c.SinkQueue, "negative (0 means the default, %d)", DefaultSinkQueue)
+	case c.WriteTimeout < 0:
+		return fieldErr("LogConfig.WriteTimeout", c.WriteTimeout, "negative (0 means the default, %v)", DefaultLogWriteTimeout)
+	case c.MinBackoff < 0:
+		return fieldErr("LogConfig.MinBackoff", c.MinBackoff, "negative (0 means the default, %v)", DefaultLogMinBackoff)
+	case c.MaxBackoff < 0:
+		return fieldErr("LogConfig.MaxBackoff", c.MaxBackoff, "negative (0 means the default, %v)", DefaultLogMaxBackoff)
 	case c.MaxBackoff != 0 && c.MinBackoff > c.MaxBackoff:
-		return fmt.Errorf("%w: LogConfig.MinBackoff %v exceeds MaxBackoff %v", ErrConfig, c.MinBackoff, c.MaxBackoff)
+		return fieldErr("LogConfig.MinBackoff", c.MinBackoff, "above MaxBackoff (%v)", c.MaxBackoff)
 	}
 	return nil
 }
@@ -133,8 +146,8 @@ func NewLogHandler(cfg LogConfig) (*LogHandler, error) {
 	if cfg.Level == nil {
 		cfg.Level = slog.LevelInfo
 	}
-	if cfg.Buffer == 0 {
-		cfg.Buffer = DefaultLogBuffer
+	if cfg.SinkQueue == 0 {
+		cfg.SinkQueue = DefaultSinkQueue
 	}
 	if cfg.WriteTimeout == 0 {
 		cfg.WriteTimeout = DefaultLogWriteTimeout
@@ -152,7 +165,7 @@ func NewLogHandler(cfg LogConfig) (*LogHandler, error) {
 	core := &logCore{
 		cfg:     cfg,
 		level:   cfg.Level,
-		ch:      make(chan protocol.LogRecord, cfg.Buffer),
+		ch:      make(chan protocol.LogRecord, cfg.SinkQueue),
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
 		ctx:     ctx,

@@ -53,7 +53,7 @@ func TestLogConfigValidate(t *testing.T) {
 		{"zero", LogConfig{}, true},
 		{"tcp", LogConfig{Addr: "tcp://127.0.0.1:1"}, true},
 		{"bad addr", LogConfig{Addr: "vsock://x"}, false},
-		{"negative buffer", LogConfig{Buffer: -1}, false},
+		{"negative buffer", LogConfig{SinkQueue: -1}, false},
 		{"negative timeout", LogConfig{WriteTimeout: -1}, false},
 		{"min over max", LogConfig{MinBackoff: time.Second, MaxBackoff: time.Millisecond}, false},
 	} {
@@ -136,9 +136,9 @@ func TestLogHandlerNeverBlocks(t *testing.T) {
 		var peers []net.Conn
 		var mu sync.Mutex
 		h, err := NewLogHandler(LogConfig{
-			Addr:    "tcp://127.0.0.1:1",
-			Console: io.Discard,
-			Buffer:  64,
+			Addr:      "tcp://127.0.0.1:1",
+			Console:   io.Discard,
+			SinkQueue: 64,
 			Dial: func(context.Context, string) (net.Conn, error) {
 				a, b := net.Pipe() // b is never read
 				mu.Lock()
@@ -193,7 +193,7 @@ func TestLogHandlerReconnect(t *testing.T) {
 		start := time.Now()
 		h, err := NewLogHandler(LogConfig{
 			Console:    io.Discard,
-			Buffer:     1,
+			SinkQueue:  1,
 			MinBackoff: 100 * time.Millisecond,
 			MaxBackoff: 300 * time.Millisecond,
 			Dial: func(context.Context, string) (net.Conn, error) {

@@ -33,15 +33,15 @@ func TestConfigValidate(t *testing.T) {
 		{"bad addr", Config{Addr: "udp://1.2.3.4:5"}, "Addr"},
 		{"negative conns", Config{MaxConns: -1}, "MaxConns is -1"},
 		{"negative in-flight", Config{MaxInFlight: -2}, "MaxInFlight"},
-		{"frame too big", Config{MaxFrameSize: protocol.MaxFrameLimit + 1}, "MaxFrameSize"},
+		{"frame too big", Config{MaxFrameSize: protocol.MaxFrameSizeLimit + 1}, "MaxFrameSize"},
 		{"negative frame", Config{MaxFrameSize: -1}, "MaxFrameSize"},
 		{"negative idle", Config{IdleTimeout: -time.Second}, "IdleTimeout"},
-		{"negative read header", Config{ReadHeaderTimeout: -1}, "ReadHeaderTimeout"},
+		{"negative read header", Config{ReadFrameTimeout: -1}, "ReadFrameTimeout"},
 		{"negative write", Config{WriteTimeout: -1}, "WriteTimeout"},
 		{"negative handler", Config{HandlerTimeout: -1}, "HandlerTimeout"},
 		{"negative drain", Config{DrainTimeout: -1}, "DrainTimeout"},
 		{"negative in-flight bytes", Config{MaxInFlightBytes: -1}, "MaxInFlightBytes is -1"},
-		{"in-flight bytes below the default frame", Config{MaxInFlightBytes: protocol.DefaultMaxFrame - 1}, "at least MaxFrameSize"},
+		{"in-flight bytes below the default frame", Config{MaxInFlightBytes: protocol.DefaultMaxFrameSize - 1}, "at least MaxFrameSize"},
 		{"in-flight bytes below the frame", Config{MaxFrameSize: 4096, MaxInFlightBytes: 4095}, "at least MaxFrameSize"},
 		{"in-flight bytes equal to the frame", Config{MaxFrameSize: 4096, MaxInFlightBytes: 4096}, ""},
 	}
@@ -60,8 +60,8 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 	d := Config{}.withDefaults()
-	if d.Addr != DefaultAddr || d.MaxFrameSize != protocol.DefaultMaxFrame || d.MaxConns != DefaultMaxConns || d.Logger == nil ||
-		d.MaxInFlightBytes != DefaultMaxInFlightBytes || d.MaxInFlightBytes < protocol.MaxFrameLimit {
+	if d.Addr != DefaultAddr || d.MaxFrameSize != protocol.DefaultMaxFrameSize || d.MaxConns != DefaultMaxConns || d.Logger == nil ||
+		d.MaxInFlightBytes != DefaultMaxInFlightBytes || d.MaxInFlightBytes < protocol.MaxFrameSizeLimit {
 		t.Fatalf("defaults not applied: %+v", d)
 	}
 }
@@ -340,7 +340,7 @@ func TestHugeLengthPrefix(t *testing.T) {
 	good := dial(t, addr)
 	good.call("echo", 1, []byte("before"))
 
-	for _, prefix := range []uint32{0xffffffff, protocol.MaxFrameLimit + 1, protocol.DefaultMaxFrame + 1} {
+	for _, prefix := range []uint32{0xffffffff, protocol.MaxFrameSizeLimit + 1, protocol.DefaultMaxFrameSize + 1} {
 		t.Run(fmt.Sprintf("%#x", prefix), func(t *testing.T) {
 			var before, after runtime.MemStats
 			runtime.ReadMemStats(&before)
@@ -409,7 +409,7 @@ func TestConnCap(t *testing.T) {
 }
 
 // TestSlowloris: 1,000 connections that each send part of a frame and stall
-// do not stop a well-behaved client, and are closed after ReadHeaderTimeout.
+// do not stop a well-behaved client, and are closed after ReadFrameTimeout.
 func TestSlowloris(t *testing.T) {
 	if testing.Short() {
 		t.Skip("opens 1,000 connections")
@@ -418,7 +418,7 @@ func TestSlowloris(t *testing.T) {
 	const n = 1000
 	cfg := testConfig()
 	cfg.MaxConns = n + 10
-	cfg.ReadHeaderTimeout = 3 * time.Second
+	cfg.ReadFrameTimeout = 3 * time.Second
 	s, addr := startServer(t, cfg, nil)
 	var wg sync.WaitGroup
 	var dialErrs atomic.Int64
@@ -461,7 +461,7 @@ func TestSlowloris(t *testing.T) {
 	if open := s.Stats().OpenConns; open != n+1 {
 		t.Fatalf("%d connections open after the good client's requests (took %v), want %d", open, time.Since(start), n+1)
 	}
-	// Every stalled connection is closed by ReadHeaderTimeout.
+	// Every stalled connection is closed by ReadFrameTimeout.
 	waitFor(t, 10*time.Second, "slowloris connections to be closed", func() bool { return s.Stats().OpenConns == 1 })
 	if st := s.Stats(); st.DroppedConns != n {
 		t.Fatalf("DroppedConns = %d, want %d", st.DroppedConns, n)

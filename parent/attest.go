@@ -26,7 +26,7 @@ var ErrAttestation = errors.New("parent: enclave attestation rejected")
 
 // ErrDebugEnclave reports a document from a debug-mode enclave: its PCR0 is
 // all zeros and the parent can read its memory, so nothing it holds is
-// secret. Set AttestOptions.AllowDebugEnclave to accept one anyway.
+// secret. Set AttestOptions.AllowDebug to accept one anyway.
 var ErrDebugEnclave = errors.New("parent: the enclave runs in debug mode (PCR0 is all zeros)")
 
 // isZero reports whether b is absent or all zero bytes.
@@ -39,25 +39,28 @@ func isZero(b []byte) bool {
 	return true
 }
 
-// AttestOptions says what Client.Attest accepts.
+// AttestOptions says what Client.Attest accepts. PCRs (or AnyImage) is
+// required; every other zero field takes the default documented on it.
+// The names are attest.TLSOptions' for the same ideas.
 type AttestOptions struct {
 	// Roots are the trust anchors of the document's certificate chain. nil
 	// pins the AWS Nitro Enclaves root; tests pass nsmtest.Emulator.Roots().
 	Roots *x509.CertPool
 	// PCRs maps PCR index (0..31) to its expected 48-byte value. Every
-	// entry must match. Empty is refused unless AllowAnyPCRs is set, so
+	// entry must match. Empty is refused unless AnyImage is set, so
 	// that a forgotten policy does not accept any enclave.
 	PCRs map[int][]byte
-	// AllowAnyPCRs accepts a document whatever its PCRs (the chain,
-	// signature, nonce and freshness are still verified). For development.
-	// Even then a debug-mode enclave (all-zero PCR0, whose memory and
-	// console the parent can read) is refused unless AllowDebugEnclave.
-	AllowAnyPCRs bool
-	// AllowDebugEnclave accepts a document whose PCR0 is all zeros, which
+	// AnyImage accepts a document whatever its PCRs, that is an enclave
+	// running any image (the chain, signature, nonce and freshness are
+	// still verified). For development. Even then a debug-mode enclave
+	// (all-zero PCR0, whose memory and console the parent can read) is
+	// refused unless AllowDebug.
+	AnyImage bool
+	// AllowDebug accepts a document whose PCR0 is all zeros, which
 	// is what an enclave started with nitro-cli --debug-mode reports.
-	AllowDebugEnclave bool
-	// MaxAge bounds the document's age at Now. 0 means DefaultAttestMaxAge;
-	// freshness is always checked.
+	AllowDebug bool
+	// MaxAge bounds the document's age at Now. 0 means DefaultAttestMaxAge
+	// (5m); freshness is always checked.
 	MaxAge time.Duration
 	// Now returns the verifier's clock. nil means time.Now.
 	Now func() time.Time
@@ -72,19 +75,32 @@ type AttestOptions struct {
 	ChainCache *attest.ChainCache
 }
 
-// Validate reports whether o is usable.
+// Validate reports the first invalid field, naming it, its value and what
+// is accepted; the error wraps ErrConfig.
 func (o AttestOptions) Validate() error {
-	if len(o.PCRs) == 0 && !o.AllowAnyPCRs {
-		return errors.New("parent: no expected PCRs were given: pass the values the enclave image must have (enclavekit eif describe prints them); allowing any PCRs is for development only")
+	if len(o.PCRs) == 0 && !o.AnyImage {
+		return fmt.Errorf("%w: AttestOptions.PCRs is empty, no expected PCRs were given: pass the values the enclave image must have (enclavekit eif describe prints them); AnyImage is for development only", ErrConfig)
+	}
+	for i, v := range o.PCRs {
+		if i < 0 || i >= attest.MaxPCRs {
+			return fieldErr("AttestOptions.PCRs index", i, "outside 0..%d", attest.MaxPCRs-1)
+		}
+		if len(v) != attest.PCRSize {
+			return fieldErr(fmt.Sprintf("AttestOptions.PCRs[%d]", i), fmt.Sprintf("%d bytes", len(v)), "not %d (a SHA-384 PCR value)", attest.PCRSize)
+		}
 	}
 	if o.MaxAge < 0 {
-		return fmt.Errorf("parent: AttestOptions.MaxAge %v is negative", o.MaxAge)
+		return fieldErr("AttestOptions.MaxAge", o.MaxAge, "negative (0 means the default, %v)", DefaultAttestMaxAge)
 	}
-	if len(o.UserData) > attest.MaxFieldSize || len(o.PublicKey) > attest.MaxFieldSize {
-		return fmt.Errorf("parent: AttestOptions.UserData and PublicKey are limited to %d bytes", attest.MaxFieldSize)
+	for _, f := range []struct {
+		name string
+		b    []byte
+	}{{"AttestOptions.UserData", o.UserData}, {"AttestOptions.PublicKey", o.PublicKey}} {
+		if len(f.b) > attest.MaxFieldSize {
+			return fieldErr(f.name, fmt.Sprintf("%d bytes", len(f.b)), "above attest.MaxFieldSize (%d bytes)", attest.MaxFieldSize)
+		}
 	}
-	vo := o.verifyOptions(nil)
-	return vo.Validate()
+	return nil
 }
 
 func (o AttestOptions) verifyOptions(nonce []byte) attest.VerifyOptions {
@@ -149,7 +165,7 @@ func (c *Client) Attest(ctx context.Context, opts AttestOptions) (*attest.Docume
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrAttestation, err)
 	}
-	if !opts.AllowDebugEnclave && isZero(doc.PCRs[0]) {
+	if !opts.AllowDebug && isZero(doc.PCRs[0]) {
 		return nil, fmt.Errorf("%w: %w", ErrAttestation, ErrDebugEnclave)
 	}
 	return doc, nil

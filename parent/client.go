@@ -32,9 +32,10 @@ var (
 	ErrProtocol = errors.New("parent: protocol violation by the enclave")
 )
 
-// Defaults of Options.
+// Defaults and limits of Options.
 const (
 	DefaultPoolSize    = 2
+	MaxPoolSize        = 64
 	DefaultCallTimeout = 30 * time.Second
 	DefaultDialTimeout = 10 * time.Second
 	// maxRemoteMessage bounds the message of a remote error, in bytes.
@@ -43,6 +44,9 @@ const (
 
 // readBufSize is the read buffer of each client connection.
 const readBufSize = 4 << 10
+
+// maxFreeChans is how many result channels a connection keeps for reuse.
+const maxFreeChans = 16
 
 // silentProbeTimeout bounds the health probe sent on a connection after a
 // call timed out on it with nothing at all received since the call was
@@ -54,41 +58,43 @@ var silentProbeTimeout = 5 * time.Second
 // Past it the connection is recycled. A variable for tests.
 var maxAbandoned = 4096
 
-// Options configures a Client. The zero value is valid.
+// Options configures a Client. The zero value is valid: every zero field
+// takes the default documented on it.
 type Options struct {
 	// PoolSize is the number of connections the client keeps to the
-	// enclave; calls are spread over them round-robin. 0 means
-	// DefaultPoolSize; at most 64.
+	// enclave; calls are spread over them round-robin. 1..MaxPoolSize (64);
+	// 0 means DefaultPoolSize (2).
 	PoolSize int
-	// MaxFrame is the largest request or response payload in bytes,
-	// envelope included. 0 means protocol.DefaultMaxFrame (1 MiB); at most
-	// protocol.MaxFrameLimit (64 MiB). A larger response breaks the
+	// MaxFrameSize is the largest request or response payload in bytes,
+	// envelope included, 1..protocol.MaxFrameSizeLimit (64 MiB); 0 means
+	// protocol.DefaultMaxFrameSize (1 MiB). A larger response breaks the
 	// connection it arrived on.
-	MaxFrame int
+	MaxFrameSize int
 	// CallTimeout bounds every call whose context has no deadline, so that a
-	// vanished enclave never hangs a caller. 0 means DefaultCallTimeout;
-	// negative means no bound beyond the caller's context.
+	// vanished enclave never hangs a caller. 0 means DefaultCallTimeout
+	// (30s); negative means no bound beyond the caller's context.
 	CallTimeout time.Duration
 	// DialTimeout bounds each connection attempt, within the caller's
-	// context. 0 means DefaultDialTimeout.
+	// context. 0 means DefaultDialTimeout (10s).
 	DialTimeout time.Duration
 	// Logger receives connection events (breaks, redials). nil means
 	// slog.Default().
 	Logger *slog.Logger
-	// Dialer opens a connection to addr. nil means transport.Dial. Tests
+	// Dial opens a connection to addr. nil means transport.Dial. Tests
 	// use it to put a net.Pipe under the client.
-	Dialer func(ctx context.Context, addr string) (net.Conn, error)
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 }
 
-// Validate reports whether o is usable.
+// Validate reports the first invalid field, naming it, its value and what
+// is accepted; the error wraps ErrConfig.
 func (o Options) Validate() error {
 	switch {
-	case o.PoolSize < 0 || o.PoolSize > 64:
-		return fmt.Errorf("parent: Options.PoolSize %d out of range: want 0..64", o.PoolSize)
-	case o.MaxFrame < 0 || o.MaxFrame > protocol.MaxFrameLimit:
-		return fmt.Errorf("parent: Options.MaxFrame %d out of range: want 0..%d", o.MaxFrame, protocol.MaxFrameLimit)
+	case o.PoolSize < 0 || o.PoolSize > MaxPoolSize:
+		return fieldErr("Options.PoolSize", o.PoolSize, "outside 1..%d (0 means the default, %d)", MaxPoolSize, DefaultPoolSize)
+	case o.MaxFrameSize < 0 || o.MaxFrameSize > protocol.MaxFrameSizeLimit:
+		return fieldErr("Options.MaxFrameSize", o.MaxFrameSize, "outside 1..%d bytes (0 means the default, %d)", protocol.MaxFrameSizeLimit, protocol.DefaultMaxFrameSize)
 	case o.DialTimeout < 0:
-		return fmt.Errorf("parent: Options.DialTimeout %v is negative", o.DialTimeout)
+		return fieldErr("Options.DialTimeout", o.DialTimeout, "negative (0 means the default, %v)", DefaultDialTimeout)
 	}
 	return nil
 }
@@ -97,8 +103,8 @@ func (o Options) withDefaults() Options {
 	if o.PoolSize == 0 {
 		o.PoolSize = DefaultPoolSize
 	}
-	if o.MaxFrame == 0 {
-		o.MaxFrame = protocol.DefaultMaxFrame
+	if o.MaxFrameSize == 0 {
+		o.MaxFrameSize = protocol.DefaultMaxFrameSize
 	}
 	if o.CallTimeout == 0 {
 		o.CallTimeout = DefaultCallTimeout
@@ -109,8 +115,8 @@ func (o Options) withDefaults() Options {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	if o.Dialer == nil {
-		o.Dialer = transport.Dial
+	if o.Dial == nil {
+		o.Dial = transport.Dial
 	}
 	return o
 }
@@ -229,16 +235,9 @@ func (c *Client) CallRaw(ctx context.Context, method string, body []byte) ([]byt
 	}
 	b := callBound{ctx: ctx}
 	if _, ok := ctx.Deadline(); !ok && c.opts.CallTimeout > 0 {
-		if ctx.Done() == nil {
-			// ctx never ends by itself: a timer bounds the call, with no
-			// derived context (several allocations per call).
-			b.timer = time.NewTimer(c.opts.CallTimeout)
-			b.deadline = time.Now().Add(c.opts.CallTimeout)
-		} else {
-			var cancel context.CancelFunc
-			b.ctx, cancel = context.WithTimeout(ctx, c.opts.CallTimeout)
-			defer cancel()
-		}
+		// CallTimeout bounds the call: its connection's one timer ends it
+		// at the deadline, so no timer or derived context is made per call.
+		b.deadline = time.Now().Add(c.opts.CallTimeout)
 	}
 	defer b.release()
 	for attempt := 0; ; attempt++ {
@@ -247,8 +246,7 @@ func (c *Client) CallRaw(ctx context.Context, method string, body []byte) ([]byt
 			return nil, err
 		}
 		out, err := cc.callBounded(&b, method, body)
-		var ns errNotSent
-		if errors.As(err, &ns) {
+		if ns, ok := err.(errNotSent); ok {
 			if attempt == 0 && !errors.Is(ns.err, ErrClientClosed) {
 				continue // the connection broke before the request left: once more on a fresh one
 			}
@@ -259,32 +257,24 @@ func (c *Client) CallRaw(ctx context.Context, method string, body []byte) ([]byt
 }
 
 // callBound is how a call ends other than by its response: its context,
-// and, when that context can never end by itself (context.Background), the
-// Client's CallTimeout as a plain timer instead of a derived context.
+// and, when that context has no deadline, the Client's CallTimeout as a
+// deadline that the connection's timer enforces (clientConn.expire)
+// instead of a timer and a derived context per call.
 type callBound struct {
 	ctx      context.Context
-	timer    *time.Timer // nil unless ctx.Done() is nil and CallTimeout applies
-	deadline time.Time   // the timer's, also the write deadline
+	deadline time.Time // zero unless CallTimeout applies; also the write deadline
 
 	derived context.Context // ctx bounded by deadline, made only to dial
 	cancel  context.CancelFunc
 }
 
-// expired is the timer's channel, nil (never ready) without a timer.
-func (b *callBound) expired() <-chan time.Time {
-	if b.timer == nil {
-		return nil
-	}
-	return b.timer.C
-}
-
-// err is the context's error, or context.DeadlineExceeded once the timer's
+// err is the context's error, or context.DeadlineExceeded once the
 // deadline has passed.
 func (b *callBound) err() error {
 	if err := b.ctx.Err(); err != nil {
 		return err
 	}
-	if b.timer != nil && !time.Now().Before(b.deadline) {
+	if !b.deadline.IsZero() && !time.Now().Before(b.deadline) {
 		return context.DeadlineExceeded
 	}
 	return nil
@@ -293,7 +283,7 @@ func (b *callBound) err() error {
 // context returns a context that ends when the call must: for the rarely
 // taken paths (waiting for a dial, dialing) that need one.
 func (b *callBound) context() context.Context {
-	if b.timer == nil {
+	if b.deadline.IsZero() {
 		return b.ctx
 	}
 	if b.derived == nil {
@@ -303,9 +293,6 @@ func (b *callBound) context() context.Context {
 }
 
 func (b *callBound) release() {
-	if b.timer != nil {
-		b.timer.Stop()
-	}
 	if b.cancel != nil {
 		b.cancel()
 	}
@@ -376,11 +363,11 @@ func (c *Client) dial(ctx context.Context) (*clientConn, error) {
 	dctx, cancel := context.WithTimeout(ctx, c.opts.DialTimeout)
 	defer cancel()
 	defer context.AfterFunc(c.life, cancel)()
-	nc, err := c.opts.Dialer(dctx, c.addr)
+	nc, err := c.opts.Dial(dctx, c.addr)
 	if err != nil {
 		return nil, fmt.Errorf("parent: dialing enclave: %w", err)
 	}
-	cc, err := newClientConn(nc, c.opts.MaxFrame)
+	cc, err := newClientConn(nc, c.opts.MaxFrameSize)
 	if err != nil {
 		nc.Close()
 		return nil, err
@@ -415,10 +402,24 @@ func (c *Client) startReader(cc *clientConn) {
 	}()
 }
 
-// result is what the reader hands a waiting call.
+// result is what the reader (or the connection's deadline timer) hands a
+// waiting call.
 type result struct {
 	body []byte
 	err  error
+}
+
+// errCallExpired is the result the connection's timer hands a call whose
+// deadline (CallTimeout) has passed; the call reports
+// context.DeadlineExceeded.
+var errCallExpired = errors.New("call deadline passed")
+
+// pendingCall is a request in flight: where its result goes, and the
+// deadline the connection's timer enforces (zero: none, the caller's
+// context bounds it).
+type pendingCall struct {
+	ch       chan result // nil: abandoned by its caller
+	deadline time.Time
 }
 
 // clientConn is one connection with requests in flight. Its reader
@@ -427,14 +428,20 @@ type clientConn struct {
 	nc   net.Conn
 	fw   *protocol.FrameWriter
 	fr   *protocol.FrameReader
-	wsem chan struct{} // 1-slot semaphore guarding fw and nc writes
-	done chan struct{} // closed when the connection is broken
+	wsem chan struct{}    // 1-slot semaphore guarding fw and nc writes
+	done chan struct{}    // closed when the connection is broken
+	free chan chan result // empty result channels for reuse (recycle)
 
 	mu        sync.Mutex
 	nextID    uint64
-	pending   map[uint64]chan result // nil value: abandoned by its caller
+	pending   map[uint64]pendingCall
 	abandoned int
 	cause     error // set once, before done is closed
+	// timer ends the calls whose deadline has passed (expire); it is set
+	// for the earliest deadline in pending, armed is when it fires (zero
+	// when it is stopped).
+	timer *time.Timer
+	armed time.Time
 
 	// lastFrame is when the last frame arrived (UnixNano), probing whether
 	// a silent-connection probe runs; spawn starts it under the Client's
@@ -455,14 +462,20 @@ func newClientConn(nc net.Conn, maxFrame int) (*clientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &clientConn{
+	cc := &clientConn{
 		nc:      nc,
 		fw:      fw,
 		fr:      fr,
 		wsem:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
-		pending: make(map[uint64]chan result),
-	}, nil
+		free:    make(chan chan result, maxFreeChans),
+		pending: make(map[uint64]pendingCall),
+	}
+	// Made here, with the connection, so that it belongs to the same
+	// testing/synctest bubble as the connection's channels and reader.
+	cc.timer = time.AfterFunc(time.Hour, cc.expire)
+	cc.timer.Stop()
+	return cc, nil
 }
 
 func (cc *clientConn) broken() bool {
@@ -491,6 +504,7 @@ func (cc *clientConn) fail(cause error) {
 	cc.cause = cause
 	cc.pending = nil
 	close(cc.done)
+	cc.timer.Stop()
 	cc.mu.Unlock()
 	cc.nc.Close()
 }
@@ -516,9 +530,7 @@ func (cc *clientConn) callBounded(b *callBound, method string, body []byte) ([]b
 	if err := req.Validate(); err != nil {
 		return nil, fmt.Errorf("parent: encoding request: %w", err)
 	}
-	// Not pooled: a channel made inside a testing/synctest bubble must not
-	// be used outside it.
-	ch := make(chan result, 1)
+	ch := cc.resultChan()
 	cc.mu.Lock()
 	if cc.cause != nil {
 		cc.mu.Unlock()
@@ -527,46 +539,131 @@ func (cc *clientConn) callBounded(b *callBound, method string, body []byte) ([]b
 	cc.nextID++
 	id := cc.nextID
 	req.ID = id
-	cc.pending[id] = ch
+	cc.pending[id] = pendingCall{ch: ch, deadline: b.deadline}
+	if !b.deadline.IsZero() {
+		cc.armLocked(b.deadline)
+	}
 	cc.mu.Unlock()
 
-	if err := cc.write(b, id, &req); err != nil {
+	if err := cc.write(b, id, ch, &req); err != nil {
 		return nil, err
 	}
 	sent := time.Now().UnixNano()
 
 	select {
 	case r := <-ch:
-		if r.err != nil {
-			return nil, r.err
-		}
-		return r.body, nil
+		cc.recycle(ch)
+		return cc.outcome(r, method, sent)
 	case <-cc.done:
 		// The reader may have delivered just before breaking.
 		select {
 		case r := <-ch:
-			if r.err != nil {
-				return nil, r.err
-			}
-			return r.body, nil
+			cc.recycle(ch)
+			return cc.outcome(r, method, sent)
 		default:
 		}
 		return nil, cc.lostErr()
 	case <-b.ctx.Done():
 		return nil, cc.gaveUp(id, method, b.ctx.Err(), sent)
-	case <-b.expired():
-		return nil, cc.gaveUp(id, method, context.DeadlineExceeded, sent)
 	}
+}
+
+// resultChan returns a result channel for a call: a recycled one, or a new
+// one.
+func (cc *clientConn) resultChan() chan result {
+	select {
+	case ch := <-cc.free:
+		return ch
+	default:
+		return make(chan result, 1)
+	}
+}
+
+// recycle keeps ch, from which its call has just received its one result
+// (every request gets at most one, from the reader or from expire), for
+// another call. A call that ended otherwise drops its channel: a result
+// may still be on its way. The channels are kept per connection, never
+// shared between connections: a channel must stay in the testing/synctest
+// bubble it was made in, and a connection's calls all run in the bubble of
+// its own channels and reader.
+func (cc *clientConn) recycle(ch chan result) {
+	select {
+	case cc.free <- ch:
+	default:
+	}
+}
+
+// outcome is what a call returns for the result it was handed.
+func (cc *clientConn) outcome(r result, method string, sent int64) ([]byte, error) {
+	switch {
+	case r.err == errCallExpired:
+		// expire has abandoned the request already.
+		return nil, cc.timedOut(method, context.DeadlineExceeded, sent)
+	case r.err != nil:
+		return nil, r.err
+	}
+	return r.body, nil
 }
 
 // gaveUp abandons request id after the call ended with err before its
 // response arrived.
 func (cc *clientConn) gaveUp(id uint64, method string, err error, sent int64) error {
 	cc.forget(id, true)
+	return cc.timedOut(method, err, sent)
+}
+
+// timedOut is the error of a call that ended with err, its request
+// abandoned; a deadline with nothing received since the request was sent
+// makes the connection suspect.
+func (cc *clientConn) timedOut(method string, err error, sent int64) error {
 	if errors.Is(err, context.DeadlineExceeded) && cc.lastFrame.Load() < sent {
 		cc.suspect()
 	}
 	return fmt.Errorf("parent: call %s: %w", method, err)
+}
+
+// armLocked sets the connection's timer to fire at t unless it already
+// fires earlier.
+func (cc *clientConn) armLocked(t time.Time) {
+	if !cc.armed.IsZero() && !t.Before(cc.armed) {
+		return
+	}
+	cc.armed = t
+	cc.timer.Reset(time.Until(t))
+}
+
+// expire runs when the connection's timer fires: it hands every call whose
+// deadline has passed errCallExpired and abandons its request (a late
+// response is recognised and dropped), then sets the timer for the
+// earliest deadline left.
+func (cc *clientConn) expire() {
+	cc.mu.Lock()
+	cc.armed = time.Time{}
+	if cc.pending == nil {
+		cc.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	var next time.Time
+	for id, p := range cc.pending {
+		switch {
+		case p.ch == nil || p.deadline.IsZero():
+		case !now.Before(p.deadline):
+			p.ch <- result{err: errCallExpired} // never blocks: the one result of p.ch
+			cc.pending[id] = pendingCall{}
+			cc.abandoned++
+		case next.IsZero() || p.deadline.Before(next):
+			next = p.deadline
+		}
+	}
+	if !next.IsZero() {
+		cc.armLocked(next)
+	}
+	tooMany := cc.abandoned > maxAbandoned
+	cc.mu.Unlock()
+	if tooMany {
+		cc.fail(fmt.Errorf("%w: %d requests abandoned without a response", ErrConnLost, maxAbandoned))
+	}
 }
 
 // suspect starts a probe of a connection on which a call timed out with
@@ -599,20 +696,33 @@ func (cc *clientConn) probe() {
 }
 
 // write encodes req (already validated) into the connection's reused
-// buffer and sends it as one frame. A write cut short by ctx may leave half
-// a frame on the stream, so it breaks the connection.
-func (cc *clientConn) write(b *callBound, id uint64, req *protocol.Envelope) error {
+// buffer and sends it as one frame. A write cut short by ctx or the
+// deadline may leave half a frame on the stream, so it breaks the
+// connection. ch is the call's result channel: the connection's timer may
+// end the call while it waits for its turn to write.
+func (cc *clientConn) write(b *callBound, id uint64, ch chan result, req *protocol.Envelope) error {
 	ctx := b.ctx
-	select {
-	case cc.wsem <- struct{}{}:
-	case <-cc.done:
-		return errNotSent{cc.lostErr()}
-	case <-ctx.Done():
-		cc.forget(id, false)
-		return fmt.Errorf("parent: waiting to send request: %w", ctx.Err())
-	case <-b.expired():
-		cc.forget(id, false)
-		return fmt.Errorf("parent: waiting to send request: %w", context.DeadlineExceeded)
+wait:
+	for {
+		select {
+		case cc.wsem <- struct{}{}:
+			break wait
+		case <-cc.done:
+			return errNotSent{cc.lostErr()}
+		case <-ctx.Done():
+			cc.forget(id, false)
+			return fmt.Errorf("parent: waiting to send request: %w", ctx.Err())
+		case r := <-ch:
+			if r.err != errCallExpired {
+				// An answer to a request not yet sent (only a misbehaving
+				// enclave guesses ids): the call takes it once it is sent.
+				ch <- r
+				ch = nil
+				continue
+			}
+			cc.forget(id, false)
+			return fmt.Errorf("parent: waiting to send request: %w", context.DeadlineExceeded)
+		}
 	}
 	// The semaphore may have been free at the same time as one of the other
 	// cases was ready: nothing is written for a call that already ended,
@@ -635,9 +745,10 @@ func (cc *clientConn) write(b *callBound, id uint64, req *protocol.Envelope) err
 			cc.nc.SetWriteDeadline(time.Unix(1, 0))
 			close(fired)
 		})
-	} else if b.timer != nil {
-		// A context that never ends needs no watcher: the timer's
-		// deadline is the write deadline.
+	}
+	timed := !b.deadline.IsZero()
+	if timed {
+		// The call's deadline is the write deadline: no watcher needed.
 		cc.nc.SetWriteDeadline(b.deadline)
 	}
 	// Encoded under wsem straight into the frame writer's reused buffer:
@@ -647,12 +758,12 @@ func (cc *clientConn) write(b *callBound, id uint64, req *protocol.Envelope) err
 	if stop != nil && !stop() {
 		<-fired
 		interrupted = true
-		if err == nil {
-			// The frame went out whole; only the deadline must go.
-			cc.nc.SetWriteDeadline(time.Time{})
-		}
-	} else if b.timer != nil {
+	} else if timed {
 		interrupted = err != nil && errors.Is(err, os.ErrDeadlineExceeded)
+	}
+	if interrupted || timed {
+		// The frame went out whole, or the connection is failed below;
+		// either way the deadline must go.
 		cc.nc.SetWriteDeadline(time.Time{})
 	}
 	// On failure the connection is failed before the semaphore is given
@@ -681,21 +792,26 @@ type errNotSent struct{ err error }
 func (e errNotSent) Error() string { return e.err.Error() }
 func (e errNotSent) Unwrap() error { return e.err }
 
-// forget removes a request. With abandon, the id stays known so that its
-// late response is recognised; too many of those recycle the connection.
+// forget removes a request (one never sent, even if expire abandoned it
+// meanwhile). With abandon, the id stays known so that its late response
+// is recognised; too many of those recycle the connection.
 func (cc *clientConn) forget(id uint64, abandon bool) {
 	cc.mu.Lock()
 	if cc.pending == nil {
 		cc.mu.Unlock()
 		return
 	}
+	p, ok := cc.pending[id]
 	if !abandon {
+		if ok && p.ch == nil {
+			cc.abandoned--
+		}
 		delete(cc.pending, id)
 		cc.mu.Unlock()
 		return
 	}
-	if _, ok := cc.pending[id]; ok {
-		cc.pending[id] = nil
+	if ok && p.ch != nil {
+		cc.pending[id] = pendingCall{}
 		cc.abandoned++
 	}
 	tooMany := cc.abandoned > maxAbandoned
@@ -727,7 +843,8 @@ func (cc *clientConn) readLoop() {
 			cc.mu.Unlock()
 			return
 		}
-		ch, ok := cc.pending[env.ID]
+		p, ok := cc.pending[env.ID]
+		ch := p.ch
 		if ok {
 			delete(cc.pending, env.ID)
 			if ch == nil {

@@ -59,7 +59,7 @@ func TestSilentConnectionRetired(t *testing.T) {
 			serveEcho(c)
 		})
 		defer close(hang)
-		c, err := Dial(context.Background(), "tcp://enclave:5000", Options{Dialer: dialer, Logger: quiet, PoolSize: 1})
+		c, err := Dial(context.Background(), "tcp://enclave:5000", Options{Dial: dialer, Logger: quiet, PoolSize: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -90,7 +90,7 @@ func TestSlowHandlerKeepsConnection(t *testing.T) {
 			defer c.Close()
 			serveSlow(c, 10*time.Second)
 		})
-		c, err := Dial(context.Background(), "tcp://enclave:5000", Options{Dialer: dialer, Logger: quiet, PoolSize: 1})
+		c, err := Dial(context.Background(), "tcp://enclave:5000", Options{Dial: dialer, Logger: quiet, PoolSize: 1})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -60,7 +60,7 @@ func TestCloseEndsDialSynctest(t *testing.T) {
 			<-ctx.Done() // an enclave that does not answer the connection
 			return nil, ctx.Err()
 		}
-		c, err := Dial(context.Background(), "tcp://enclave:5000", Options{Dialer: dialer, Logger: quiet, PoolSize: 2, DialTimeout: time.Minute})
+		c, err := Dial(context.Background(), "tcp://enclave:5000", Options{Dial: dialer, Logger: quiet, PoolSize: 2, DialTimeout: time.Minute})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -108,7 +108,7 @@ func TestCallRetriedWhenNotSentSynctest(t *testing.T) {
 				}
 				serveEcho(c)
 			})
-			c, err := Dial(context.Background(), "tcp://enclave:5000", Options{Dialer: dialer, Logger: quiet, PoolSize: 1})
+			c, err := Dial(context.Background(), "tcp://enclave:5000", Options{Dial: dialer, Logger: quiet, PoolSize: 1})
 			if err != nil {
 				t.Fatal(err)
 			}

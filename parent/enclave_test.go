@@ -287,18 +287,18 @@ func newAttestEnclave(t testing.TB, pcrs map[int][]byte) (*realEnclave, *nsmtest
 
 func pcr(b byte) []byte { return bytes.Repeat([]byte{b}, 48) }
 
-// A debug-mode enclave (all-zero PCR0) is refused even with AllowAnyPCRs,
+// A debug-mode enclave (all-zero PCR0) is refused even with AnyImage,
 // unless the caller accepts debug enclaves explicitly.
 func TestEnclaveAttestDebugMode(t *testing.T) {
 	e, emu := newAttestEnclave(t, nil) // the emulator's PCRs start at zero, as in debug mode
 	c := dialT(t, e.addr, Options{})
-	doc, err := c.Attest(context.Background(), AttestOptions{Roots: emu.Roots(), AllowAnyPCRs: true})
+	doc, err := c.Attest(context.Background(), AttestOptions{Roots: emu.Roots(), AnyImage: true})
 	if doc != nil || !errors.Is(err, ErrDebugEnclave) || !errors.Is(err, ErrAttestation) {
 		t.Fatalf("Attest = %v, %v; want ErrDebugEnclave", doc, err)
 	}
-	doc, err = c.Attest(context.Background(), AttestOptions{Roots: emu.Roots(), AllowAnyPCRs: true, AllowDebugEnclave: true})
+	doc, err = c.Attest(context.Background(), AttestOptions{Roots: emu.Roots(), AnyImage: true, AllowDebug: true})
 	if err != nil || !bytes.Equal(doc.PCRs[0], make([]byte, 48)) {
-		t.Fatalf("with AllowDebugEnclave: %v, %v", doc, err)
+		t.Fatalf("with AllowDebug: %v, %v", doc, err)
 	}
 }
 
@@ -317,7 +317,7 @@ func TestEnclaveAttest(t *testing.T) {
 	}{
 		{"ok", AttestOptions{Roots: emu.Roots(), PCRs: want}, nil},
 		{"ok with user data", AttestOptions{Roots: emu.Roots(), PCRs: want, UserData: []byte("ud")}, nil},
-		{"any pcrs", AttestOptions{Roots: emu.Roots(), AllowAnyPCRs: true}, nil},
+		{"any pcrs", AttestOptions{Roots: emu.Roots(), AnyImage: true}, nil},
 		{"wrong pcr", AttestOptions{Roots: emu.Roots(), PCRs: map[int][]byte{0: pcr(0xa0), 2: pcr(0xff)}}, attest.ErrPCRMismatch},
 		{"aws root pinned", AttestOptions{PCRs: want}, ErrAttestation},
 		{"other root", AttestOptions{Roots: other.Roots(), PCRs: want}, ErrAttestation},
@@ -378,7 +378,7 @@ func TestAttestHostileEnclave(t *testing.T) {
 				fc.send(protocol.Envelope{ID: env.ID, Body: tc.body})
 			})
 			c := dialT(t, s.Addr(), Options{})
-			doc, err := c.Attest(context.Background(), AttestOptions{Roots: emu.Roots(), AllowAnyPCRs: true})
+			doc, err := c.Attest(context.Background(), AttestOptions{Roots: emu.Roots(), AnyImage: true})
 			if doc != nil || !errors.Is(err, tc.want) || !errors.Is(err, ErrAttestation) {
 				t.Fatalf("Attest = %v, %v; want %v", doc, err, tc.want)
 			}
@@ -432,7 +432,7 @@ func TestClientThroughIngress(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if st := in.Stats(); st.Total != 2 {
+	if st := in.Stats(); st.TotalConns != 2 {
 		t.Fatalf("ingress stats %+v, want the client's 2 connections", st)
 	}
 }

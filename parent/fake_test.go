@@ -39,7 +39,7 @@ func (fc *fakeConn) send(env protocol.Envelope) error {
 func (fc *fakeConn) sendRaw(payload []byte) error {
 	fc.wmu.Lock()
 	defer fc.wmu.Unlock()
-	return protocol.WriteFrame(fc.Conn, payload, protocol.MaxFrameLimit)
+	return protocol.WriteFrame(fc.Conn, payload, protocol.MaxFrameSizeLimit)
 }
 
 // echoReply answers every request with its own body.

@@ -42,7 +42,7 @@ func FuzzClientResponse(f *testing.F) {
 			}()
 			return a, nil
 		}
-		c, err := Dial(context.Background(), "tcp://enclave:1", Options{Dialer: dialer, PoolSize: 1, MaxFrame: 4096, Logger: quiet})
+		c, err := Dial(context.Background(), "tcp://enclave:1", Options{Dial: dialer, PoolSize: 1, MaxFrameSize: 4096, Logger: quiet})
 		if err != nil {
 			t.Fatal(err)
 		}

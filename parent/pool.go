@@ -21,17 +21,19 @@ const (
 	DefaultProbeTimeout     = time.Second
 	DefaultFailThreshold    = 3
 	DefaultDiscoverInterval = 10 * time.Second
-	maxPoolMembers          = 256
+	// MaxAddrs bounds PoolOptions.Addrs and what Discover returns.
+	MaxAddrs = 256
 )
 
 // ErrNoHealthyEnclave is returned by Pool calls when no enclave of the pool
 // is in service.
 var ErrNoHealthyEnclave = errors.New("parent: no healthy enclave in the pool")
 
-// PoolOptions configures a Pool. Exactly one of Addrs and Discover is set.
+// PoolOptions configures a Pool. Exactly one of Addrs and Discover is set
+// (required); every other zero field takes the default documented on it.
 type PoolOptions struct {
 	// Addrs are the enclave server addresses ("vsock://16:5000",
-	// "tcp://127.0.0.1:5000"), fixed for the pool's life.
+	// "tcp://127.0.0.1:5000"), fixed for the pool's life; at most MaxAddrs.
 	Addrs []string
 	// Discover returns the current addresses; it is called at NewPool and
 	// then every DiscoverInterval. Enclaves that disappear from its answer
@@ -39,39 +41,46 @@ type PoolOptions struct {
 	// error keeps the current set.
 	Discover func(ctx context.Context) ([]string, error)
 	// DiscoverInterval is the time between Discover calls. 0 means
-	// DefaultDiscoverInterval.
+	// DefaultDiscoverInterval (10s).
 	DiscoverInterval time.Duration
 	// ProbeInterval is the time between health probes
-	// (enclavekit.health) of each enclave. 0 means DefaultProbeInterval.
+	// (enclavekit.health) of each enclave. 0 means DefaultProbeInterval
+	// (2s).
 	ProbeInterval time.Duration
 	// ProbeTimeout bounds one probe, dial included. 0 means
-	// DefaultProbeTimeout.
+	// DefaultProbeTimeout (1s).
 	ProbeTimeout time.Duration
 	// FailThreshold is the number of consecutive failed probes that take an
 	// enclave out of service. One successful probe puts it back. 0 means
-	// DefaultFailThreshold.
+	// DefaultFailThreshold (3).
 	FailThreshold int
-	// Client configures the Client of each enclave.
+	// Client configures the Client of each enclave; its zero value takes
+	// Options' defaults, and a nil Client.Logger means Logger.
 	Client Options
 	// Logger receives membership changes. nil means slog.Default().
 	Logger *slog.Logger
 }
 
-// Validate reports whether o is usable.
+// Validate reports the first invalid field, naming it, its value and what
+// is accepted; the error wraps ErrConfig.
 func (o PoolOptions) Validate() error {
 	switch {
 	case (len(o.Addrs) == 0) == (o.Discover == nil):
-		return errors.New("parent: PoolOptions needs exactly one of Addrs and Discover")
-	case len(o.Addrs) > maxPoolMembers:
-		return fmt.Errorf("parent: PoolOptions.Addrs has %d addresses; at most %d", len(o.Addrs), maxPoolMembers)
-	case o.DiscoverInterval < 0, o.ProbeInterval < 0, o.ProbeTimeout < 0:
-		return errors.New("parent: PoolOptions intervals and timeouts must not be negative")
+		return fmt.Errorf("%w: PoolOptions needs exactly one of Addrs and Discover", ErrConfig)
+	case len(o.Addrs) > MaxAddrs:
+		return fieldErr("PoolOptions.Addrs", fmt.Sprintf("%d addresses", len(o.Addrs)), "above MaxAddrs (%d)", MaxAddrs)
+	case o.DiscoverInterval < 0:
+		return fieldErr("PoolOptions.DiscoverInterval", o.DiscoverInterval, "negative (0 means the default, %v)", DefaultDiscoverInterval)
+	case o.ProbeInterval < 0:
+		return fieldErr("PoolOptions.ProbeInterval", o.ProbeInterval, "negative (0 means the default, %v)", DefaultProbeInterval)
+	case o.ProbeTimeout < 0:
+		return fieldErr("PoolOptions.ProbeTimeout", o.ProbeTimeout, "negative (0 means the default, %v)", DefaultProbeTimeout)
 	case o.FailThreshold < 0:
-		return fmt.Errorf("parent: PoolOptions.FailThreshold %d is negative", o.FailThreshold)
+		return fieldErr("PoolOptions.FailThreshold", o.FailThreshold, "negative (0 means the default, %d)", DefaultFailThreshold)
 	}
 	for _, a := range o.Addrs {
 		if _, err := transport.ParseAddr(a); err != nil {
-			return fmt.Errorf("parent: PoolOptions.Addrs: %w", err)
+			return fmt.Errorf("%w: PoolOptions.Addrs: %w", ErrConfig, err)
 		}
 	}
 	return o.Client.Validate()
@@ -373,7 +382,7 @@ func (p *Pool) refresh(ctx context.Context) error {
 			p.opts.Logger.Warn("enclavekit pool: discovery returned a bad address; ignored", "addr", a, "err", err)
 			continue
 		}
-		if !seen[a] && len(want) < maxPoolMembers {
+		if !seen[a] && len(want) < MaxAddrs {
 			seen[a] = true
 			want = append(want, a)
 		}

@@ -25,8 +25,8 @@ func Equal(a, b []byte) bool {
 // Pad appends to b's backing array when it has room, like append.
 // bucket must be between 1 and 64 MiB.
 func Pad(b []byte, bucket int) ([]byte, error) {
-	if bucket < 1 || bucket > MaxFrameLimit {
-		return nil, fmt.Errorf("protocol: pad bucket %d out of range: want 1..%d", bucket, MaxFrameLimit)
+	if bucket < 1 || bucket > MaxFrameSizeLimit {
+		return nil, fmt.Errorf("protocol: pad bucket %d out of range: want 1..%d", bucket, MaxFrameSizeLimit)
 	}
 	n := len(b) + 1
 	if r := n % bucket; r != 0 {
@@ -43,8 +43,8 @@ func Pad(b []byte, bucket int) ([]byte, error) {
 // scan runs over every byte of b with no data-dependent branches, so its
 // timing reveals len(b) but not where the message ends. The result aliases b.
 func Unpad(b []byte, bucket int) ([]byte, error) {
-	if bucket < 1 || bucket > MaxFrameLimit {
-		return nil, fmt.Errorf("protocol: unpad bucket %d out of range: want 1..%d", bucket, MaxFrameLimit)
+	if bucket < 1 || bucket > MaxFrameSizeLimit {
+		return nil, fmt.Errorf("protocol: unpad bucket %d out of range: want 1..%d", bucket, MaxFrameSizeLimit)
 	}
 	if len(b) == 0 || len(b)%bucket != 0 {
 		return nil, fmt.Errorf("%w: length %d is not a positive multiple of the bucket size %d", ErrBadPadding, len(b), bucket)

@@ -11,11 +11,11 @@ import (
 const (
 	// HeaderSize is the length of the big-endian uint32 length prefix.
 	HeaderSize = 4
-	// DefaultMaxFrame is the payload limit used when none is configured: 1 MiB.
-	DefaultMaxFrame = 1 << 20
-	// MaxFrameLimit is the largest payload limit that may be configured: 64 MiB.
+	// DefaultMaxFrameSize is the payload limit used when none is configured: 1 MiB.
+	DefaultMaxFrameSize = 1 << 20
+	// MaxFrameSizeLimit is the largest payload limit that may be configured: 64 MiB.
 	// A declared length above it is never valid in protocol v1.
-	MaxFrameLimit = 64 << 20
+	MaxFrameSizeLimit = 64 << 20
 )
 
 // Sentinel errors of the frame codec. Each is distinct, so callers can tell
@@ -23,9 +23,9 @@ const (
 // unwanted frame, and both from a connection cut in the middle of a frame.
 var (
 	// ErrFrameTooLarge: the declared or given length exceeds the configured
-	// maximum (which is at most MaxFrameLimit).
+	// maximum (which is at most MaxFrameSizeLimit).
 	ErrFrameTooLarge = errors.New("protocol: frame exceeds the configured maximum size")
-	// ErrFrameLengthInvalid: the declared length exceeds MaxFrameLimit, the
+	// ErrFrameLengthInvalid: the declared length exceeds MaxFrameSizeLimit, the
 	// protocol's hard ceiling; the peer is not speaking protocol v1 (or is
 	// hostile), e.g. a length prefix of ff ff ff ff.
 	ErrFrameLengthInvalid = errors.New("protocol: frame length exceeds the protocol v1 ceiling of 64 MiB")
@@ -43,9 +43,9 @@ const growStep = 64 << 10
 func checkMax(limit int) (int, error) {
 	switch {
 	case limit == 0:
-		return DefaultMaxFrame, nil
-	case limit < 0 || limit > MaxFrameLimit:
-		return 0, fmt.Errorf("protocol: max frame size %d out of range: want 1..%d (64 MiB), or 0 for the default of %d", limit, MaxFrameLimit, DefaultMaxFrame)
+		return DefaultMaxFrameSize, nil
+	case limit < 0 || limit > MaxFrameSizeLimit:
+		return 0, fmt.Errorf("protocol: max frame size %d out of range: want 1..%d (64 MiB), or 0 for the default of %d", limit, MaxFrameSizeLimit, DefaultMaxFrameSize)
 	}
 	return limit, nil
 }
@@ -61,7 +61,7 @@ type FrameReader struct {
 }
 
 // NewFrameReader returns a reader of frames from r whose payloads are at most
-// max bytes. max 0 means DefaultMaxFrame; max above MaxFrameLimit is an error.
+// max bytes. max 0 means DefaultMaxFrameSize; max above MaxFrameSizeLimit is an error.
 func NewFrameReader(r io.Reader, max int) (*FrameReader, error) {
 	m, err := checkMax(max)
 	if err != nil {
@@ -86,7 +86,7 @@ func (fr *FrameReader) ReadFrame() ([]byte, error) {
 
 // ReadFrame reads one frame from r into buf's backing array (growing it as
 // the payload arrives, never ahead of the data by more than 64 KiB) and
-// returns the payload. max is the payload limit; 0 means DefaultMaxFrame.
+// returns the payload. max is the payload limit; 0 means DefaultMaxFrameSize.
 // A declared length above max is reported before anything is allocated or
 // read past the header: with ErrFrameLengthInvalid when it exceeds the
 // protocol ceiling, else with ErrFrameTooLarge. A stream that ends inside a
@@ -109,7 +109,7 @@ func readFrame(r io.Reader, hdr *[HeaderSize]byte, buf []byte, limit int) ([]byt
 		return nil, err
 	}
 	n := binary.BigEndian.Uint32(hdr[:])
-	if n > MaxFrameLimit {
+	if n > MaxFrameSizeLimit {
 		return nil, fmt.Errorf("%w: peer declared %d bytes", ErrFrameLengthInvalid, n)
 	}
 	if int(n) > limit {
@@ -177,7 +177,7 @@ type FrameWriter struct {
 const coalesceLimit = 64 << 10
 
 // NewFrameWriter returns a writer of frames to w whose payloads are at most
-// max bytes. max 0 means DefaultMaxFrame; max above MaxFrameLimit is an error.
+// max bytes. max 0 means DefaultMaxFrameSize; max above MaxFrameSizeLimit is an error.
 func NewFrameWriter(w io.Writer, max int) (*FrameWriter, error) {
 	m, err := checkMax(max)
 	if err != nil {
@@ -217,7 +217,7 @@ func writeAll(w io.Writer, b []byte) error {
 }
 
 // WriteFrame writes payload to w as one frame, allocating a small buffer per
-// call; use a FrameWriter on hot paths. max 0 means DefaultMaxFrame.
+// call; use a FrameWriter on hot paths. max 0 means DefaultMaxFrameSize.
 func WriteFrame(w io.Writer, payload []byte, max int) error {
 	fw, err := NewFrameWriter(w, max)
 	if err != nil {

@@ -34,8 +34,8 @@ func TestReadFrame(t *testing.T) {
 		{name: "header only", in: []byte{0, 0, 0, 1}, wantErr: []error{ErrFrameTruncated}},
 		{name: "over max by one", in: frameBytes(make([]byte, 11)), max: 10, wantErr: []error{ErrFrameTooLarge}, notErr: []error{ErrFrameLengthInvalid, ErrFrameTruncated}},
 		{name: "4 GiB prefix", in: []byte{0xff, 0xff, 0xff, 0xff}, wantErr: []error{ErrFrameLengthInvalid}, notErr: []error{ErrFrameTooLarge, ErrFrameTruncated}},
-		{name: "just over ceiling", in: binary.BigEndian.AppendUint32(nil, MaxFrameLimit+1), max: MaxFrameLimit, wantErr: []error{ErrFrameLengthInvalid}},
-		{name: "over default max", in: binary.BigEndian.AppendUint32(nil, DefaultMaxFrame+1), wantErr: []error{ErrFrameTooLarge}},
+		{name: "just over ceiling", in: binary.BigEndian.AppendUint32(nil, MaxFrameSizeLimit+1), max: MaxFrameSizeLimit, wantErr: []error{ErrFrameLengthInvalid}},
+		{name: "over default max", in: binary.BigEndian.AppendUint32(nil, DefaultMaxFrameSize+1), wantErr: []error{ErrFrameTooLarge}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -101,12 +101,12 @@ func TestOversizedLengthReadsNothingMore(t *testing.T) {
 func TestDeclaredLengthDoesNotAllocate(t *testing.T) {
 	// A peer that declares 64 MiB and sends 10 bytes must not cost 64 MiB:
 	// the buffer grows with the data that arrives.
-	in := append(binary.BigEndian.AppendUint32(nil, MaxFrameLimit), make([]byte, 10)...)
+	in := append(binary.BigEndian.AppendUint32(nil, MaxFrameSizeLimit), make([]byte, 10)...)
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	const reads = 10
 	for range reads {
-		if _, err := ReadFrame(bytes.NewReader(in), nil, MaxFrameLimit); !errors.Is(err, ErrFrameTruncated) {
+		if _, err := ReadFrame(bytes.NewReader(in), nil, MaxFrameSizeLimit); !errors.Is(err, ErrFrameTruncated) {
 			t.Fatalf("err = %v, want ErrFrameTruncated", err)
 		}
 	}
@@ -117,7 +117,7 @@ func TestDeclaredLengthDoesNotAllocate(t *testing.T) {
 }
 
 func TestConfiguredMax(t *testing.T) {
-	for _, m := range []int{-1, MaxFrameLimit + 1} {
+	for _, m := range []int{-1, MaxFrameSizeLimit + 1} {
 		if _, err := NewFrameReader(nil, m); err == nil || !strings.Contains(err.Error(), "out of range") {
 			t.Errorf("NewFrameReader(max=%d) err = %v", m, err)
 		}
@@ -126,7 +126,7 @@ func TestConfiguredMax(t *testing.T) {
 		}
 	}
 	fr, err := NewFrameReader(nil, 0)
-	if err != nil || fr.Max() != DefaultMaxFrame {
+	if err != nil || fr.Max() != DefaultMaxFrameSize {
 		t.Fatalf("default max = %d, %v", fr.Max(), err)
 	}
 }
@@ -149,7 +149,7 @@ func TestFrameRoundTrip(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for iter := range 200 {
 		var stream bytes.Buffer
-		fw, _ := NewFrameWriter(&stream, MaxFrameLimit)
+		fw, _ := NewFrameWriter(&stream, MaxFrameSizeLimit)
 		var want [][]byte
 		for range rng.IntN(8) {
 			size := rng.IntN(300)
@@ -165,7 +165,7 @@ func TestFrameRoundTrip(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		fr, _ := NewFrameReader(&chunkReader{r: &stream, rng: rng}, MaxFrameLimit)
+		fr, _ := NewFrameReader(&chunkReader{r: &stream, rng: rng}, MaxFrameSizeLimit)
 		for i, w := range want {
 			got, err := fr.ReadFrame()
 			if err != nil {
@@ -280,7 +280,7 @@ func (w shortWriter) Write(p []byte) (int, error) { return min(len(p), w.n), nil
 
 func TestWriteFrameReportsShortWrite(t *testing.T) {
 	for _, size := range []int{10, coalesceLimit + 1} {
-		fw, _ := NewFrameWriter(shortWriter{n: 3}, MaxFrameLimit)
+		fw, _ := NewFrameWriter(shortWriter{n: 3}, MaxFrameSizeLimit)
 		if err := fw.WriteFrame(make([]byte, size)); !errors.Is(err, io.ErrShortWrite) {
 			t.Errorf("payload of %d bytes: err = %v, want io.ErrShortWrite", size, err)
 		}
@@ -294,12 +294,12 @@ func TestWriteFrameReportsShortWrite(t *testing.T) {
 // ahead of the data.
 func TestStalledFrameCostsWhatArrived(t *testing.T) {
 	for _, sent := range []int{growStep + 1, 1<<20 + 1, 3<<20 + 17} {
-		in := append(binary.BigEndian.AppendUint32(nil, MaxFrameLimit), make([]byte, sent)...)
+		in := append(binary.BigEndian.AppendUint32(nil, MaxFrameSizeLimit), make([]byte, sent)...)
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
 		const reads = 4
 		for range reads {
-			if _, err := ReadFrame(bytes.NewReader(in), nil, MaxFrameLimit); !errors.Is(err, ErrFrameTruncated) {
+			if _, err := ReadFrame(bytes.NewReader(in), nil, MaxFrameSizeLimit); !errors.Is(err, ErrFrameTruncated) {
 				t.Fatalf("err = %v, want ErrFrameTruncated", err)
 			}
 		}

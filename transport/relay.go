@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -209,9 +210,11 @@ func isClosed(err error) bool {
 	return err != nil && (errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed))
 }
 
+// isTimeout reports whether err is a deadline passing (net.Conn's errors
+// then wrap os.ErrDeadlineExceeded). Not any net.Error that says Timeout:
+// ETIMEDOUT, a connection whose peer vanished, says so too.
 func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+	return errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 // writeErr is the cause a failed write ends the relay with: a write
@@ -234,6 +237,12 @@ type half struct {
 
 	n, pending int64 // bytes written; of them, not yet counted
 
+	// resumable: dst is a descriptor's connection (syscall.Conn), whose
+	// Write that timed out wrote exactly what it says and can be called
+	// again. Not so TLS, whose timed-out Write may leave half a record
+	// and fails every later one.
+	resumable bool
+
 	armed  bool      // src's read deadline is set
 	idleDL time.Time // Idle's part of it (zero: none)
 	rdl    time.Time // the read deadline set on src
@@ -247,7 +256,8 @@ type half struct {
 }
 
 func (r *Relay) newHalf(src, dst net.Conn, lastRead *atomic.Int64, count func(int64)) *half {
-	return &half{r: r, src: src, dst: dst, lastRead: lastRead, count: count}
+	_, resumable := dst.(syscall.Conn)
+	return &half{r: r, src: src, dst: dst, lastRead: lastRead, count: count, resumable: resumable}
 }
 
 // run copies until src ends or the relay is aborted.
@@ -314,21 +324,45 @@ func (h *half) gotBytes(n int) {
 	}
 }
 
-// write writes h.buf[:n] to dst; false means the relay is over.
+// write writes h.buf[:n] to dst; false means the relay is over. With
+// Idle, it gives up when no byte went out for Idle. Where dst's writes can
+// be resumed, a peer that reads slowly but keeps reading is not idle,
+// however long the whole buffer takes: each Write is bounded by a quarter
+// of Idle, so that the bytes it moved reach the activity clock (which the
+// other direction's idle check reads) while the rest waits. Elsewhere the
+// whole buffer must go within Idle.
 func (h *half) write(n int) bool {
-	if h.r.Idle > 0 {
-		h.dst.SetWriteDeadline(time.Now().Add(h.r.Idle))
-	}
-	if h.r.aborted.Load() {
-		return false
-	}
-	nw, err := h.dst.Write((*h.buf)[:n])
-	h.wrote(int64(nw))
-	if err != nil {
+	p := (*h.buf)[:n]
+	moved := time.Now() // when bytes last went out (or the write began)
+	for {
+		if idle := h.r.Idle; idle > 0 {
+			dl := moved.Add(idle)
+			if quarter := time.Now().Add(idle / 4); h.resumable && quarter.Before(dl) {
+				dl = quarter
+			}
+			h.dst.SetWriteDeadline(dl)
+		}
+		if h.r.aborted.Load() {
+			return false
+		}
+		nw, err := h.dst.Write(p)
+		h.wrote(int64(nw))
+		p = p[nw:]
+		if err == nil {
+			return true
+		}
+		if h.resumable && h.r.Idle > 0 && isTimeout(err) && !h.r.aborted.Load() {
+			now := time.Now()
+			if nw > 0 {
+				moved = now
+			}
+			if now.Sub(moved) < h.r.Idle {
+				continue
+			}
+		}
 		h.r.abort(writeErr(err))
 		return false
 	}
-	return true
 }
 
 // wrote accounts for n bytes written to dst.

@@ -15,11 +15,19 @@ import (
 // (RawConn.Read with a callback that finds nothing to read returns false,
 // and the runtime's poller wakes it), then takes a buffer, or, when the
 // bytes can be spliced, asks the kernel how many are queued and splices
-// exactly those, so that the splice never waits (holding a pipe) for more.
+// exactly those, so that the splice never waits (holding a pipe) for more;
+// and no more than dst's send buffer takes at once, so that it does not
+// wait for dst's reader either (when that buffer is full, the bytes go
+// through a buffer instead, whose write sees the reader's progress).
 type fastPath struct {
-	rc syscall.RawConn // src's; nil: no fast path
-	to *net.TCPConn    // dst, while src to dst is spliced
-	h  *half
+	rc   syscall.RawConn // src's; nil: no fast path
+	to   *net.TCPConn    // dst, while src to dst is spliced
+	toRC syscall.RawConn // to's
+	h    *half
+	// inqSlack is how many of the bytes SIOCINQ counts a read may skip: 1
+	// on a Unix socket, whose count includes a pending out-of-band byte
+	// (which a stream read drops).
+	inqSlack int
 
 	onRead, onSplice func(fd uintptr) bool // the callbacks, made once
 
@@ -54,7 +62,12 @@ func (h *half) setup() {
 			f.to = to
 		case *net.UnixConn:
 			if src.LocalAddr().Network() == "unix" { // Go splices stream sockets only
-				f.to = to
+				f.to, f.inqSlack = to, 1
+			}
+		}
+		if f.to != nil {
+			if f.toRC, _ = to.SyscallConn(); f.toRC == nil {
+				f.to = nil
 			}
 		}
 	}
@@ -93,9 +106,20 @@ func (f *fastPath) read(h *half) (n, avail int, err error) {
 		h.putBuf()
 		return 0, 0, err
 	}
+	if f.avail > 0 {
+		if room := f.room(); room > 0 {
+			return 0, min(f.avail, room), nil
+		}
+		// dst's send buffer is full: a splice would wait for its reader
+		// holding bytes in a pipe, lost if the wait times out. Copy these
+		// through a buffer, whose write sees every byte the reader takes.
+		f.avail = 0
+		if err := f.rc.Read(f.onRead); err != nil {
+			h.putBuf()
+			return 0, 0, err
+		}
+	}
 	switch {
-	case f.avail > 0:
-		return 0, f.avail, nil
 	case f.err != nil:
 		return 0, 0, &net.OpError{Op: "read", Net: h.src.LocalAddr().Network(), Source: h.src.LocalAddr(), Addr: h.src.RemoteAddr(), Err: f.err}
 	case f.n == 0:
@@ -131,11 +155,26 @@ func (f *fastPath) readFD(fd uintptr) bool {
 // are, it reads as readFD does (an EOF, an error, or bytes that arrived
 // just now), or returns false to wait.
 func (f *fastPath) spliceFD(fd uintptr) bool {
-	if n, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ); err == nil && n > 0 {
-		f.avail = n
+	if n, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ); err == nil && n > f.inqSlack {
+		f.avail = n - f.inqSlack
 		return true
 	}
 	return f.readFD(fd)
+}
+
+// room is how many bytes dst's send buffer takes now without waiting for
+// its reader: its size less the bytes queued in it (or relaySpliceMax when
+// the kernel does not say).
+func (f *fastPath) room() int {
+	room := relaySpliceMax
+	f.toRC.Control(func(fd uintptr) {
+		size, err1 := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF)
+		queued, err2 := unix.IoctlGetInt(int(fd), unix.SIOCOUTQ)
+		if err1 == nil && err2 == nil {
+			room = size - queued
+		}
+	})
+	return room
 }
 
 // splice moves n queued bytes from src to dst: (*net.TCPConn).ReadFrom

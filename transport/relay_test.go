@@ -9,10 +9,12 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -484,4 +486,115 @@ func TestRelayClosedByCaller(t *testing.T) {
 			t.Errorf("%s: Run: %v, want nil", network, err)
 		}
 	}
+}
+
+// descConn is a net.Pipe end that passes for a descriptor's connection
+// (syscall.Conn), whose timed-out Write can be resumed, as a socket's can.
+type descConn struct{ net.Conn }
+
+func (descConn) SyscallConn() (syscall.RawConn, error) { return nil, errors.New("a pipe") }
+
+// TestRelaySlowReader: a peer that reads slowly but steadily is not idle,
+// however long one buffer takes to reach it, and neither is the other
+// direction meanwhile: bytes keep moving. That holds where a timed-out
+// write can be resumed (sockets); elsewhere (TLS, whose timed-out Write
+// fails every later one; wrappers) the whole buffer must go within Idle.
+func TestRelaySlowReader(t *testing.T) {
+	const idle = time.Minute
+	const size = 256 << 10 // four buffers; at 1 KiB per 7 s, each takes 448 s
+	for _, tt := range []struct {
+		name    string
+		desc    bool
+		want    error
+		wantDur time.Duration
+		wantN   int64
+	}{
+		{name: "socket", desc: true, wantDur: (size/1024 - 1) * 7 * time.Second, wantN: size},
+		{name: "other conn", want: ErrIdle, wantDur: idle, wantN: 9 << 10},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				client, a := net.Pipe()
+				b, server := net.Pipe()
+				var dst net.Conn = b
+				if tt.desc {
+					dst = descConn{b}
+				}
+				done := make(chan error, 1)
+				var ab int64
+				var dur time.Duration
+				start := time.Now()
+				go func() {
+					var err error
+					ab, _, err = (&Relay{Idle: idle}).Run(context.Background(), a, dst)
+					dur = time.Since(start)
+					a.Close()
+					b.Close()
+					done <- err
+				}()
+				go func() {
+					client.Write(make([]byte, size))
+					client.Close()
+				}()
+				var got int64
+				buf := make([]byte, 1024)
+				for {
+					n, err := server.Read(buf)
+					got += int64(n)
+					if err != nil {
+						break
+					}
+					time.Sleep(7 * time.Second)
+				}
+				if err := <-done; !errors.Is(err, tt.want) || (tt.want == nil && err != nil) {
+					t.Errorf("Run: %v, want %v", err, tt.want)
+				}
+				if dur != tt.wantDur {
+					t.Errorf("Run returned after %v, want %v", dur, tt.wantDur)
+				}
+				if got != tt.wantN || ab != tt.wantN {
+					t.Errorf("the slow reader got %d bytes, Run counted %d; want %d", got, ab, tt.wantN)
+				}
+				server.Close()
+			})
+		})
+	}
+}
+
+// timedOutConn's first Read fails as a TCP connection whose peer vanished
+// (keepalive or retransmissions gave up), and its next ones return EOF, as
+// the kernel's do then.
+type timedOutConn struct {
+	net.Conn
+	failed bool
+}
+
+func (c *timedOutConn) Read(p []byte) (int, error) {
+	if !c.failed {
+		c.failed = true
+		return 0, &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ETIMEDOUT)}
+	}
+	return 0, io.EOF
+}
+
+// TestRelayConnectionTimedOut: a connection that timed out (ETIMEDOUT,
+// whose net.Error says Timeout) is a failure, not one of the relay's own
+// deadlines passing: Run returns it, rather than reading on and passing
+// the EOF that follows as the peer's clean end.
+func TestRelayConnectionTimedOut(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		client, a := net.Pipe()
+		b, server := net.Pipe()
+		defer func() {
+			for _, c := range []net.Conn{client, a, b, server} {
+				c.Close()
+			}
+		}()
+		go io.Copy(io.Discard, client)
+		go io.Copy(io.Discard, server)
+		_, _, err := (&Relay{Idle: time.Minute}).Run(context.Background(), &timedOutConn{Conn: a}, b)
+		if !errors.Is(err, syscall.ETIMEDOUT) {
+			t.Errorf("Run: %v, want the connection's ETIMEDOUT", err)
+		}
+	})
 }

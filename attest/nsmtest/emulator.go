@@ -32,20 +32,46 @@ const (
 	MaxFieldSize = 1024
 )
 
+// Defaults and limits of Options.
+const (
+	DefaultDocumentPCRs  = 16
+	DefaultLockedPCRs    = 16
+	DefaultIntermediates = 3
+	DefaultLeafValidity  = 3 * time.Hour
+	// MaxIntermediates bounds Options.Intermediates, MaxModuleID the
+	// bytes of Options.ModuleID.
+	MaxIntermediates = 8
+	MaxModuleID      = 256
+)
+
+// ErrConfig is wrapped by every configuration error of the package: those
+// of Options.Validate, and so of New.
+var ErrConfig = errors.New("nsmtest: bad configuration")
+
+// fieldErr reports a field whose value is not accepted, in the form the
+// module's packages share: "nsmtest: bad configuration: Options.LockedPCRs
+// is 40, outside -1..32 (0 means the default, 16)".
+func fieldErr(field string, v any, why string, args ...any) error {
+	return fmt.Errorf("%w: %s is %v, %s", ErrConfig, field, v, fmt.Sprintf(why, args...))
+}
+
 // Options configures an Emulator. The zero value is a usable default that
 // looks like a production enclave: 16 PCRs in documents, PCRs 0..15 locked,
 // three intermediates, a three-hour leaf.
 type Options struct {
-	// ModuleID is the NSM module ID; default "i-" + 17 hex digits + "-enc" +
-	// 16 hex digits, the shape of real IDs.
+	// ModuleID is the NSM module ID, at most MaxModuleID bytes; "" means
+	// a random "i-" + 17 hex digits + "-enc" + 16 hex digits, the shape of
+	// real IDs.
 	ModuleID string
 
 	// DocumentPCRs is how many PCRs (0..DocumentPCRs-1) each document
-	// carries, 1..32; default 16, as real Nitro Enclaves documents.
+	// carries, 1..MaxPCRs; 0 means DefaultDocumentPCRs (16), as real Nitro
+	// Enclaves documents.
 	DocumentPCRs int
 
 	// LockedPCRs locks PCRs [0, LockedPCRs) at start, as the hypervisor
-	// does for the boot measurements; default 16. Use -1 for none.
+	// does for the boot measurements, -1..MaxPCRs; 0 means
+	// DefaultLockedPCRs (16), -1 none.
 	LockedPCRs int
 
 	// PCRs are initial PCR values (index 0..31, 48 bytes each); the others
@@ -54,21 +80,23 @@ type Options struct {
 	PCRs map[int][]byte
 
 	// Intermediates is the number of CA certificates between the root and
-	// the signing certificate, 1..8; default 3, as AWS chains.
+	// the signing certificate, 1..MaxIntermediates (8); 0 means
+	// DefaultIntermediates (3), as AWS chains.
 	Intermediates int
 
 	// LeafValidity is the lifetime of a signing certificate; a new one is
-	// issued when the clock leaves the old one's validity. Default 3h.
+	// issued when the clock leaves the old one's validity. 0 means
+	// DefaultLeafValidity (3h).
 	LeafValidity time.Duration
 
-	// Clock returns the current time; default time.Now.
-	Clock func() time.Time
+	// Now is the emulator's clock. nil means time.Now.
+	Now func() time.Time
 
 	// IndefinitePayload encodes the document payload as an indefinite-length
 	// map, as 2025+ NSMs do.
 	IndefinitePayload bool
 
-	// ClockOffset is added to Clock to give the emulated NSM's time: the
+	// ClockOffset is added to Now's time to give the emulated NSM's time: the
 	// documents' timestamps and the validity of the certificates it issues.
 	// A positive offset emulates an enclave whose system clock is behind the
 	// NSM's by that much. Change it later with SetClockOffset.
@@ -79,23 +107,25 @@ type Options struct {
 	Debug bool
 }
 
-// Validate reports whether the options are usable (after defaults).
+// Validate reports the first invalid field, naming it, its value and what
+// is accepted; the error wraps ErrConfig. Zero fields are valid (they take
+// defaults).
 func (o *Options) Validate() error {
 	switch {
 	case o.DocumentPCRs < 0 || o.DocumentPCRs > MaxPCRs:
-		return fmt.Errorf("nsmtest: DocumentPCRs %d out of range 1..%d", o.DocumentPCRs, MaxPCRs)
+		return fieldErr("Options.DocumentPCRs", o.DocumentPCRs, "outside 1..%d (0 means the default, %d)", MaxPCRs, DefaultDocumentPCRs)
 	case o.LockedPCRs < -1 || o.LockedPCRs > MaxPCRs:
-		return fmt.Errorf("nsmtest: LockedPCRs %d out of range -1..%d", o.LockedPCRs, MaxPCRs)
-	case o.Intermediates < 0 || o.Intermediates > 8:
-		return fmt.Errorf("nsmtest: Intermediates %d out of range 1..8", o.Intermediates)
+		return fieldErr("Options.LockedPCRs", o.LockedPCRs, "outside -1..%d (0 means the default, %d)", MaxPCRs, DefaultLockedPCRs)
+	case o.Intermediates < 0 || o.Intermediates > MaxIntermediates:
+		return fieldErr("Options.Intermediates", o.Intermediates, "outside 1..%d (0 means the default, %d)", MaxIntermediates, DefaultIntermediates)
 	case o.LeafValidity < 0:
-		return fmt.Errorf("nsmtest: LeafValidity %v is negative", o.LeafValidity)
-	case len(o.ModuleID) > 256:
-		return fmt.Errorf("nsmtest: ModuleID is %d bytes, limit 256", len(o.ModuleID))
+		return fieldErr("Options.LeafValidity", o.LeafValidity, "negative (0 means the default, %v)", DefaultLeafValidity)
+	case len(o.ModuleID) > MaxModuleID:
+		return fieldErr("Options.ModuleID", fmt.Sprintf("%d bytes", len(o.ModuleID)), "above %d", MaxModuleID)
 	}
 	for i, v := range o.PCRs {
 		if err := checkPCR(i, v); err != nil {
-			return err
+			return fmt.Errorf("%w: Options.PCRs: %w", ErrConfig, err)
 		}
 	}
 	return nil
@@ -135,23 +165,23 @@ type Emulator struct {
 
 // New creates an emulator and its certificate chain.
 func New(opts Options) (*Emulator, error) {
-	if opts.DocumentPCRs == 0 {
-		opts.DocumentPCRs = 16
-	}
-	if opts.LockedPCRs == 0 {
-		opts.LockedPCRs = 16
-	}
-	if opts.Intermediates == 0 {
-		opts.Intermediates = 3
-	}
-	if opts.LeafValidity == 0 {
-		opts.LeafValidity = 3 * time.Hour
-	}
-	if opts.Clock == nil {
-		opts.Clock = time.Now
-	}
 	if err := opts.Validate(); err != nil {
 		return nil, err
+	}
+	if opts.DocumentPCRs == 0 {
+		opts.DocumentPCRs = DefaultDocumentPCRs
+	}
+	if opts.LockedPCRs == 0 {
+		opts.LockedPCRs = DefaultLockedPCRs
+	}
+	if opts.Intermediates == 0 {
+		opts.Intermediates = DefaultIntermediates
+	}
+	if opts.LeafValidity == 0 {
+		opts.LeafValidity = DefaultLeafValidity
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
 	if opts.ModuleID == "" {
 		var b [16]byte
@@ -250,7 +280,7 @@ func (e *Emulator) SetDebug(on bool) { e.debug.Store(on) }
 
 // now is the emulated NSM's time.
 func (e *Emulator) now() time.Time {
-	return e.opts.Clock().Add(time.Duration(e.offset.Load()))
+	return e.opts.Now().Add(time.Duration(e.offset.Load()))
 }
 
 // DevPCRs returns fixed, recognisable, non-zero values for PCR0..2 that

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha512"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -127,7 +128,7 @@ func TestDocumentShape(t *testing.T) {
 	now := time.Date(2026, 3, 1, 12, 0, 0, 123e6, time.UTC)
 	clock := func() time.Time { return now }
 	for _, indefinite := range []bool{false, true} {
-		emu, s := session(t, nsmtest.Options{Clock: clock, IndefinitePayload: indefinite, DocumentPCRs: 24})
+		emu, s := session(t, nsmtest.Options{Now: clock, IndefinitePayload: indefinite, DocumentPCRs: 24})
 		res, err := s.Send(&request.Attestation{Nonce: []byte("n")})
 		if err != nil || res.Attestation == nil {
 			t.Fatalf("%v %+v", err, res)
@@ -195,7 +196,7 @@ func TestLeafRotation(t *testing.T) {
 	var mu sync.Mutex
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	emu, err := nsmtest.New(nsmtest.Options{Clock: clock, LeafValidity: time.Hour, Intermediates: 1})
+	emu, err := nsmtest.New(nsmtest.Options{Now: clock, LeafValidity: time.Hour, Intermediates: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,8 +258,8 @@ func TestOptionsValidate(t *testing.T) {
 		{DocumentPCRs: 33}, {LockedPCRs: 40}, {Intermediates: 9}, {LeafValidity: -1},
 		{PCRs: map[int][]byte{0: {1}}}, {PCRs: map[int][]byte{32: make([]byte, 48)}},
 	} {
-		if _, err := nsmtest.New(o); err == nil {
-			t.Errorf("New(%+v) accepted", o)
+		if _, err := nsmtest.New(o); !errors.Is(err, nsmtest.ErrConfig) {
+			t.Errorf("New(%+v) = %v, want ErrConfig", o, err)
 		}
 	}
 }
@@ -278,13 +279,13 @@ func TestClockOffsetAndDebug(t *testing.T) {
 		wantTime  time.Time
 		wantZero  bool
 	}{
-		{name: "default", opts: nsmtest.Options{Clock: clock, PCRs: dev}, wantTime: base},
-		{name: "offset ahead", opts: nsmtest.Options{Clock: clock, PCRs: dev, ClockOffset: 7 * time.Second}, wantTime: base.Add(7 * time.Second)},
-		{name: "offset behind", opts: nsmtest.Options{Clock: clock, PCRs: dev, ClockOffset: -90 * time.Minute}, wantTime: base.Add(-90 * time.Minute)},
-		{name: "offset set later", opts: nsmtest.Options{Clock: clock, PCRs: dev}, setOffset: ptr(-3 * time.Second), wantTime: base.Add(-3 * time.Second)},
-		{name: "debug", opts: nsmtest.Options{Clock: clock, PCRs: dev, Debug: true}, wantTime: base, wantZero: true},
-		{name: "debug set later", opts: nsmtest.Options{Clock: clock, PCRs: dev}, setDebug: ptr(true), wantTime: base, wantZero: true},
-		{name: "debug cleared later", opts: nsmtest.Options{Clock: clock, PCRs: dev, Debug: true}, setDebug: ptr(false), wantTime: base},
+		{name: "default", opts: nsmtest.Options{Now: clock, PCRs: dev}, wantTime: base},
+		{name: "offset ahead", opts: nsmtest.Options{Now: clock, PCRs: dev, ClockOffset: 7 * time.Second}, wantTime: base.Add(7 * time.Second)},
+		{name: "offset behind", opts: nsmtest.Options{Now: clock, PCRs: dev, ClockOffset: -90 * time.Minute}, wantTime: base.Add(-90 * time.Minute)},
+		{name: "offset set later", opts: nsmtest.Options{Now: clock, PCRs: dev}, setOffset: ptr(-3 * time.Second), wantTime: base.Add(-3 * time.Second)},
+		{name: "debug", opts: nsmtest.Options{Now: clock, PCRs: dev, Debug: true}, wantTime: base, wantZero: true},
+		{name: "debug set later", opts: nsmtest.Options{Now: clock, PCRs: dev}, setDebug: ptr(true), wantTime: base, wantZero: true},
+		{name: "debug cleared later", opts: nsmtest.Options{Now: clock, PCRs: dev, Debug: true}, setDebug: ptr(false), wantTime: base},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			emu, err := nsmtest.New(tc.opts)

@@ -43,11 +43,28 @@ type File struct {
 	Data []byte
 }
 
-// Options control the fixed metadata of every entry.
+// MaxMTime is the largest Options.MTime: newc stores it in 32 bits.
+const MaxMTime = 1<<32 - 1
+
+// ErrConfig is wrapped by every configuration error of the package: those
+// of Options.Validate, and so of Write, Marshal, Bootstrap and Application.
+var ErrConfig = errors.New("cpio: bad configuration")
+
+// Options control the fixed metadata of every entry. The zero value is
+// valid.
 type Options struct {
 	// MTime is every entry's modification time in Unix seconds (use
-	// SOURCE_DATE_EPOCH). It must fit in 32 bits.
+	// SOURCE_DATE_EPOCH), 0..MaxMTime; 0 is the Unix epoch.
 	MTime int64
+}
+
+// Validate reports a field whose value is not accepted, naming it, its
+// value and what is accepted; the error wraps ErrConfig.
+func (o Options) Validate() error {
+	if o.MTime < 0 || o.MTime > MaxMTime {
+		return fmt.Errorf("%w: Options.MTime is %d, outside 0..%d (newc stores it in 32 bits)", ErrConfig, o.MTime, int64(MaxMTime))
+	}
+	return nil
 }
 
 func checkPath(p string) error {
@@ -149,8 +166,8 @@ func writeEntry(w io.Writer, ino, mode, nlink uint32, mtime int64, name string, 
 
 // Write writes files, in order, as a newc archive with a trailer.
 func Write(w io.Writer, files []File, opts Options) error {
-	if opts.MTime < 0 || opts.MTime > 1<<32-1 {
-		return fmt.Errorf("cpio: Options.MTime %d does not fit in 32 bits", opts.MTime)
+	if err := opts.Validate(); err != nil {
+		return err
 	}
 	if err := Validate(files); err != nil {
 		return err

@@ -85,8 +85,11 @@ func TestValidate(t *testing.T) {
 			}
 		})
 	}
-	if _, err := Marshal(nil, Options{MTime: -1}); err == nil {
-		t.Error("negative mtime accepted")
+	if _, err := Marshal(nil, Options{MTime: -1}); !errors.Is(err, ErrConfig) {
+		t.Errorf("negative mtime: %v, want ErrConfig", err)
+	}
+	if err := (Options{MTime: MaxMTime + 1}).Validate(); !errors.Is(err, ErrConfig) {
+		t.Errorf("mtime beyond 32 bits: %v, want ErrConfig", err)
 	}
 }
 

@@ -141,11 +141,13 @@ func StoredCRC(b []byte) (uint32, error) {
 	return binary.BigEndian.Uint32(b[crcOffset:]), nil
 }
 
-// ParseOptions relaxes [ParseWithOptions].
+// ParseOptions relaxes [ParseWithOptions]. The zero value is valid and
+// relaxes nothing (it is what Parse uses); no value is invalid, so there is
+// no Validate.
 type ParseOptions struct {
 	// IgnoreCRC parses an image whose CRC does not match, so that a tool can
 	// still show what the file claims (nitro-cli describe-eif does). The
-	// structure is checked as strictly as ever.
+	// structure is checked as strictly as ever. false checks the CRC.
 	IgnoreCRC bool
 }
 

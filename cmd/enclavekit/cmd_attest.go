@@ -218,7 +218,7 @@ func attestCheckName(err error) string {
 		err  error
 		name string
 	}{
-		{attest.ErrOptions, "options"},
+		{attest.ErrConfig, "options"},
 		{attest.ErrMalformed, "format"},
 		{attest.ErrAlgorithm, "algorithm (ES384)"},
 		{attest.ErrRootNotPinned, "root pin"},

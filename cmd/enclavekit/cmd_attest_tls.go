@@ -154,7 +154,7 @@ func attestTLSCheckName(err error) string {
 		{attest.ErrDebugMode, "debug mode"},
 		{attest.ErrNotSessionBound, "fresh session binding"},
 		{attest.ErrFreshExchange, "fresh exchange"},
-		{attest.ErrTLSOptions, "options"},
+		{attest.ErrConfig, "options"},
 	} {
 		if errors.Is(err, c.err) {
 			return c.name

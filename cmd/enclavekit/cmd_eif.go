@@ -116,8 +116,8 @@ func sourceDateEpoch() (int64, error) {
 		return 0, nil
 	}
 	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < 0 || n > 1<<32-1 {
-		return 0, fmt.Errorf("SOURCE_DATE_EPOCH=%q is not a Unix time in 0..%d", v, int64(1<<32-1))
+	if err != nil || n < 0 || n > cpio.MaxMTime {
+		return 0, fmt.Errorf("SOURCE_DATE_EPOCH=%q is not a Unix time in 0..%d", v, int64(cpio.MaxMTime))
 	}
 	return n, nil
 }

@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/enclavekit/enclavekit/parent"
+	"github.com/enclavekit/enclavekit/parent/ingress"
+	"github.com/enclavekit/enclavekit/parent/logsink"
 	"github.com/enclavekit/enclavekit/transport"
 )
 
@@ -179,8 +181,8 @@ func startMetrics(ctx context.Context, addr string, log *slog.Logger, collectors
 }
 
 // libErr renders a library error for the command line: each Go field name
-// in names ("ingress: Config.Target") becomes the flag that sets it
-// ("--to"), so users never see Go names.
+// in names ("ingress: bad configuration: Config.Target") becomes the flag
+// that sets it ("--to"), so users never see Go names.
 func libErr(err error, names map[string]string) string {
 	s := err.Error()
 	for field, flagName := range names {
@@ -189,15 +191,25 @@ func libErr(err error, names map[string]string) string {
 	return s
 }
 
-var ingressFlagNames = map[string]string{
-	"ingress: Config.Target": "--to", "ingress: Config.Listen": "--listen",
-	"ingress: Config.MaxConns": "--max-conns", "ingress: Config.MinRateGrace": "--min-rate-grace",
-	"ingress: Config.Framing": "--framing", "ingress: Config.DialTimeout": "the dial timeout",
+// configFlagNames keys names by the text a package's configuration errors
+// start with: its ErrConfig, then the field ("Config.Target").
+func configFlagNames(errConfig error, names map[string]string) map[string]string {
+	out := make(map[string]string, len(names))
+	for field, flagName := range names {
+		out[errConfig.Error()+": "+field] = flagName
+	}
+	return out
 }
 
-var logsFlagNames = map[string]string{
-	"logsink: Config.Listen": "--listen", "logsink: Config.AllowCIDs": "--allow-cids",
-}
+var ingressFlagNames = configFlagNames(ingress.ErrConfig, map[string]string{
+	"Config.Target": "--to", "Config.Listen": "--listen",
+	"Config.MaxConns": "--max-conns", "Config.MinRateGrace": "--min-rate-grace",
+	"Config.Framing": "--framing", "Config.DialTimeout": "the dial timeout",
+})
+
+var logsFlagNames = configFlagNames(logsink.ErrConfig, map[string]string{
+	"Config.Listen": "--listen", "Config.AllowCIDs": "--allow-cids",
+})
 
 var ramdiskFlagNames = map[string]string{
 	"cpio: App.Env": "--env", "cpio: App.Cmd": "--cmd", "cpio: App.Path": "--path", "cpio: App.Binary": "--binary",

@@ -70,7 +70,7 @@ func TestParentCannotAttestItsOwnKey(t *testing.T) {
 	if err := protocol.WriteFrame(conn, req, 0); err != nil {
 		t.Fatal(err)
 	}
-	payload, err := protocol.ReadFrame(conn, nil, protocol.MaxFrameLimit)
+	payload, err := protocol.ReadFrame(conn, nil, protocol.MaxFrameSizeLimit)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,8 @@ import (
 	"github.com/enclavekit/enclavekit/transport"
 )
 
-// ErrConfig wraps every Config.Validate failure.
+// ErrConfig is wrapped by every configuration error of the package: those
+// of Config.Validate, and so of New.
 var ErrConfig = errors.New("kms: bad configuration")
 
 // Defaults and limits of Config.
@@ -27,8 +28,8 @@ const (
 	DefaultCallTimeout = 30 * time.Second
 	// DefaultMaxAttempts is the SDK's attempts per call.
 	DefaultMaxAttempts = 3
-	// MaxMaxAttempts bounds MaxAttempts.
-	MaxMaxAttempts = 10
+	// MaxAttemptsLimit bounds MaxAttempts.
+	MaxAttemptsLimit = 10
 	// DefaultRecipientKeyLifetime is how long one recipient key serves
 	// before a fresh one is generated.
 	DefaultRecipientKeyLifetime = 5 * time.Minute
@@ -41,7 +42,9 @@ const (
 	MaxKeys = 64
 )
 
-// Config configures a Client. What the enclave trusts (the keys, and so
+// Config configures a Client. Keys, Credentials and Attester are
+// required; every other zero field takes the default documented on it.
+// What the enclave trusts (the keys, and so
 // the account and region) belongs in the enclave's measured image: set
 // Keys from flags or a file inside the image, never from anything the
 // parent sends.
@@ -60,11 +63,11 @@ type Config struct {
 	// ProxyAddr is the transport address of the parent's egress route to
 	// KMS; every connection dials it, whatever host the request names.
 	// The route must forward to kms.REGION.amazonaws.com:443. TLS runs
-	// through it, end to end between the enclave and KMS. Default
-	// DefaultProxyAddr; "tcp://127.0.0.1:PORT" in tests.
+	// through it, end to end between the enclave and KMS. "" means
+	// DefaultProxyAddr ("vsock://3:8000"); "tcp://127.0.0.1:PORT" in tests.
 	ProxyAddr string
 
-	// RootCAs verifies KMS's TLS certificate inside the enclave. Default:
+	// RootCAs verifies KMS's TLS certificate inside the enclave. nil means
 	// the Mozilla roots compiled into the binary from
 	// golang.org/x/crypto/x509roots/fallback (an enclave has no CA store).
 	// Tests set the emulator's pool.
@@ -81,21 +84,21 @@ type Config struct {
 
 	// Logger receives one line per call (operation, key, sizes, duration,
 	// error); never key material, plaintext, credentials or documents.
-	// Default slog.Default().
+	// nil means slog.Default().
 	Logger *slog.Logger
 
 	// CallTimeout bounds each call, retries included, when the caller's
-	// context has no earlier deadline. Zero means DefaultCallTimeout.
+	// context has no earlier deadline. 0 means DefaultCallTimeout (30s).
 	CallTimeout time.Duration
 
-	// MaxAttempts is the SDK's attempts per call, 1..MaxMaxAttempts (1
-	// means no retries). Zero means DefaultMaxAttempts.
+	// MaxAttempts is the SDK's attempts per call, 1..MaxAttemptsLimit (1
+	// means no retries). 0 means DefaultMaxAttempts (3).
 	MaxAttempts int
 
 	// RecipientKeyLifetime is how long one RSA recipient key (and so the
 	// public key in the attestation documents) is reused; each call still
-	// gets a fresh document. Zero means DefaultRecipientKeyLifetime; at
-	// most MaxRecipientKeyLifetime. The private key never leaves memory.
+	// gets a fresh document. At most MaxRecipientKeyLifetime (1h); 0 means
+	// DefaultRecipientKeyLifetime (5m). The private key never leaves memory.
 	RecipientKeyLifetime time.Duration
 }
 
@@ -157,8 +160,10 @@ func endpointHost(partition, region string) string {
 	return "kms." + region + ".amazonaws.com"
 }
 
-// Validate reports whether c is usable; errors wrap ErrConfig and name the
-// setting, the value and what is wanted.
+// Validate reports the first invalid field, naming it, its value and what
+// is accepted; the error wraps ErrConfig. The errors about the key list
+// name a key by its value ("KMS key ... is an alias"), as enclaved's
+// --kms-key shows them.
 func (c Config) Validate() error {
 	_, _, err := c.region()
 	return err
@@ -169,11 +174,16 @@ func (c Config) region() (partition, region string, err error) {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s", ErrConfig, fmt.Sprintf(format, args...))
 	}
+	// field reports a field whose value is not accepted, in the form the
+	// module's packages share: "Config.F is V, why".
+	field := func(name string, v any, why string, args ...any) error {
+		return bad("%s is %v, %s", name, v, fmt.Sprintf(why, args...))
+	}
 	if len(c.Keys) == 0 {
-		return "", "", bad("no KMS key: pin at least one key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID) in the enclave image")
+		return "", "", bad("Config.Keys is empty, no KMS key: pin at least one key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID) in the enclave image")
 	}
 	if len(c.Keys) > MaxKeys {
-		return "", "", bad("%d KMS keys, at most %d", len(c.Keys), MaxKeys)
+		return "", "", bad("Config.Keys holds %d KMS keys, above MaxKeys: want at most %d", len(c.Keys), MaxKeys)
 	}
 	for _, s := range c.Keys {
 		k, ok := parseKeyARN(s)
@@ -191,23 +201,23 @@ func (c Config) region() (partition, region string, err error) {
 	}
 	if c.ProxyAddr != "" {
 		if _, err := transport.ParseAddr(c.ProxyAddr); err != nil {
-			return "", "", bad("KMS proxy address: %v", err)
+			return "", "", bad("Config.ProxyAddr, the KMS proxy address: %v", err)
 		}
 	}
 	if c.Credentials == nil {
-		return "", "", bad("no credentials provider (the parent pushes credentials into a CredentialStore)")
+		return "", "", bad("Config.Credentials is nil, no credentials provider (the parent pushes credentials into a CredentialStore)")
 	}
 	if c.Attester == nil {
-		return "", "", bad("no attester (the NSM in an enclave)")
+		return "", "", bad("Config.Attester is nil, no attester (the NSM in an enclave)")
 	}
 	if c.CallTimeout < 0 {
-		return "", "", bad("call timeout %v is negative", c.CallTimeout)
+		return "", "", field("Config.CallTimeout", c.CallTimeout, "negative (0 means the default, %v)", DefaultCallTimeout)
 	}
-	if c.MaxAttempts < 0 || c.MaxAttempts > MaxMaxAttempts {
-		return "", "", bad("max attempts %d is outside 1..%d", c.MaxAttempts, MaxMaxAttempts)
+	if c.MaxAttempts < 0 || c.MaxAttempts > MaxAttemptsLimit {
+		return "", "", field("Config.MaxAttempts", c.MaxAttempts, "outside 1..%d (0 means the default, %d)", MaxAttemptsLimit, DefaultMaxAttempts)
 	}
 	if c.RecipientKeyLifetime < 0 || c.RecipientKeyLifetime > MaxRecipientKeyLifetime {
-		return "", "", bad("recipient key lifetime %v is outside 0..%v", c.RecipientKeyLifetime, MaxRecipientKeyLifetime)
+		return "", "", field("Config.RecipientKeyLifetime", c.RecipientKeyLifetime, "outside 0..%v (0 means the default, %v)", MaxRecipientKeyLifetime, DefaultRecipientKeyLifetime)
 	}
 	return partition, region, nil
 }

@@ -31,17 +31,18 @@ const (
 )
 
 // CredentialStoreOptions configure a CredentialStore. The zero value is
-// usable.
+// valid: every zero field takes the default documented on it, and no value
+// is invalid, so there is no Validate.
 type CredentialStoreOptions struct {
 	// WaitFirst is how long Retrieve waits, within its context, for the
 	// first credentials when none were pushed yet, so that a call made
 	// just after the enclave starts does not race the parent's first
-	// push. Zero means DefaultWaitFirst; negative means do not wait.
+	// push. 0 means DefaultWaitFirst (10s); negative means do not wait.
 	WaitFirst time.Duration
 	// Logger receives one line per push (access key ID and expiry only).
-	// Default slog.Default().
+	// nil means slog.Default().
 	Logger *slog.Logger
-	// Now is the clock. Default time.Now.
+	// Now is the clock that expiry is checked against. nil means time.Now.
 	Now func() time.Time
 }
 

@@ -101,7 +101,7 @@ func (cp *capture) bytes() (all []byte, sent, received int) {
 
 // startIngress runs a ingress.Server to target on loopback until stop.
 func startIngress(ctx context.Context, target string, dial func(context.Context, string) (net.Conn, error)) (addr string, stop func(), err error) {
-	in, err := ingress.New(ingress.Config{Target: target, Dialer: dial, Logger: slog.New(slog.DiscardHandler)})
+	in, err := ingress.New(ingress.Config{Target: target, Dial: dial, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return "", nil, err
 	}
@@ -196,7 +196,7 @@ func echoOver(c net.Conn, body []byte) error {
 	if err := protocol.WriteFrame(c, req, 0); err != nil {
 		return err
 	}
-	p, err := protocol.ReadFrame(c, nil, protocol.MaxFrameLimit)
+	p, err := protocol.ReadFrame(c, nil, protocol.MaxFrameSizeLimit)
 	if err != nil {
 		return err
 	}

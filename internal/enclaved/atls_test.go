@@ -96,7 +96,7 @@ func TestTLSListen(t *testing.T) {
 	if err := protocol.WriteFrame(c, req, 0); err != nil {
 		t.Fatal(err)
 	}
-	p, err := protocol.ReadFrame(c, nil, protocol.MaxFrameLimit)
+	p, err := protocol.ReadFrame(c, nil, protocol.MaxFrameSizeLimit)
 	if err != nil {
 		t.Fatal(err)
 	}

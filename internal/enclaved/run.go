@@ -8,12 +8,15 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"regexp"
 	"runtime"
+	"sort"
 	"strings"
 	"time"
 
 	"github.com/enclavekit/enclavekit/attest"
 	"github.com/enclavekit/enclavekit/enclave"
+	"github.com/enclavekit/enclavekit/protocol"
 	"github.com/enclavekit/enclavekit/transport"
 )
 
@@ -50,9 +53,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fl.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "minimum log `level`: debug, info, warn, error")
 	fl.IntVar(&o.cfg.MaxConns, "max-conns", enclave.DefaultMaxConns, "maximum open connections; more are closed at once")
 	fl.IntVar(&o.cfg.MaxInFlight, "max-in-flight", enclave.DefaultMaxInFlight, "maximum requests in flight per connection")
-	fl.IntVar(&o.cfg.MaxFrameSize, "max-frame-size", 1<<20, "maximum frame payload in `bytes` (up to 64 MiB)")
+	fl.IntVar(&o.cfg.MaxFrameSize, "max-frame-size", protocol.DefaultMaxFrameSize, "maximum frame payload in `bytes` (up to 64 MiB)")
 	fl.Int64Var(&o.cfg.MaxInFlightBytes, "max-in-flight-bytes", enclave.DefaultMaxInFlightBytes, "maximum `bytes` of requests in flight across all connections (at least --max-frame-size)")
-	fl.DurationVar(&o.cfg.ReadHeaderTimeout, "read-header-timeout", enclave.DefaultReadHeaderTimeout, "time to receive a whole frame once its first byte arrives")
+	fl.DurationVar(&o.cfg.ReadFrameTimeout, "read-header-timeout", enclave.DefaultReadFrameTimeout, "time to receive a whole frame once its first byte arrives")
 	fl.DurationVar(&o.cfg.IdleTimeout, "idle-timeout", enclave.DefaultIdleTimeout, "time to wait for the next request on a connection")
 	fl.DurationVar(&o.cfg.WriteTimeout, "write-timeout", enclave.DefaultWriteTimeout, "time to write one response")
 	fl.DurationVar(&o.cfg.HandlerTimeout, "handler-timeout", enclave.DefaultHandlerTimeout, "time a handler may take")
@@ -82,7 +85,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return o, nil
 	}
 	if err := o.cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("%w (check the matching flag)", err)
+		return nil, flagError(err)
 	}
 	if o.nsm != nsmDevice && o.nsm != nsmEmulated {
 		return nil, fmt.Errorf("--nsm %q: want %s or %s", o.nsm, nsmDevice, nsmEmulated)
@@ -250,4 +253,35 @@ type lateAttester struct{ a attest.Attester }
 
 func (l *lateAttester) Attest(ctx context.Context, req attest.Request) ([]byte, error) {
 	return l.a.Attest(ctx, req)
+}
+
+// configFlags names the flag of each server setting, so that a bad value
+// is reported under the flag the user typed, not the library's field.
+var configFlags = map[string]string{
+	"Addr": "--listen", "MaxConns": "--max-conns", "MaxInFlight": "--max-in-flight",
+	"MaxFrameSize": "--max-frame-size", "MaxInFlightBytes": "--max-in-flight-bytes",
+	"ReadFrameTimeout": "--read-header-timeout", "IdleTimeout": "--idle-timeout",
+	"WriteTimeout": "--write-timeout", "HandlerTimeout": "--handler-timeout",
+	"DrainTimeout": "--drain-timeout", "MaxClockSkew": "--max-clock-skew",
+	"ClockCheckInterval": "--clock-check-interval", "NSMTimeout": "--nsm-timeout",
+}
+
+// configField matches a setting's name in a Validate message, with the
+// package's prefix when it leads the message.
+var configField = func() *regexp.Regexp {
+	names := make([]string, 0, len(configFlags))
+	for f := range configFlags {
+		names = append(names, f)
+	}
+	sort.Strings(names)
+	return regexp.MustCompile(`(?:enclave: bad configuration: )?(?:Config\.)?\b(` + strings.Join(names, "|") + `)\b`)
+}()
+
+// flagError rewrites an enclave.Config validation error in flag terms:
+// "--max-conns is -1, negative (0 means the default, 256)".
+func flagError(err error) error {
+	msg := configField.ReplaceAllStringFunc(err.Error(), func(m string) string {
+		return configFlags[configField.FindStringSubmatch(m)[1]]
+	})
+	return errors.New(msg)
 }

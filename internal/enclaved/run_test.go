@@ -45,10 +45,11 @@ func TestFlags(t *testing.T) {
 		{"unknown flag", []string{"--nope"}, exitUsage, "flag provided but not defined"},
 		{"bad nsm", []string{"--nsm", "tpm"}, exitUsage, `--nsm "tpm"`},
 		{"emulated needs dev", []string{"--nsm", "emulated"}, exitUsage, "needs --dev"},
-		{"bad listen", []string{"--listen", "http://x"}, exitUsage, "Addr"},
-		{"bad max conns", []string{"--max-conns", "-1"}, exitUsage, "MaxConns"},
-		{"frame too large", []string{"--max-frame-size", "100000000"}, exitUsage, "MaxFrameSize"},
-		{"in-flight bytes below the frame size", []string{"--max-frame-size", "4096", "--max-in-flight-bytes", "4000"}, exitUsage, "MaxInFlightBytes"},
+		{"bad listen", []string{"--listen", "http://x"}, exitUsage, "--listen"},
+		{"bad max conns", []string{"--max-conns", "-1"}, exitUsage, "enclaved: --max-conns is -1, negative (0 means the default, 256)"},
+		{"bad max frame size", []string{"--max-frame-size", "999999999"}, exitUsage, "enclaved: --max-frame-size is 999999999"},
+		{"frame too large", []string{"--max-frame-size", "100000000"}, exitUsage, "--max-frame-size"},
+		{"in-flight bytes below the frame size", []string{"--max-frame-size", "4096", "--max-in-flight-bytes", "4000"}, exitUsage, "--max-in-flight-bytes"},
 		{"bad log level", []string{"--log-level", "loud"}, exitUsage, "log-level"},
 		{"bad log sink", []string{"--log-sink", "udp://x:1", "--dev"}, exitUsage, "--log-sink"},
 		{"arguments", []string{"serve"}, exitUsage, "only flags"},
@@ -58,9 +59,9 @@ func TestFlags(t *testing.T) {
 			"--kms-key", "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"}, exitUsage, "different regions"},
 		{"kms bad proxy", []string{"--kms-key", "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab", "--kms-proxy", "http://x"}, exitUsage, "KMS proxy address"},
 		{"kms roots without key", []string{"--kms-roots", "/dev/null"}, exitUsage, "--kms-roots needs at least one --kms-key"},
-		{"negative clock skew", []string{"--max-clock-skew", "-1s"}, exitUsage, "MaxClockSkew"},
-		{"negative clock interval", []string{"--clock-check-interval", "-1m"}, exitUsage, "ClockCheckInterval"},
-		{"negative nsm timeout", []string{"--nsm-timeout", "-1s"}, exitUsage, "NSMTimeout"},
+		{"negative clock skew", []string{"--max-clock-skew", "-1s"}, exitUsage, "--max-clock-skew"},
+		{"negative clock interval", []string{"--clock-check-interval", "-1m"}, exitUsage, "--clock-check-interval"},
+		{"negative nsm timeout", []string{"--nsm-timeout", "-1s"}, exitUsage, "--nsm-timeout"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -121,7 +122,7 @@ func call(t *testing.T, addr, method string, body []byte) protocol.Envelope {
 	if err := protocol.WriteFrame(nc, req, 0); err != nil {
 		t.Fatal(err)
 	}
-	p, err := protocol.ReadFrame(nc, nil, protocol.MaxFrameLimit)
+	p, err := protocol.ReadFrame(nc, nil, protocol.MaxFrameSizeLimit)
 	if err != nil {
 		t.Fatal(err)
 	}

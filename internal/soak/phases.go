@@ -41,7 +41,7 @@ const (
 	// interval, far below the ingress's MinRate.
 	trickleEvery = time.Second
 	// pipelineBody is the body of the pipeliners' requests: a 1 MiB frame.
-	pipelineBody = protocol.DefaultMaxFrame - 64
+	pipelineBody = protocol.DefaultMaxFrameSize - 64
 )
 
 // PhaseReport is one attack phase: an attack held for the phase's
@@ -182,7 +182,7 @@ func (p *phaseRun) good(ctx context.Context, addr, from string) error {
 	opts := parent.Options{PoolSize: 1, Logger: p.r.o.Logger}
 	if from != "" {
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
-		opts.Dialer = func(ctx context.Context, a string) (net.Conn, error) { return d.DialContext(ctx, "tcp", hostPort(a)) }
+		opts.Dial = func(ctx context.Context, a string) (net.Conn, error) { return d.DialContext(ctx, "tcp", hostPort(a)) }
 	}
 	c, err := parent.Dial(ctx, addr, opts)
 	if err != nil {
@@ -296,8 +296,8 @@ func (r *runner) phaseSlowloris(ctx context.Context, p *phaseRun) (func(), error
 	})
 	return func() {
 		st := r.srv.Stats()
-		p.rep.Limits = fmt.Sprintf("server evicted %d, dropped %d (timeouts, and attackers closed mid-frame at the end) (MaxConns %d, ReadHeaderTimeout %s)",
-			st.EvictedConns-ev0, st.DroppedConns-dr0, enclave.DefaultMaxConns, r.rep.ReadHeaderTimeout)
+		p.rep.Limits = fmt.Sprintf("server evicted %d, dropped %d (timeouts, and attackers closed mid-frame at the end) (MaxConns %d, ReadFrameTimeout %s)",
+			st.EvictedConns-ev0, st.DroppedConns-dr0, enclave.DefaultMaxConns, r.rep.ReadFrameTimeout)
 	}, nil
 }
 
@@ -323,7 +323,7 @@ func (r *runner) phaseIngress(ctx context.Context, p *phaseRun) (func(), error) 
 		<-idone
 		ls := in.LimitStats()
 		p.rep.Limits = fmt.Sprintf("ingress refused %d at the per-source cap, evicted %d, cut %d below MinRate (MaxConnsPerSource %d, MinRate %d B/s after %s)",
-			ls.SourceRefused, ls.Evicted, ls.Slow, ingress.DefaultMaxConnsPerSource, ingress.DefaultMinRate, ingress.DefaultMinRateGrace)
+			ls.SourceRejectedConns, ls.EvictedConns, ls.SlowConns, ingress.DefaultMaxConnsPerSource, ingress.DefaultMinRate, ingress.DefaultMinRateGrace)
 	}
 	n := r.o.Tricklers
 	// The good client is another host: 127.0.0.2 where it can be bound
@@ -379,7 +379,7 @@ func (r *runner) phasePipeliners(ctx context.Context, p *phaseRun) (func(), erro
 	}
 	p.attackers(n, hostPort(r.srvAddr), func(_ int, c net.Conn) bool {
 		for {
-			if err := protocol.WriteFrame(c, b, protocol.DefaultMaxFrame); err != nil {
+			if err := protocol.WriteFrame(c, b, protocol.DefaultMaxFrameSize); err != nil {
 				return !errors.Is(err, net.ErrClosed)
 			}
 		}

@@ -86,12 +86,12 @@ type Report struct {
 	// SlowlorisHeld is how many stalled connections were opened and
 	// accepted; SlowlorisCut how many of them the server had closed by the
 	// end of the load without counting them as evicted (at MaxConns) or
-	// timed out (ReadHeaderTimeout), which it does with the default
+	// timed out (ReadFrameTimeout), which it does with the default
 	// limits; SlowlorisEvictedOrTimedOut how many it closed so.
 	SlowlorisHeld, SlowlorisCut int
 	SlowlorisEvictedOrTimedOut  int
-	// ReadHeaderTimeout is the enclave server's, set beyond the run.
-	ReadHeaderTimeout time.Duration
+	// ReadFrameTimeout is the enclave server's, set beyond the run.
+	ReadFrameTimeout time.Duration
 	// Server is the enclave server's counters at the end of the loads.
 	Server enclave.Stats
 
@@ -224,8 +224,8 @@ func (r *Report) WriteTo(w io.Writer) (int64, error) {
 	for _, e := range r.StreamErrors {
 		fmt.Fprintf(&b, "    error     %s\n", e)
 	}
-	fmt.Fprintf(&b, "  slowloris   %d held (2 header bytes, then silence), %d evicted or timed out, %d cut otherwise (default limits: MaxConns 256, ReadHeaderTimeout %s)\n",
-		r.SlowlorisHeld, r.SlowlorisEvictedOrTimedOut, r.SlowlorisCut, r.ReadHeaderTimeout)
+	fmt.Fprintf(&b, "  slowloris   %d held (2 header bytes, then silence), %d evicted or timed out, %d cut otherwise (default limits: MaxConns %d, ReadFrameTimeout %s)\n",
+		r.SlowlorisHeld, r.SlowlorisEvictedOrTimedOut, r.SlowlorisCut, enclave.DefaultMaxConns, r.ReadFrameTimeout)
 	s := r.Server
 	fmt.Fprintf(&b, "  server      conns open %d, total %d, rejected %d, evicted %d, dropped %d; requests %d, errors %d, panics %d; budget waits %d\n",
 		s.OpenConns, s.TotalConns, s.RejectedConns, s.EvictedConns, s.DroppedConns, s.Requests, s.Errors, s.Panics, s.BudgetWaits)

@@ -227,10 +227,10 @@ func (r *runner) setup(ctx context.Context) error {
 	})
 
 	// The enclave server: startup checks pass (MapFS); every limit at its
-	// default (MaxConns 256, ReadHeaderTimeout 10s, IdleTimeout 2m): the
+	// default (MaxConns 256, ReadFrameTimeout 10s, IdleTimeout 2m): the
 	// stalled connections beyond the cap are evicted, and those left are
-	// cut at ReadHeaderTimeout, as in production.
-	r.rep.ReadHeaderTimeout = enclave.DefaultReadHeaderTimeout
+	// cut at ReadFrameTimeout, as in production.
+	r.rep.ReadFrameTimeout = enclave.DefaultReadFrameTimeout
 	nsm, err := emulatedNSM()
 	if err != nil {
 		return fmt.Errorf("soak: enclave server: %w", err)
@@ -569,7 +569,7 @@ func (r *runner) finish() {
 	rep := &r.rep
 	rep.Server = r.srv.Stats()
 	// With the default limits the server evicts stalled connections beyond
-	// MaxConns and cuts the rest at ReadHeaderTimeout; a cut it did not
+	// MaxConns and cuts the rest at ReadFrameTimeout; a cut it did not
 	// count so is a failure.
 	rep.SlowlorisCut = max(int(cut.Load())-int(rep.Server.EvictedConns)-int(rep.Server.DroppedConns), 0)
 	rep.SlowlorisEvictedOrTimedOut = int(cut.Load()) - rep.SlowlorisCut

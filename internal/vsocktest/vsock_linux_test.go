@@ -165,7 +165,7 @@ func TestDialsWithoutPeerFail(t *testing.T) {
 func TestLogHandlerWithoutSinkDoesNotBlock(t *testing.T) {
 	requireVsock(t)
 	var console syncbuf.Buffer
-	h, err := enclave.NewLogHandler(enclave.LogConfig{Addr: "vsock://parent:45999", Console: &console, Buffer: 8})
+	h, err := enclave.NewLogHandler(enclave.LogConfig{Addr: "vsock://parent:45999", Console: &console, SinkQueue: 8})
 	if err != nil {
 		t.Fatal(err)
 	}

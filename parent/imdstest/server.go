@@ -50,51 +50,57 @@ func (c Credentials) String() string {
 	return fmt.Sprintf("credentials %s (expire %s)", c.AccessKeyID, c.Expiration.UTC().Format(time.RFC3339))
 }
 
-// Options configure a Server. The zero value is usable.
+// Options configure a Server. The zero value is valid: every zero field
+// takes the default documented on it.
 type Options struct {
-	// Role is the instance profile's role name. Default DefaultRole.
+	// Role is the instance profile's role name. "" means DefaultRole.
 	Role string
-	// Region is the instance's region. Default DefaultRegion.
+	// Region is the instance's region. "" means DefaultRegion.
 	Region string
-	// AvailabilityZone defaults to Region + "a".
+	// AvailabilityZone is the instance's zone; "" means Region + "a".
 	AvailabilityZone string
-	// AccountID is the 12-digit account. Default DefaultAccountID.
+	// AccountID is the 12-digit account. "" means DefaultAccountID.
 	AccountID string
-	// InstanceID defaults to DefaultInstanceID.
+	// InstanceID is the instance's ID; "" means DefaultInstanceID.
 	InstanceID string
-	// InstanceType defaults to DefaultInstanceType.
+	// InstanceType is the instance's type; "" means DefaultInstanceType.
 	InstanceType string
 	// Credentials are served first. Zero: random ones that expire after
 	// CredentialLifetime.
 	Credentials Credentials
-	// CredentialLifetime is how long generated credentials last. Default
-	// DefaultCredentialLifetime.
+	// CredentialLifetime is how long generated credentials last. 0 means
+	// DefaultCredentialLifetime (6h).
 	CredentialLifetime time.Duration
-	// Clock is the server's time (token expiry, LastUpdated). Default
+	// Now is the server's clock (token expiry, LastUpdated). nil means
 	// time.Now.
-	Clock func() time.Time
+	Now func() time.Time
 }
 
-// Validate reports whether o is usable.
+// ErrConfig is wrapped by every configuration error of the package: those
+// of Options.Validate, and so of New and NewServer.
+var ErrConfig = errors.New("imdstest: bad configuration")
+
+// Validate reports the first invalid field, naming it, its value and what
+// is accepted; the error wraps ErrConfig.
 func (o Options) Validate() error {
 	if o.Role != "" && (len(o.Role) > 64 || strings.ContainsAny(o.Role, "/ \t\r\n")) {
-		return fmt.Errorf("imdstest: Options.Role %q is not a role name (1 to 64 characters, no slash or space)", o.Role)
+		return fmt.Errorf("%w: Options.Role is %q, not a role name (1 to 64 characters, no slash or space)", ErrConfig, o.Role)
 	}
 	if o.Region != "" && !validName(o.Region) {
-		return fmt.Errorf("imdstest: Options.Region %q is not a region name", o.Region)
+		return fmt.Errorf("%w: Options.Region is %q, not a region name", ErrConfig, o.Region)
 	}
 	if o.AvailabilityZone != "" && !validName(o.AvailabilityZone) {
-		return fmt.Errorf("imdstest: Options.AvailabilityZone %q is not a zone name", o.AvailabilityZone)
+		return fmt.Errorf("%w: Options.AvailabilityZone is %q, not a zone name", ErrConfig, o.AvailabilityZone)
 	}
 	if o.AccountID != "" && (len(o.AccountID) != 12 || strings.Trim(o.AccountID, "0123456789") != "") {
-		return fmt.Errorf("imdstest: Options.AccountID %q is not 12 digits", o.AccountID)
+		return fmt.Errorf("%w: Options.AccountID is %q, not 12 digits", ErrConfig, o.AccountID)
 	}
 	c := o.Credentials
 	if c != (Credentials{}) && (c.AccessKeyID == "" || c.SecretAccessKey == "" || c.Expiration.IsZero()) {
-		return errors.New("imdstest: Options.Credentials needs AccessKeyID, SecretAccessKey and Expiration, or none of them")
+		return fmt.Errorf("%w: Options.Credentials needs AccessKeyID, SecretAccessKey and Expiration, or none of them", ErrConfig)
 	}
 	if o.CredentialLifetime < 0 {
-		return fmt.Errorf("imdstest: Options.CredentialLifetime %v is negative", o.CredentialLifetime)
+		return fmt.Errorf("%w: Options.CredentialLifetime is %v, negative (0 means the default, %v)", ErrConfig, o.CredentialLifetime, DefaultCredentialLifetime)
 	}
 	return nil
 }
@@ -165,7 +171,7 @@ func New(opts Options) (*Server, error) {
 	if opts.CredentialLifetime == 0 {
 		opts.CredentialLifetime = DefaultCredentialLifetime
 	}
-	s := &Server{opts: opts, clock: opts.Clock, tokens: map[string]time.Time{},
+	s := &Server{opts: opts, clock: opts.Now, tokens: map[string]time.Time{},
 		profileID: "AIPA" + randomString(17, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")}
 	if s.clock == nil {
 		s.clock = time.Now

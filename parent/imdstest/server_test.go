@@ -3,6 +3,7 @@ package imdstest_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -79,7 +80,7 @@ func getText(t *testing.T, c *imds.Client, path string) string {
 // rotation and a new expiration show on the next read.
 func TestSDKClient(t *testing.T) {
 	clk := &clock{now: time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)}
-	s := imdstest.NewServer(t, imdstest.Options{Region: "eu-central-1", Clock: clk.Now})
+	s := imdstest.NewServer(t, imdstest.Options{Region: "eu-central-1", Now: clk.Now})
 	c := client(s)
 	ctx := context.Background()
 
@@ -147,7 +148,7 @@ func TestSDKClient(t *testing.T) {
 // a new one after a 401 and carries on.
 func TestTokenExpiry(t *testing.T) {
 	clk := &clock{now: time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)}
-	s := imdstest.NewServer(t, imdstest.Options{Clock: clk.Now})
+	s := imdstest.NewServer(t, imdstest.Options{Now: clk.Now})
 	c := client(s)
 	getText(t, c, "instance-id")
 	s.ExpireTokens()
@@ -291,8 +292,8 @@ func TestOptionsValidate(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := tt.o.Validate()
-			if (err == nil) != tt.ok {
-				t.Fatalf("Validate() = %v, want ok=%v", err, tt.ok)
+			if (err == nil) != tt.ok || (err != nil && !errors.Is(err, imdstest.ErrConfig)) {
+				t.Fatalf("Validate() = %v, want ok=%v (or ErrConfig)", err, tt.ok)
 			}
 			if err != nil && !strings.HasPrefix(err.Error(), "imdstest: ") {
 				t.Fatalf("message %q", err)

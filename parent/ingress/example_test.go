@@ -75,7 +75,7 @@ func ExampleServer_Serve() {
 	c.Close()
 	fmt.Printf("%s %v\n", reply, err)
 
-	fmt.Println(in.Stats().Total)
+	fmt.Println(in.Stats().TotalConns)
 	// Output:
 	// hello <nil>
 	// 1

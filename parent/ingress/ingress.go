@@ -33,45 +33,58 @@ const (
 	DefaultMinRateGrace = 5 * time.Second
 )
 
-// Config configures a Server.
+// ErrConfig is wrapped by every configuration error of the package: those
+// of Config.Validate, and so of New.
+var ErrConfig = errors.New("ingress: bad configuration")
+
+// fieldErr reports a field whose value is not accepted, in the form the
+// module's packages share: "ingress: bad configuration: Config.MaxConns is
+// -1, negative (0 means the default, 1024)".
+func fieldErr(field string, v any, why string, args ...any) error {
+	return fmt.Errorf("%w: %s is %v, %s", ErrConfig, field, v, fmt.Sprintf(why, args...))
+}
+
+// Config configures a Server. Target is required; every other zero field
+// takes the default documented on it.
 type Config struct {
 	// Listen is where clients connect, e.g. "tcp://0.0.0.0:443". It is
-	// used by ListenAndServe only; Serve takes a listener.
+	// used by ListenAndServe only (which needs it); Serve takes a listener.
 	Listen string
 	// Target is the enclave address each connection is forwarded to, e.g.
 	// "vsock://16:443" (or "tcp://127.0.0.1:8443" in development). Required.
 	Target string
 	// MaxConns caps the connections forwarded at once. 0 means
-	// DefaultMaxConns. A connection accepted at the cap makes room:
+	// DefaultMaxConns (1024). A connection accepted at the cap makes room:
 	// the connection idle or stalled inside a message the longest is
-	// closed (counted in LimitStats().Evicted) and the newcomer is served:
-	// connections that have not completed a message yet go first, one
-	// that sent a whole message and awaits the answer is the last to go.
+	// closed (counted in LimitStats().EvictedConns) and the newcomer is
+	// served: connections that have not completed a message yet go first,
+	// one that sent a whole message and awaits the answer is the last to go.
 	MaxConns int
 	// MaxConnsPerSource caps the connections of one source address (an
 	// IPv4 address, or an IPv6 /64). A source's connection beyond it
 	// displaces that source's connection idle or stalled the longest if
 	// that one has been so for at least MinRateGrace; otherwise it is
-	// closed at once (LimitStats().SourceRefused), before anything is
-	// dialed. So one host can hold at most this many connections and
-	// displace only its own. 0 means DefaultMaxConnsPerSource;
+	// closed at once (LimitStats().SourceRejectedConns), before anything
+	// is dialed. So one host can hold at most this many connections and
+	// displace only its own. 0 means DefaultMaxConnsPerSource (64);
 	// negative disables the cap.
 	MaxConnsPerSource int
 	// MinRate, in bytes per second, is the least a client must send while
 	// one of its messages (a TLS record or an enclavekit frame; see
 	// Framing) is incomplete, averaged over the message after
-	// MinRateGrace; a slower client is disconnected (LimitStats().Slow), so that
-	// trickling a few bytes now and then does not hold a slot. Idle
-	// clients between messages are not affected (IdleTimeout is). 0 means
-	// DefaultMinRate; negative disables the check.
+	// MinRateGrace; a slower client is disconnected
+	// (LimitStats().SlowConns), so that trickling a few bytes now and then
+	// does not hold a slot. Idle clients between messages are not affected
+	// (IdleTimeout is). 0 means DefaultMinRate (1024); negative disables
+	// the check.
 	MinRate int64
 	// MinRateGrace is the time a message may take before MinRate
-	// applies. 0 means DefaultMinRateGrace.
+	// applies. 0 means DefaultMinRateGrace (5s).
 	MinRateGrace time.Duration
 	// Framing says how to find message boundaries in the client's stream,
-	// for MinRate and eviction: FramingAuto (default, ""), FramingTLS,
-	// FramingFrames or FramingNone. With FramingNone (or an unrecognized
-	// stream under FramingAuto) there is no rate check.
+	// for MinRate and eviction: FramingAuto ("auto"; "" means it),
+	// FramingTLS, FramingFrames or FramingNone. With FramingNone (or an
+	// unrecognized stream under FramingAuto) there is no rate check.
 	Framing string
 	// RefuseAtCap restores the old policy at MaxConns: the newcomer is
 	// closed at once and counted as rejected, nothing is evicted, and
@@ -80,62 +93,65 @@ type Config struct {
 	RefuseAtCap bool
 	// IdleTimeout closes a connection on which no byte moved in either
 	// direction for this long (and a write blocked for this long). 0 means
-	// DefaultIdleTimeout; negative disables it.
+	// DefaultIdleTimeout (5m); negative disables it.
 	IdleTimeout time.Duration
 	// DialTimeout bounds connecting to Target. 0 means
-	// DefaultDialTimeout.
+	// DefaultDialTimeout (10s).
 	DialTimeout time.Duration
 	// ProxyProtocol prepends a PROXY protocol v2 header (see
 	// protocol/proxyproto) to each forwarded stream, so the enclave learns
-	// the client's address. The enclave side must expect it.
+	// the client's address. The enclave side must expect it. Off (false)
+	// forwards the client's bytes only.
 	ProxyProtocol bool
 	// Logger receives connection events. nil means slog.Default().
 	Logger *slog.Logger
-	// Dialer connects to Target. nil means transport.Dial.
-	Dialer func(ctx context.Context, addr string) (net.Conn, error)
+	// Dial connects to Target. nil means transport.Dial.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 }
 
-// Validate reports whether cfg is usable.
+// Validate reports the first invalid field, naming it, its value and what
+// is accepted; the error wraps ErrConfig.
 func (cfg Config) Validate() error {
 	if cfg.Target == "" {
-		return errors.New("ingress: Config.Target is required")
+		return fmt.Errorf("%w: Config.Target is required", ErrConfig)
 	}
 	if _, err := transport.ParseAddr(cfg.Target); err != nil {
-		return fmt.Errorf("ingress: Config.Target: %w", err)
+		return fmt.Errorf("%w: Config.Target: %w", ErrConfig, err)
 	}
 	if cfg.Listen != "" {
 		if _, err := transport.ParseAddr(cfg.Listen); err != nil {
-			return fmt.Errorf("ingress: Config.Listen: %w", err)
+			return fmt.Errorf("%w: Config.Listen: %w", ErrConfig, err)
 		}
 	}
 	if cfg.MaxConns < 0 {
-		return fmt.Errorf("ingress: Config.MaxConns %d is negative", cfg.MaxConns)
+		return fieldErr("Config.MaxConns", cfg.MaxConns, "negative (0 means the default, %d)", DefaultMaxConns)
 	}
 	if cfg.DialTimeout < 0 {
-		return fmt.Errorf("ingress: Config.DialTimeout %v is negative", cfg.DialTimeout)
+		return fieldErr("Config.DialTimeout", cfg.DialTimeout, "negative (0 means the default, %v)", DefaultDialTimeout)
 	}
 	if cfg.MinRateGrace < 0 {
-		return fmt.Errorf("ingress: Config.MinRateGrace %v is negative; want a duration, or 0 for the default of %v", cfg.MinRateGrace, DefaultMinRateGrace)
+		return fieldErr("Config.MinRateGrace", cfg.MinRateGrace, "negative (0 means the default, %v)", DefaultMinRateGrace)
 	}
 	if _, ok := parseFraming(cfg.Framing); !ok {
-		return fmt.Errorf("ingress: Config.Framing %q is not one of auto, tls, frames, none", cfg.Framing)
+		return fieldErr("Config.Framing", fmt.Sprintf("%q", cfg.Framing), "not one of %s, %s, %s, %s", FramingAuto, FramingTLS, FramingFrames, FramingNone)
 	}
 	return nil
 }
 
-// Stats are counters of a Server.
+// Stats are counters of a Server. The names are enclave.Stats' for the
+// same ideas.
 type Stats struct {
-	Open     int64 // connections being forwarded now
-	Total    int64 // connections accepted and forwarded
-	Rejected int64 // connections closed at once because of MaxConns (RefuseAtCap, or nothing to evict)
-	Failed   int64 // connections closed because Target could not be reached
+	OpenConns     uint64 // connections being forwarded now
+	TotalConns    uint64 // connections accepted and forwarded
+	RejectedConns uint64 // connections closed at once because of MaxConns (RefuseAtCap, or nothing to evict)
+	FailedConns   uint64 // connections closed because Target could not be reached
 }
 
 // LimitStats count what the ingress's limits did (Server.LimitStats).
 type LimitStats struct {
-	Evicted       int64 // connections closed to make room at MaxConns or MaxConnsPerSource
-	Slow          int64 // connections closed for sending a message slower than MinRate
-	SourceRefused int64 // newcomers closed at once: their source was at MaxConnsPerSource with no connection to displace
+	EvictedConns        uint64 // connections closed to make room at MaxConns or MaxConnsPerSource
+	SlowConns           uint64 // connections closed for sending a message slower than MinRate
+	SourceRejectedConns uint64 // newcomers closed at once: their source was at MaxConnsPerSource with no connection to displace
 }
 
 // Server forwards TCP connections to an address in the enclave, byte for
@@ -181,8 +197,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.Dialer == nil {
-		cfg.Dialer = transport.Dial
+	if cfg.Dial == nil {
+		cfg.Dial = transport.Dial
 	}
 	fr, _ := parseFraming(cfg.Framing)
 	return &Server{
@@ -194,12 +210,12 @@ func New(cfg Config) (*Server, error) {
 
 // Stats returns the ingress's counters.
 func (in *Server) Stats() Stats {
-	return Stats{Open: in.open.Load(), Total: in.total.Load(), Rejected: in.rejected.Load(), Failed: in.failed.Load()}
+	return Stats{OpenConns: uint64(max(in.open.Load(), 0)), TotalConns: uint64(in.total.Load()), RejectedConns: uint64(in.rejected.Load()), FailedConns: uint64(in.failed.Load())}
 }
 
 // LimitStats returns the counters of connections the limits closed.
 func (in *Server) LimitStats() LimitStats {
-	return LimitStats{Evicted: in.evicted.Load(), Slow: in.slow.Load(), SourceRefused: in.sourceRefused.Load()}
+	return LimitStats{EvictedConns: uint64(in.evicted.Load()), SlowConns: uint64(in.slow.Load()), SourceRejectedConns: uint64(in.sourceRefused.Load())}
 }
 
 // admit applies MaxConnsPerSource to a newly accepted connection, before
@@ -368,7 +384,7 @@ func (in *Server) handle(ctx context.Context, client net.Conn) {
 	}
 	defer in.register(ic)()
 	dctx, cancel := context.WithTimeout(ctx, in.cfg.DialTimeout)
-	enclave, err := in.cfg.Dialer(dctx, in.cfg.Target)
+	enclave, err := in.cfg.Dial(dctx, in.cfg.Target)
 	cancel()
 	if err != nil {
 		n := in.failed.Add(1)

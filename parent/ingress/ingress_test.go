@@ -132,7 +132,7 @@ func TestTransfer100MiB(t *testing.T) {
 	if got := recv.Sum(nil); !bytes.Equal(got, want) {
 		t.Fatalf("client received SHA-256 %x, want %x", got, want)
 	}
-	if st := in.Stats(); st.Total != 1 {
+	if st := in.Stats(); st.TotalConns != 1 {
 		t.Fatalf("stats = %+v", st)
 	}
 }
@@ -195,12 +195,12 @@ func TestMaxConns(t *testing.T) {
 	if n, err := c2.Read(make([]byte, 1)); n != 0 || err == nil {
 		t.Fatalf("second connection read %d, %v; want it closed", n, err)
 	}
-	if st := in.Stats(); st.Rejected != 1 || st.Open != 1 {
+	if st := in.Stats(); st.RejectedConns != 1 || st.OpenConns != 1 {
 		t.Fatalf("stats = %+v", st)
 	}
 	c1.Close()
 	// The slot frees once the first connection is gone.
-	for in.Stats().Open != 0 {
+	for in.Stats().OpenConns != 0 {
 		time.Sleep(time.Millisecond)
 	}
 	c3 := testutil.DialTCP(t, addr)
@@ -220,7 +220,7 @@ func TestTargetDown(t *testing.T) {
 	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil {
 		t.Fatalf("read %d, %v; want the connection closed", n, err)
 	}
-	for in.Stats().Failed != 1 {
+	for in.Stats().FailedConns != 1 {
 		time.Sleep(time.Millisecond)
 	}
 }
@@ -269,8 +269,8 @@ func TestConfigValidate(t *testing.T) {
 		{Config{Target: "vsock://16:443", MaxConns: -1}, false},
 		{Config{Target: "vsock://16:443", DialTimeout: -1}, false},
 	} {
-		if err := tc.cfg.Validate(); (err == nil) != tc.ok {
-			t.Errorf("Validate(%+v) = %v, want ok=%v", tc.cfg, err, tc.ok)
+		if err := tc.cfg.Validate(); (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrConfig)) {
+			t.Errorf("Validate(%+v) = %v, want ok=%v (or ErrConfig)", tc.cfg, err, tc.ok)
 		}
 	}
 }
@@ -351,7 +351,7 @@ func TestShutdown(t *testing.T) {
 	if n, err := c.Read(make([]byte, 1)); n != 0 || !(errors.Is(err, io.EOF) || isReset(err)) {
 		t.Fatalf("read after shutdown = %d, %v; want the connection closed", n, err)
 	}
-	if st := in.Stats(); st.Open != 0 {
+	if st := in.Stats(); st.OpenConns != 0 {
 		t.Fatalf("stats after shutdown %+v", st)
 	}
 }

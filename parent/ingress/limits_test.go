@@ -86,7 +86,7 @@ func startMemIngressTo(t *testing.T, ctx context.Context, cfg Config, enclave fu
 	var echoes sync.WaitGroup
 	cfg.Target = "tcp://enclave:1"
 	cfg.Logger = quiet
-	cfg.Dialer = func(context.Context, string) (net.Conn, error) {
+	cfg.Dial = func(context.Context, string) (net.Conn, error) {
 		a, b := net.Pipe()
 		echoes.Go(func() {
 			defer b.Close()
@@ -172,7 +172,7 @@ func TestMinRateSynctest(t *testing.T) {
 				time.Sleep(30 * time.Second)
 				synctest.Wait()
 				st, ls := m.in.Stats(), m.in.LimitStats()
-				if tt.slow != (ls.Slow == 1) || tt.slow != (st.Open == 0) {
+				if tt.slow != (ls.SlowConns == 1) || tt.slow != (st.OpenConns == 0) {
 					t.Errorf("after 30s: %+v %+v; want slow %v", st, ls, tt.slow)
 				}
 				c.Close()
@@ -245,11 +245,11 @@ func TestEvictionSynctest(t *testing.T) {
 						t.Errorf("held[%d] closed = %v, want %v", i, got, i == tt.victim)
 					}
 				}
-				wantEvicted, wantRefused := int64(1), int64(0)
+				wantEvicted, wantRefused := uint64(1), uint64(0)
 				if tt.victim < 0 {
 					wantEvicted, wantRefused = 0, 1
 				}
-				if st, ls := m.in.Stats(), m.in.LimitStats(); ls.Evicted != wantEvicted || ls.SourceRefused != wantRefused || st.Rejected != 0 {
+				if st, ls := m.in.Stats(), m.in.LimitStats(); ls.EvictedConns != wantEvicted || ls.SourceRejectedConns != wantRefused || st.RejectedConns != 0 {
 					t.Errorf("stats %+v %+v; want %d evicted, %d refused by source", st, ls, wantEvicted, wantRefused)
 				}
 				for _, c := range conns {

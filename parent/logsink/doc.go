@@ -18,7 +18,7 @@
 // # Untrusted records
 //
 // Everything that arrives is untrusted. Frames are size-limited
-// (MaxFrame); DecodeRecord decodes strictly and a frame that does not
+// (MaxFrameSize); DecodeRecord decodes strictly and a frame that does not
 // decode is dropped and counted; the message and attribute text are cut to
 // MaxMessage and MaxValue with control and format characters removed,
 // attributes beyond MaxAttrs are counted, not kept, and the enclave's

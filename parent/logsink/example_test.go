@@ -58,7 +58,7 @@ func ExampleNew() {
 		Attrs:        []protocol.LogAttr{{Key: "path", Value: "/var/data"}},
 	})
 	frame, _ := protocol.MarshalEnvelope(&protocol.Envelope{ID: 1, Method: protocol.MethodLog, Body: body})
-	if err := protocol.WriteFrame(c, frame, protocol.MaxFrameLimit); err != nil {
+	if err := protocol.WriteFrame(c, frame, protocol.MaxFrameSizeLimit); err != nil {
 		fmt.Println(err)
 		return
 	}

@@ -86,7 +86,7 @@ func TestLimitsSynctest(t *testing.T) {
 		newcomer  string
 		victim    int // -1: none
 		refused   bool
-		wantConns int64
+		wantConns uint64
 	}{
 		{"parent CID refused", 8, []string{"16"}, "3", -1, true, 1},
 		{"cap: idlest goes", 2, []string{"16", "17"}, "18", 0, false, 3},
@@ -126,15 +126,15 @@ func TestLimitsSynctest(t *testing.T) {
 					}
 				}
 				st := s.Stats()
-				wantEvicted := int64(0)
+				wantEvicted := uint64(0)
 				if tt.victim >= 0 {
 					wantEvicted = 1
 				}
-				wantRefused := int64(0)
+				wantRefused := uint64(0)
 				if tt.refused {
 					wantRefused = 1
 				}
-				if st.Evicted != wantEvicted || st.Refused != wantRefused || st.Conns != tt.wantConns {
+				if st.EvictedConns != wantEvicted || st.RefusedConns != wantRefused || st.TotalConns != tt.wantConns {
 					t.Errorf("stats %+v; want evicted %d refused %d conns %d", st, wantEvicted, wantRefused, tt.wantConns)
 				}
 				for _, r := range h.records() {
@@ -178,7 +178,7 @@ func TestMaxConns(t *testing.T) {
 		// only after the record; a rejected one is closed unread.
 		io.Copy(io.Discard, c3)
 		if recs := h.records(); len(recs) >= 2 && recs[len(recs)-1].Message == "three" {
-			if st := s.Stats(); st.Conns < 2 {
+			if st := s.Stats(); st.TotalConns < 2 {
 				t.Fatalf("stats %+v", st)
 			}
 			return
@@ -215,7 +215,7 @@ func TestEvictsOldestAtCap(t *testing.T) {
 		c.CloseWrite()
 		io.Copy(io.Discard, c)
 		if recs := h.records(); recs[len(recs)-1].Message == "after the restart" {
-			if st := s.Stats(); st.Evicted < 1 {
+			if st := s.Stats(); st.EvictedConns < 1 {
 				t.Fatalf("stats %+v: no eviction counted", st)
 			}
 			return

@@ -23,12 +23,12 @@ import (
 
 // Defaults and limits of Config.
 const (
-	DefaultListen     = "vsock://any:5001"
-	DefaultMaxFrame   = 64 << 10
-	DefaultMaxAttrs   = 32
-	DefaultMaxMessage = 4 << 10
-	DefaultMaxValue   = 1 << 10
-	DefaultMaxConns   = 8
+	DefaultListen       = "vsock://any:5001"
+	DefaultMaxFrameSize = 64 << 10
+	DefaultMaxAttrs     = 32
+	DefaultMaxMessage   = 4 << 10
+	DefaultMaxValue     = 1 << 10
+	DefaultMaxConns     = 8
 	// DefaultMaxConnsPerCID allows an enclave its stream and, while a
 	// restart's stale connection is not yet gone, a second one.
 	DefaultMaxConnsPerCID = 2
@@ -45,7 +45,19 @@ const (
 // ErrBadRecord is wrapped by DecodeRecord's errors.
 var ErrBadRecord = errors.New("logsink: bad log record")
 
-// Config configures a Sink.
+// ErrConfig is wrapped by every configuration error of the package: those
+// of Config.Validate, and so of New.
+var ErrConfig = errors.New("logsink: bad configuration")
+
+// fieldErr reports a field whose value is not accepted, in the form the
+// module's packages share: "logsink: bad configuration: Config.MaxConns is
+// -1, negative (0 means the default, 8)".
+func fieldErr(field string, v any, why string, args ...any) error {
+	return fmt.Errorf("%w: %s is %v, %s", ErrConfig, field, v, fmt.Sprintf(why, args...))
+}
+
+// Config configures a Sink. The zero value is valid: every zero field
+// takes the default documented on it.
 type Config struct {
 	// Listen is where the enclave connects, e.g. "vsock://any:5001". Used
 	// by ListenAndServe only. "" means DefaultListen.
@@ -57,32 +69,34 @@ type Config struct {
 	// means the connection's remote address without its port (the CID for
 	// vsock, the IP for TCP).
 	Enclave string
-	// MaxFrame is the largest log frame accepted, in bytes; a larger one
-	// closes the connection (the enclave reconnects). 0 means
-	// DefaultMaxFrame.
-	MaxFrame int
+	// MaxFrameSize is the largest log frame accepted, in bytes,
+	// 1..protocol.MaxFrameSizeLimit; a larger one closes the connection
+	// (the enclave reconnects). 0 means DefaultMaxFrameSize (64 KiB).
+	MaxFrameSize int
 	// MaxAttrs is how many attributes of a record are kept; the rest are
 	// counted in an "enclave_attrs_truncated" attribute. 0 means
-	// DefaultMaxAttrs.
+	// DefaultMaxAttrs (32).
 	MaxAttrs int
 	// MaxMessage bounds a record's message in bytes; MaxValue bounds each
 	// attribute value. Longer text is cut at a rune boundary and marked
-	// with "…". 0 means DefaultMaxMessage and DefaultMaxValue.
+	// with "…". 0 means DefaultMaxMessage (4 KiB) and DefaultMaxValue
+	// (1 KiB).
 	MaxMessage, MaxValue int
 	// MaxConns caps the enclave connections served at once. 0 means
-	// DefaultMaxConns. A connection arriving at the cap is served, and
+	// DefaultMaxConns (8). A connection arriving at the cap is served, and
 	// the connection whose last whole frame (or, if none, its accept) is
-	// oldest is closed to make room (Stats.Evicted): one of the newcomer's
-	// own CID when that CID is at MaxConnsPerCID. An enclave that restarted
-	// while its old connection was never reset gets in at once.
+	// oldest is closed to make room (Stats.EvictedConns): one of the
+	// newcomer's own CID when that CID is at MaxConnsPerCID. An enclave
+	// that restarted while its old connection was never reset gets in at
+	// once.
 	MaxConns int
 	// MaxConnsPerCID caps the connections of one enclave (one vsock CID;
 	// one IP on TCP). A connection beyond it evicts that enclave's own
-	// connection idle the longest. 0 means DefaultMaxConnsPerCID.
+	// connection idle the longest. 0 means DefaultMaxConnsPerCID (2).
 	MaxConnsPerCID int
 	// AllowCIDs lists the enclave CIDs whose streams are accepted; others
-	// are closed at once (Stats.Refused). Empty means every enclave CID:
-	// 4 and up, never the parent's own CID 3 (a process on the parent
+	// are closed at once (Stats.RefusedConns). Empty means every enclave
+	// CID: 4 and up, never the parent's own CID 3 (a process on the parent
 	// could otherwise pose as an enclave) nor 0..2. Over TCP (development
 	// and tests) only loopback peers are accepted. Serve applies it;
 	// ServeConn does not.
@@ -93,22 +107,34 @@ type Config struct {
 	RefuseAtCap bool
 }
 
-// Validate reports whether cfg is usable.
+// Validate reports the first invalid field, naming it, its value and what
+// is accepted; the error wraps ErrConfig.
 func (cfg Config) Validate() error {
 	if cfg.Listen != "" {
 		if _, err := transport.ParseAddr(cfg.Listen); err != nil {
-			return fmt.Errorf("logsink: Config.Listen: %w", err)
+			return fmt.Errorf("%w: Config.Listen: %w", ErrConfig, err)
 		}
 	}
-	switch {
-	case cfg.MaxFrame < 0 || cfg.MaxFrame > protocol.MaxFrameLimit:
-		return fmt.Errorf("logsink: Config.MaxFrame %d out of range: want 0..%d", cfg.MaxFrame, protocol.MaxFrameLimit)
-	case cfg.MaxAttrs < 0, cfg.MaxMessage < 0, cfg.MaxValue < 0, cfg.MaxConns < 0, cfg.MaxConnsPerCID < 0:
-		return errors.New("logsink: Config limits must not be negative")
+	if cfg.MaxFrameSize < 0 || cfg.MaxFrameSize > protocol.MaxFrameSizeLimit {
+		return fieldErr("Config.MaxFrameSize", cfg.MaxFrameSize, "outside 1..%d bytes (0 means the default, %d)", protocol.MaxFrameSizeLimit, DefaultMaxFrameSize)
+	}
+	for _, f := range []struct {
+		name     string
+		v, deflt int
+	}{
+		{"Config.MaxAttrs", cfg.MaxAttrs, DefaultMaxAttrs},
+		{"Config.MaxMessage", cfg.MaxMessage, DefaultMaxMessage},
+		{"Config.MaxValue", cfg.MaxValue, DefaultMaxValue},
+		{"Config.MaxConns", cfg.MaxConns, DefaultMaxConns},
+		{"Config.MaxConnsPerCID", cfg.MaxConnsPerCID, DefaultMaxConnsPerCID},
+	} {
+		if f.v < 0 {
+			return fieldErr(f.name, f.v, "negative (0 means the default, %d)", f.deflt)
+		}
 	}
 	for _, cid := range cfg.AllowCIDs {
 		if cid < 4 || cid == transport.CIDAny {
-			return fmt.Errorf("logsink: Config.AllowCIDs contains %d, which is not an enclave CID (3 is the parent itself, 0..2 are reserved); list enclave CIDs, 4 and up, or leave it empty for all of them", cid)
+			return fmt.Errorf("%w: Config.AllowCIDs contains %d, which is not an enclave CID (3 is the parent itself, 0..2 are reserved); list enclave CIDs, 4 and up, or leave it empty for all of them", ErrConfig, cid)
 		}
 	}
 	return nil
@@ -148,8 +174,8 @@ func New(cfg Config) (*Sink, error) {
 	if cfg.Handler == nil {
 		cfg.Handler = slog.Default().Handler()
 	}
-	if cfg.MaxFrame == 0 {
-		cfg.MaxFrame = DefaultMaxFrame
+	if cfg.MaxFrameSize == 0 {
+		cfg.MaxFrameSize = DefaultMaxFrameSize
 	}
 	if cfg.MaxAttrs == 0 {
 		cfg.MaxAttrs = DefaultMaxAttrs
@@ -169,18 +195,19 @@ func New(cfg Config) (*Sink, error) {
 	return &Sink{cfg: cfg, sem: make(chan struct{}, cfg.MaxConns)}, nil
 }
 
-// Stats are counters of a Sink.
+// Stats are counters of a Sink. The names are enclave.Stats' for the same
+// ideas.
 type Stats struct {
-	Records int64 // records re-emitted
-	Bad     int64 // frames dropped because they did not decode
-	Conns   int64 // connections accepted
-	Evicted int64 // connections closed to make room at the cap
-	Refused int64 // connections closed at once: not from an allowed enclave (AllowCIDs)
+	Records      uint64 // records re-emitted
+	BadFrames    uint64 // frames dropped because they did not decode
+	TotalConns   uint64 // connections accepted
+	EvictedConns uint64 // connections closed to make room at the cap
+	RefusedConns uint64 // connections closed at once: not from an allowed enclave (AllowCIDs)
 }
 
 // Stats returns the sink's counters.
 func (s *Sink) Stats() Stats {
-	return Stats{Records: s.records.Load(), Bad: s.bad.Load(), Conns: s.conn.Load(), Evicted: s.evicted.Load(), Refused: s.refused.Load()}
+	return Stats{Records: uint64(s.records.Load()), BadFrames: uint64(s.bad.Load()), TotalConns: uint64(s.conn.Load()), EvictedConns: uint64(s.evicted.Load()), RefusedConns: uint64(s.refused.Load())}
 }
 
 // peerKey identifies the enclave behind a connection and says whether
@@ -357,7 +384,7 @@ func (s *Sink) track(ctx context.Context, c net.Conn) (sc *sinkConn, untrack fun
 }
 
 // ServeConn reads one enclave's log stream from c until it ends, ctx ends
-// or the enclave sends a frame larger than MaxFrame, then closes c. Frames
+// or the enclave sends a frame larger than MaxFrameSize, then closes c. Frames
 // that do not decode are dropped and counted.
 func (s *Sink) ServeConn(ctx context.Context, c net.Conn) {
 	defer c.Close()
@@ -370,7 +397,7 @@ func (s *Sink) ServeConn(ctx context.Context, c net.Conn) {
 		name = enclaveName(c.RemoteAddr())
 	}
 	self := slog.String(logEnclaveKey, name)
-	fr, err := protocol.NewFrameReader(c, s.cfg.MaxFrame)
+	fr, err := protocol.NewFrameReader(c, s.cfg.MaxFrameSize)
 	if err != nil {
 		return
 	}

@@ -153,14 +153,14 @@ func sendLog(t testing.TB, c net.Conn, method string, rec any) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := protocol.WriteFrame(c, b, protocol.MaxFrameLimit); err != nil {
+	if err := protocol.WriteFrame(c, b, protocol.MaxFrameSizeLimit); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestUntrusted(t *testing.T) {
 	h := newCapture()
-	s, addr := startSink(t, Config{Handler: h, MaxAttrs: 2, MaxMessage: 16, MaxValue: 8, MaxFrame: 4096})
+	s, addr := startSink(t, Config{Handler: h, MaxAttrs: 2, MaxMessage: 16, MaxValue: 8, MaxFrameSize: 4096})
 	c, err := transport.Dial(context.Background(), addr)
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +188,7 @@ func TestUntrusted(t *testing.T) {
 	if r.Level != minLogLevel || r.Message != "ok" || r.Time.UnixNano() != 1e18 || attrs(r)["attrs._"] != "" {
 		t.Fatalf("record 1: %v %q %v %v", r.Level, r.Message, r.Time, attrs(r))
 	}
-	for s.Stats().Bad != 2 {
+	for s.Stats().BadFrames != 2 {
 		time.Sleep(time.Millisecond)
 	}
 	// An oversized frame ends the connection; the enclave reconnects.
@@ -217,12 +217,12 @@ func TestConfigValidate(t *testing.T) {
 		{Config{}, true},
 		{Config{Listen: "vsock://any:5001", MaxAttrs: 1}, true},
 		{Config{Listen: "nope"}, false},
-		{Config{MaxFrame: -1}, false},
-		{Config{MaxFrame: protocol.MaxFrameLimit + 1}, false},
+		{Config{MaxFrameSize: -1}, false},
+		{Config{MaxFrameSize: protocol.MaxFrameSizeLimit + 1}, false},
 		{Config{MaxAttrs: -1}, false},
 	} {
-		if err := tc.cfg.Validate(); (err == nil) != tc.ok {
-			t.Errorf("Validate(%+v) = %v, want ok=%v", tc.cfg, err, tc.ok)
+		if err := tc.cfg.Validate(); (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrConfig)) {
+			t.Errorf("Validate(%+v) = %v, want ok=%v (or ErrConfig)", tc.cfg, err, tc.ok)
 		}
 	}
 }

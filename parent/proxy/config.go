@@ -23,7 +23,8 @@ import (
 // vsock-proxy command reads it when --config is not given.
 const DefaultAllowlistFile = "/etc/nitro_enclaves/vsock-proxy.yaml"
 
-// Defaults applied by Config.withDefaults for zero-valued limits.
+// Defaults applied by Config.withDefaults for zero-valued limits, and the
+// limits' bounds.
 const (
 	DefaultMaxConns         = 4096
 	DefaultDialTimeout      = 10 * time.Second
@@ -31,17 +32,24 @@ const (
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultDrainTimeout     = 30 * time.Second
 	DefaultMaxHeaderBytes   = 8 << 10
+	// MaxHeaderBytesLimit bounds Limits.MaxHeaderBytes.
+	MaxHeaderBytesLimit = 1 << 20
 )
 
 // maxConfigBytes bounds the size of a configuration file.
 const maxConfigBytes = 4 << 20
 
-// ErrConfig is wrapped by every configuration error.
+// ErrConfig is wrapped by every configuration error of the package: those
+// of Config.Validate, LoadConfig, ParseConfig and NewAllowlist, and so of
+// New. They are *FieldErrors, which name the field by its YAML path
+// ("limits.max_conns"), as the file's author wrote it.
 var ErrConfig = errors.New("proxy: bad configuration")
 
 // Config is the proxy's configuration. The YAML form (see LoadConfig) uses
 // the snake_case names given in each field's tag. A file holding only AWS
-// vsock-proxy's "allowlist:" key is a valid Config with no routes.
+// vsock-proxy's "allowlist:" key is a valid Config with no routes; New
+// needs at least one route. Every zero limit takes the default documented
+// on it.
 type Config struct {
 	// Routes are the listening endpoints. Each forwards either to one fixed
 	// destination (To) or, with Connect, to the destination named in an HTTP
@@ -64,8 +72,8 @@ type Config struct {
 	Metrics string `yaml:"metrics"`
 
 	// Network restricts the address families used towards destinations:
-	// "tcp" (default, both), "tcp4" (IPv4 only, like vsock-proxy -4) or
-	// "tcp6" (IPv6 only, like vsock-proxy -6).
+	// "tcp" (both; "" means it), "tcp4" (IPv4 only, like vsock-proxy -4)
+	// or "tcp6" (IPv6 only, like vsock-proxy -6).
 	Network string `yaml:"network"`
 }
 
@@ -94,26 +102,32 @@ type AllowEntry struct {
 	Port int `yaml:"port"`
 }
 
-// Limits bound the proxy's resource use.
+// Limits bound the proxy's resource use. The zero value is valid: every
+// zero field takes the default documented on it; negative values are
+// errors.
 type Limits struct {
 	// MaxConns caps the connections open at once over all routes; beyond
-	// it, new connections are refused at once. Default 4096.
+	// it, new connections are refused at once. 0 means DefaultMaxConns
+	// (4096).
 	MaxConns int `yaml:"max_conns"`
 	// DialTimeout bounds name resolution plus connecting to a destination
-	// (all its addresses together). Default 10s.
+	// (all its addresses together). 0 means DefaultDialTimeout (10s).
 	DialTimeout time.Duration `yaml:"dial_timeout"`
 	// IdleTimeout closes a connection after no byte moved in either
 	// direction for this long, or when a write to one side was blocked
 	// this long (a peer that stops reading). A busy one-way stream is
-	// never idle. Default 5m.
+	// never idle. 0 means DefaultIdleTimeout (5m).
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
-	// HandshakeTimeout bounds reading a CONNECT request. Default 10s.
+	// HandshakeTimeout bounds reading a CONNECT request. 0 means
+	// DefaultHandshakeTimeout (10s).
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
 	// DrainTimeout is how long Serve waits for open connections to finish
-	// after its context is cancelled before closing them. Default 30s.
+	// after its context is cancelled before closing them. 0 means
+	// DefaultDrainTimeout (30s).
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
 	// MaxHeaderBytes bounds a CONNECT request (request line and headers);
-	// a longer one gets 431. Default 8 KiB.
+	// a longer one gets 431. At most MaxHeaderBytesLimit (1 MiB); 0 means
+	// DefaultMaxHeaderBytes (8 KiB).
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
 }
 
@@ -262,17 +276,22 @@ func (c Config) validate() error {
 	l := c.Limits
 	switch {
 	case l.MaxConns < 0:
-		return fieldErr("limits.max_conns", "must not be negative")
-	case l.DialTimeout < 0:
-		return fieldErr("limits.dial_timeout", "must not be negative")
-	case l.IdleTimeout < 0:
-		return fieldErr("limits.idle_timeout", "must not be negative")
-	case l.HandshakeTimeout < 0:
-		return fieldErr("limits.handshake_timeout", "must not be negative")
-	case l.DrainTimeout < 0:
-		return fieldErr("limits.drain_timeout", "must not be negative")
-	case l.MaxHeaderBytes < 0 || l.MaxHeaderBytes > 1<<20:
-		return fieldErr("limits.max_header_bytes", "must be in 0..1048576")
+		return fieldErr("limits.max_conns", "%d is negative; write a count, or leave it out for the default %d", l.MaxConns, DefaultMaxConns)
+	case l.MaxHeaderBytes < 0 || l.MaxHeaderBytes > MaxHeaderBytesLimit:
+		return fieldErr("limits.max_header_bytes", "%d is out of range; write a number in 1..%d, or leave it out for the default %d", l.MaxHeaderBytes, MaxHeaderBytesLimit, DefaultMaxHeaderBytes)
+	}
+	for _, d := range []struct {
+		path     string
+		v, deflt time.Duration
+	}{
+		{"limits.dial_timeout", l.DialTimeout, DefaultDialTimeout},
+		{"limits.idle_timeout", l.IdleTimeout, DefaultIdleTimeout},
+		{"limits.handshake_timeout", l.HandshakeTimeout, DefaultHandshakeTimeout},
+		{"limits.drain_timeout", l.DrainTimeout, DefaultDrainTimeout},
+	} {
+		if d.v < 0 {
+			return fieldErr(d.path, "%v is negative; write a duration such as %v, or leave it out for that default", d.v, d.deflt)
+		}
 	}
 	if c.Metrics != "" {
 		if _, err := transport.ParseAddr(c.Metrics); err != nil {

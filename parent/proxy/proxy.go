@@ -28,20 +28,23 @@ type Dialer interface {
 	DialContext(ctx context.Context, network, address string) (net.Conn, error)
 }
 
-// Options are the proxy's injectable dependencies; every field is optional.
+// Options are the proxy's injectable dependencies. The zero value is
+// valid: every nil field takes the default documented on it.
 type Options struct {
 	// Logger receives refusals (Warn), reloads and lifecycle (Info) and
-	// per-connection errors (Debug). Default: slog.Default().
+	// per-connection errors (Debug). nil means slog.Default().
 	Logger *slog.Logger
 	// Registry is where the metrics are registered and what /metrics
-	// serves. Default: a new registry of the proxy's own.
+	// serves. nil means a new registry of the proxy's own.
 	Registry *prometheus.Registry
-	// Resolver resolves destination names. Default: net.DefaultResolver.
+	// Resolver resolves destination names. nil means net.DefaultResolver.
 	Resolver Resolver
-	// Dialer connects to destination IPs. Default: a net.Dialer (with TCP
-	// keep-alives).
+	// Dialer connects to destination IPs. nil means a net.Dialer (with TCP
+	// keep-alives). It is an interface, not a Dial func as elsewhere in
+	// the module, because the proxy dials "IP:port" literals by network
+	// (tcp4, tcp6), as net.Dialer.DialContext does.
 	Dialer Dialer
-	// Listen opens route and metrics listeners. Default: transport.Listen.
+	// Listen opens route and metrics listeners. nil means transport.Listen.
 	Listen func(ctx context.Context, addr string) (net.Listener, error)
 }
 

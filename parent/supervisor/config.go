@@ -14,6 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/enclavekit/enclavekit/parent"
+	"github.com/enclavekit/enclavekit/parent/ingress"
 	"github.com/enclavekit/enclavekit/parent/internal/yamlconf"
 	"github.com/enclavekit/enclavekit/parent/proxy"
 	"github.com/enclavekit/enclavekit/transport"
@@ -49,22 +50,34 @@ const (
 	DefaultMaxBackoff    = time.Minute
 	DefaultDrainTimeout  = 30 * time.Second
 	DefaultLogRecords    = 50
-	minMemoryMiB         = 64
-	maxConfigBytes       = 1 << 20
-	maxCID               = 1<<32 - 2
+	DefaultRunLogsKeep   = 20
+	DefaultCPUs          = 2
+	// MaxLogRecords bounds Config.LogRecords, MaxRunLogsKeep
+	// Config.RunLogsKeep.
+	MaxLogRecords  = 10000
+	MaxRunLogsKeep = 10000
+	// MinMemoryMiB is the least Enclave.MemoryMiB.
+	MinMemoryMiB   = 64
+	maxConfigBytes = 1 << 20
+	maxCID         = 1<<32 - 2
 )
 
-// ErrConfig is wrapped by every configuration error.
+// ErrConfig is wrapped by every configuration error of the package: those
+// of Config.Validate, LoadConfig and ParseConfig, and so of New. They are
+// *ConfigErrors, which name the field by its YAML path
+// ("enclaves[1].cid"), as the file's author wrote it.
 var ErrConfig = errors.New("supervisor: bad configuration")
 
 // Config is the file `enclavekit run --config` reads. The YAML keys are the
-// snake_case names in the field tags; unknown keys are errors.
+// snake_case names in the field tags; unknown keys are errors. Enclaves is
+// required; every other zero field takes the default documented on it,
+// which Validate fills in.
 type Config struct {
-	// NitroCLI is the nitro-cli command and any leading arguments; default
-	// ["nitro-cli"]. Tests point it at a fake.
+	// NitroCLI is the nitro-cli command and any leading arguments; empty
+	// means ["nitro-cli"]. Tests point it at a fake.
 	NitroCLI []string `yaml:"nitro_cli"`
 	// HTTP is the transport address of /healthz, /readyz and /metrics;
-	// default DefaultHTTPListen.
+	// "" means DefaultHTTPListen.
 	HTTP string `yaml:"http"`
 	// Slot (0..MaxSlot) separates supervisors sharing one instance (pods
 	// on one node): every CID moves by SlotCIDStride×Slot and every parent
@@ -75,18 +88,20 @@ type Config struct {
 	// Restart bounds the wait before restarting a failed enclave.
 	Restart Restart `yaml:"restart"`
 	// DrainTimeout is how long, on SIGTERM, open ingress connections get
-	// to finish before the enclaves are terminated; default 30s.
+	// to finish before the enclaves are terminated; 0 means
+	// DefaultDrainTimeout (30s).
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
 	// LogRecords is how many of an enclave run's last log records are
-	// kept and logged again when the run ends; default 50.
+	// kept and logged again when the run ends, at most MaxLogRecords; 0
+	// means DefaultLogRecords (50).
 	LogRecords int `yaml:"log_records"`
 	// RunLogs, when set, is a directory where each ended run also gets a
 	// file of its own (ENCLAVE_STARTTIME_runN.log) holding the run-ended
 	// record and its last log records; the newest RunLogsKeep per enclave
 	// are kept.
 	RunLogs string `yaml:"run_logs"`
-	// RunLogsKeep is how many run files per enclave RunLogs keeps;
-	// default 20.
+	// RunLogsKeep is how many run files per enclave RunLogs keeps, at
+	// most MaxRunLogsKeep; 0 means DefaultRunLogsKeep (20).
 	RunLogsKeep int `yaml:"run_logs_keep"`
 	// Egress are the egress routes, allowlist and limits, as in
 	// `enclavekit proxy --config`. Optional; shared by all enclaves.
@@ -111,21 +126,22 @@ type Config struct {
 // Health configures health probing.
 type Health struct {
 	// Interval between probes (enclavekit.health and describe-enclaves);
-	// default 5s.
+	// 0 means DefaultProbeInterval (5s).
 	Interval time.Duration `yaml:"interval"`
-	// Timeout of one probe; default 2s.
+	// Timeout of one probe; 0 means DefaultProbeTimeout (2s).
 	Timeout time.Duration `yaml:"timeout"`
 	// Failures is the number of consecutive failed probes after which a
-	// running enclave is restarted; default 3.
+	// running enclave is restarted; 0 means DefaultProbeFailures (3).
 	Failures int `yaml:"failures"`
 	// StartTimeout is how long a new enclave has to answer its first
-	// probe; default 2m.
+	// probe; 0 means DefaultStartTimeout (2m).
 	StartTimeout time.Duration `yaml:"start_timeout"`
 }
 
 // Restart bounds the restart backoff: it starts at MinBackoff, doubles on
 // each failure up to MaxBackoff, and starts over once a run stayed healthy
-// for MaxBackoff.
+// for MaxBackoff. 0 means DefaultMinBackoff (1s) and DefaultMaxBackoff
+// (1m); MaxBackoff must not be less than MinBackoff.
 type Restart struct {
 	MinBackoff time.Duration `yaml:"min_backoff"`
 	MaxBackoff time.Duration `yaml:"max_backoff"`
@@ -133,12 +149,12 @@ type Restart struct {
 
 // Credentials configures the credential push (see Config.Credentials).
 type Credentials struct {
-	// Role is the instance profile role; default the one IMDS lists.
+	// Role is the instance profile role; "" means the one IMDS lists.
 	Role string `yaml:"role"`
-	// IMDSEndpoint overrides the IMDS endpoint URL (default the SDK's,
+	// IMDSEndpoint overrides the IMDS endpoint URL ("" means the SDK's,
 	// http://169.254.169.254); for tests.
 	IMDSEndpoint string `yaml:"imds_endpoint"`
-	// Interval between pushes; default 1m (parent.DefaultPushInterval).
+	// Interval between pushes; 0 means parent.DefaultPushInterval (1m).
 	Interval time.Duration `yaml:"interval"`
 }
 
@@ -149,24 +165,26 @@ type Enclave struct {
 	Name string `yaml:"name"`
 	// EIF is the path of the enclave image.
 	EIF string `yaml:"eif"`
-	// CPUs is --cpu-count; default 2.
+	// CPUs is --cpu-count; 0 means DefaultCPUs (2).
 	CPUs int `yaml:"cpus"`
-	// MemoryMiB is --memory; at least 64 and at least what the EIF needs
-	// (`enclavekit eif describe` prints it).
+	// MemoryMiB is --memory (required): at least MinMemoryMiB (64) and at
+	// least what the EIF needs (`enclavekit eif describe` prints it).
 	MemoryMiB int `yaml:"memory_mib"`
-	// CID is --enclave-cid; default FirstCID+index (then moved by Slot).
+	// CID is --enclave-cid, 4 or more; 0 means FirstCID+index (then
+	// moved by Slot).
 	CID uint32 `yaml:"cid"`
 	// Debug starts the enclave with --debug-mode: its PCRs read as zeros,
 	// its console is readable from the parent, and no KMS key policy that
 	// pins PCRs will open for it. Never in production.
 	Debug bool `yaml:"debug"`
-	// Port is the enclave server's vsock port; default 5000.
+	// Port is the enclave server's vsock port; 0 means
+	// DefaultEnclavePort (5000).
 	Port uint32 `yaml:"port"`
 	// Address overrides where the supervisor reaches the enclave server
 	// (default vsock://CID:Port); for development on loopback.
 	Address string `yaml:"address"`
-	// LogSink is where the parent receives this enclave's logs; default
-	// vsock://any:(5001+index), moved by Slot.
+	// LogSink is where the parent receives this enclave's logs; "" means
+	// vsock://any:(DefaultLogSinkPort+index), moved by Slot.
 	LogSink string `yaml:"log_sink"`
 	// Ingress forwards parent TCP ports into this enclave.
 	Ingress []Ingress `yaml:"ingress"`
@@ -184,7 +202,8 @@ type Ingress struct {
 	Target string `yaml:"target"`
 	// ProxyProtocol sends a PROXY v2 header with the client's address.
 	ProxyProtocol bool `yaml:"proxy_protocol"`
-	// MaxConns caps open connections; default 1024.
+	// MaxConns caps open connections; 0 means ingress.DefaultMaxConns
+	// (1024).
 	MaxConns int `yaml:"max_conns"`
 }
 
@@ -366,17 +385,17 @@ func (c *Config) validate() error {
 	if c.Health.Failures == 0 {
 		c.Health.Failures = DefaultProbeFailures
 	}
-	if c.LogRecords < 0 || c.LogRecords > 10000 {
-		return c.errf("log_records", "%d is out of range; write a number in 0..10000", c.LogRecords)
+	if c.LogRecords < 0 || c.LogRecords > MaxLogRecords {
+		return c.errf("log_records", "%d is out of range; write a number in 0..%d", c.LogRecords, MaxLogRecords)
 	}
 	if c.LogRecords == 0 {
 		c.LogRecords = DefaultLogRecords
 	}
-	if c.RunLogsKeep < 0 || c.RunLogsKeep > 10000 {
-		return c.errf("run_logs_keep", "%d is out of range; write a number in 0..10000", c.RunLogsKeep)
+	if c.RunLogsKeep < 0 || c.RunLogsKeep > MaxRunLogsKeep {
+		return c.errf("run_logs_keep", "%d is out of range; write a number in 0..%d", c.RunLogsKeep, MaxRunLogsKeep)
 	}
 	if c.RunLogsKeep == 0 {
-		c.RunLogsKeep = 20
+		c.RunLogsKeep = DefaultRunLogsKeep
 	}
 	if c.RunLogs != "" {
 		if fi, err := os.Stat(c.RunLogs); err != nil || !fi.IsDir() {
@@ -439,13 +458,13 @@ func (c *Config) validate() error {
 			return c.errf(p+".eif", "missing; write the path of the enclave image (.eif)")
 		}
 		if e.CPUs < 0 {
-			return c.errf(p+".cpus", "%d is negative; write the vCPU count, e.g. 2", e.CPUs)
+			return c.errf(p+".cpus", "%d is negative; write the vCPU count, e.g. %d", e.CPUs, DefaultCPUs)
 		}
 		if e.CPUs == 0 {
-			e.CPUs = 2
+			e.CPUs = DefaultCPUs
 		}
-		if e.MemoryMiB < minMemoryMiB {
-			return c.errf(p+".memory_mib", "%d is too small; write at least %d (enclavekit eif describe prints what the image needs)", e.MemoryMiB, minMemoryMiB)
+		if e.MemoryMiB < MinMemoryMiB {
+			return c.errf(p+".memory_mib", "%d is too small; write at least %d (enclavekit eif describe prints what the image needs)", e.MemoryMiB, MinMemoryMiB)
 		}
 		if e.CID == 0 {
 			e.CID = FirstCID + uint32(i)
@@ -504,7 +523,7 @@ func (c *Config) validate() error {
 				return c.errf(q+".target", "%q: %v; leave it out to use vsock://CID:port", in.Target, err)
 			}
 			if in.MaxConns < 0 {
-				return c.errf(q+".max_conns", "%d is negative; write a positive cap or leave it out", in.MaxConns)
+				return c.errf(q+".max_conns", "%d is negative; write a positive cap, or leave it out for the default %d", in.MaxConns, ingress.DefaultMaxConns)
 			}
 		}
 	}

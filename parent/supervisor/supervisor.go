@@ -404,11 +404,11 @@ func (s *Supervisor) Serve(ctx context.Context) error {
 }
 
 // openIngress counts the ingress connections open now.
-func (s *Supervisor) openIngress() int64 {
-	var n int64
+func (s *Supervisor) openIngress() uint64 {
+	var n uint64
 	for _, u := range s.units {
 		for _, ig := range u.ings {
-			n += ig.in.Stats().Open
+			n += ig.in.Stats().OpenConns
 		}
 	}
 	return n

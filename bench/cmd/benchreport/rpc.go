@@ -73,7 +73,7 @@ func benchRPC(ctx context.Context, rounds int, sample time.Duration, r *report) 
 		allocs := map[string]float64{}
 		sec := section{ID: sc.id, Title: sc.title, Unit: "µs/call", Reference: "raw TCP echo",
 			Note: "Ratio: raw TCP echo's time over the peer's, in the same round (1.00 = as fast as a bare echo; the issue's targets are ≥0.6 for one caller and ≥0.8 for 64). Client and server share this process, as in `go test -bench`. " +
-				"Goroutine hand-offs per enclavekit call: one in the client (its connection's reader goroutine hands the response to the caller) and one in the server (the connection's reader starts a handler goroutine, which writes the response itself); the raw echo has none. Both are kept: they are what lets one connection carry many requests in flight (pipelining) while a slow handler or caller holds up no other."}
+				"Goroutine hand-offs per enclavekit call: one, in the client (its connection's reader goroutine hands the response to the caller; kept so that a call can end at its deadline while the connection goes on reading); the server has none (the goroutine that reads a request handles it and writes the response itself, after waking a spare goroutine to read on, which keeps pipelining); the raw echo has none. Until issue 22 there were two: the server's reader started a goroutine per request."}
 		s, err := measure(sec, names, rounds, func(name string) (float64, error) {
 			for _, p := range peers {
 				if p.name == name {

@@ -52,20 +52,20 @@ const (
 	DefaultDocumentMaxAge = 5 * time.Minute
 )
 
-// Options configure a Server. The zero value is usable: default region,
+// Options configure a Server. The zero value is valid: default region,
 // account and test credentials, and Recipient requests refused (no
-// attestation roots).
+// attestation roots); every zero field takes the default documented on it.
 type Options struct {
 	// Region is the emulated region, checked in the SigV4 credential scope
 	// and put in key ARNs and the TLS certificate's name
-	// kms.<Region>.amazonaws.com. Default DefaultRegion.
+	// kms.<Region>.amazonaws.com. "" means DefaultRegion.
 	Region string
 
-	// Account is the account ID in key ARNs. Default DefaultAccount.
+	// Account is the account ID in key ARNs. "" means DefaultAccount.
 	Account string
 
 	// Credentials are the only credentials accepted (SigV4 is recomputed
-	// with them). Default DefaultAccessKeyID / DefaultSecretAccessKey. A
+	// with them). Zero means DefaultAccessKeyID / DefaultSecretAccessKey. A
 	// SessionToken, when set, must be sent as X-Amz-Security-Token. When
 	// CanExpire is set, requests from Expires on are refused with
 	// ExpiredTokenException. Server.SetCredentials replaces them.
@@ -77,30 +77,35 @@ type Options struct {
 	AttestationRoots *x509.CertPool
 
 	// DocumentMaxAge bounds the age of a Recipient document at the
-	// emulator's clock. Default DefaultDocumentMaxAge.
+	// emulator's clock. 0 means DefaultDocumentMaxAge (5m).
 	DocumentMaxAge time.Duration
 
-	// Clock is the emulator's time. Default time.Now.
-	Clock func() time.Time
+	// Now is the emulator's clock. nil means time.Now.
+	Now func() time.Time
 
 	// Logger receives one line per request (operation, status, error code;
-	// never a body). Default: discard.
+	// never a body). nil discards them.
 	Logger *slog.Logger
 }
 
-// Validate reports whether o is usable.
+// ErrConfig is wrapped by every configuration error of the package: those
+// of Options.Validate, and so of New and NewServer.
+var ErrConfig = errors.New("kmstest: bad configuration")
+
+// Validate reports the first invalid field, naming it, its value and what
+// is accepted; the error wraps ErrConfig.
 func (o Options) Validate() error {
 	if o.Region != "" && !awsid.Region(o.Region) {
-		return fmt.Errorf("kmstest: Options.Region %q is not a region name", o.Region)
+		return fmt.Errorf("%w: Options.Region is %q, not a region name", ErrConfig, o.Region)
 	}
 	if o.Account != "" && !awsid.Account(o.Account) {
-		return fmt.Errorf("kmstest: Options.Account %q is not 12 digits", o.Account)
+		return fmt.Errorf("%w: Options.Account is %q, not 12 digits", ErrConfig, o.Account)
 	}
 	if (o.Credentials.AccessKeyID == "") != (o.Credentials.SecretAccessKey == "") {
-		return errors.New("kmstest: Options.Credentials needs both AccessKeyID and SecretAccessKey, or neither")
+		return fmt.Errorf("%w: Options.Credentials needs both AccessKeyID and SecretAccessKey, or neither", ErrConfig)
 	}
 	if o.DocumentMaxAge < 0 {
-		return fmt.Errorf("kmstest: Options.DocumentMaxAge %v is negative", o.DocumentMaxAge)
+		return fmt.Errorf("%w: Options.DocumentMaxAge is %v, negative (0 means the default, %v)", ErrConfig, o.DocumentMaxAge, DefaultDocumentMaxAge)
 	}
 	return nil
 }
@@ -152,7 +157,7 @@ func New(opts Options) (*Server, error) {
 	if opts.DocumentMaxAge == 0 {
 		opts.DocumentMaxAge = DefaultDocumentMaxAge
 	}
-	s := &Server{opts: opts, keys: map[string]*key{}, clock: opts.Clock, log: opts.Logger, creds: opts.Credentials}
+	s := &Server{opts: opts, keys: map[string]*key{}, clock: opts.Now, log: opts.Logger, creds: opts.Credentials}
 	if s.clock == nil {
 		s.clock = time.Now
 	}

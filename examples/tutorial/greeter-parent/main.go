@@ -56,7 +56,7 @@ func main() {
 		}
 		opts.PCRs = map[int][]byte{0: v}
 	} else {
-		opts.AllowAnyPCRs = *rootFile != "" // development only
+		opts.AnyImage = *rootFile != "" // development only
 	}
 	doc, err := client.Attest(ctx, opts)
 	switch {

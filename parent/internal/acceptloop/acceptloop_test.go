@@ -84,7 +84,7 @@ func TestBackoffSynctest(t *testing.T) {
 		},
 		"ingress": func(ln net.Listener) error {
 			in, err := ingress.New(ingress.Config{Target: "tcp://127.0.0.1:1", Logger: slog.New(slog.DiscardHandler),
-				Dialer: func(context.Context, string) (net.Conn, error) { return nil, errors.New("down") }})
+				Dial: func(context.Context, string) (net.Conn, error) { return nil, errors.New("down") }})
 			if err != nil {
 				t.Fatal(err)
 			}
