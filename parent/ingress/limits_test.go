@@ -298,7 +298,7 @@ func TestEvictionBusyLastSynctest(t *testing.T) {
 		if !testutil.ClosedNow(idle) {
 			t.Error("the idle connection was not evicted")
 		}
-		if ls := m.in.LimitStats(); ls.Evicted != 1 {
+		if ls := m.in.LimitStats(); ls.EvictedConns != 1 {
 			t.Errorf("limit stats %+v, want 1 evicted", ls)
 		}
 		for _, c := range []net.Conn{busy, idle, nc} {
