@@ -15,6 +15,7 @@ import (
 	"github.com/enclavekit/enclavekit/attest"
 	"github.com/enclavekit/enclavekit/attest/nsmtest"
 	"github.com/enclavekit/enclavekit/enclave"
+	"github.com/enclavekit/enclavekit/internal/testutil"
 	"github.com/enclavekit/enclavekit/parent/ingress"
 	"github.com/enclavekit/enclavekit/protocol"
 	"github.com/enclavekit/enclavekit/transport"
@@ -407,15 +408,7 @@ func TestClientThroughIngress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- in.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("ingress Serve: %v", err)
-		}
-	})
+	testutil.RunServer(t, ln, in.Serve)
 	c := dialT(t, "tcp://"+ln.Addr().String(), Options{PoolSize: 2})
 	var wg sync.WaitGroup
 	for g := range 8 {

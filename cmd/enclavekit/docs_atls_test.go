@@ -31,6 +31,13 @@ type docCommand struct {
 // docCommands returns the commands of the page's sh blocks.
 func docCommands(t *testing.T, path string) []docCommand {
 	t.Helper()
+	return docLines(t, path, "```sh", "```sh ec2")
+}
+
+// docLines returns the lines of the page's blocks opened by one of fences
+// (continuation lines joined, "   # " comments and comment lines removed).
+func docLines(t *testing.T, path string, fences ...string) []docCommand {
+	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +51,7 @@ func docCommands(t *testing.T, path string) []docCommand {
 	for sc.Scan() {
 		l := sc.Text()
 		switch {
-		case !in && (l == "```sh" || l == "```sh ec2"):
+		case !in && slices.Contains(fences, l):
 			in, ec2 = true, l == "```sh ec2"
 			block++
 			continue

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"io/fs"
@@ -168,38 +167,14 @@ func testFuncs(t *testing.T) map[string]bool {
 }
 
 // synopses returns the enclavekit lines of the page's ```text blocks
-// (usage synopses), continuation lines joined.
+// (usage synopses).
 func synopses(t *testing.T, path string) []string {
 	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []string
-	in := false
-	cur := ""
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		l := sc.Text()
-		switch {
-		case !in && l == "```text":
-			in = true
-			continue
-		case in && l == "```":
-			in = false
-			continue
-		case !in:
-			continue
+	for _, c := range docLines(t, path, "```text") {
+		if strings.HasPrefix(c.line, "enclavekit ") {
+			out = append(out, c.line)
 		}
-		cur += strings.TrimSpace(l)
-		if strings.HasSuffix(cur, "\\") {
-			cur = strings.TrimSuffix(cur, "\\") + " "
-			continue
-		}
-		if strings.HasPrefix(cur, "enclavekit ") {
-			out = append(out, cur)
-		}
-		cur = ""
 	}
 	return out
 }

@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"context"
 	"io"
 	"net"
 	"sync"
@@ -32,3 +33,19 @@ func Serve(t testing.TB, ln net.Listener, handle func(net.Conn)) {
 
 // Echo writes back everything it reads until the peer closes.
 func Echo(c net.Conn) { io.Copy(c, c) }
+
+// RunServer runs serve(ctx, ln) (a server's Serve method) in the
+// background until the test ends; then it cancels ctx and fails the test
+// unless serve returned nil.
+func RunServer(t testing.TB, ln net.Listener, serve func(context.Context, net.Listener) error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+}

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/enclavekit/enclavekit/enclave"
+	"github.com/enclavekit/enclavekit/internal/testutil"
 	"github.com/enclavekit/enclavekit/protocol"
 	"github.com/enclavekit/enclavekit/transport"
 )
@@ -97,15 +98,7 @@ func startSink(t testing.TB, cfg Config) (*Sink, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	testutil.RunServer(t, ln, s.Serve)
 	return s, transport.AddrOf(ln.Addr())
 }
 
