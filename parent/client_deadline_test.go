@@ -166,28 +166,6 @@ func TestCallTimeoutSynctest(t *testing.T) {
 	}
 }
 
-// serveHealthOnly answers enclavekit.health and nothing else: an enclave
-// that is alive but whose handlers never finish.
-func serveHealthOnly(c net.Conn) {
-	fr, _ := protocol.NewFrameReader(c, 0)
-	fw, _ := protocol.NewFrameWriter(c, 0)
-	for {
-		f, err := fr.ReadFrame()
-		if err != nil {
-			return
-		}
-		env, err := protocol.UnmarshalEnvelope(f)
-		if err != nil {
-			return
-		}
-		if env.Method == protocol.MethodHealth {
-			if err := fw.WriteEnvelope(&protocol.Envelope{ID: env.ID}); err != nil {
-				return
-			}
-		}
-	}
-}
-
 // TestCallResultsNeverCrossSynctest: calls whose deadline falls at the very
 // moment their response arrives (fake time makes both happen at once, in
 // either order) get their own response or DeadlineExceeded, never another
@@ -199,27 +177,12 @@ func TestCallResultsNeverCrossSynctest(t *testing.T) {
 			defer c.Close()
 			// Each request is answered after 1+body[0]%5 ms (a health
 			// probe at once).
-			fr, _ := protocol.NewFrameReader(c, 0)
-			fw, _ := protocol.NewFrameWriter(c, 0)
-			var mu sync.Mutex
-			for {
-				f, err := fr.ReadFrame()
-				if err != nil {
-					return
+			serveFake(&fakeConn{Conn: c}, func(fc *fakeConn, env protocol.Envelope) {
+				if len(env.Body) > 0 {
+					time.Sleep(time.Duration(1+env.Body[0]%5) * time.Millisecond)
 				}
-				env, err := protocol.UnmarshalEnvelope(f)
-				if err != nil {
-					return
-				}
-				go func() {
-					if len(env.Body) > 0 {
-						time.Sleep(time.Duration(1+env.Body[0]%5) * time.Millisecond)
-					}
-					mu.Lock()
-					defer mu.Unlock()
-					fw.WriteEnvelope(&protocol.Envelope{ID: env.ID, Body: env.Body})
-				}()
-			}
+				echoReply(fc, env)
+			})
 		})
 		c, err := Dial(context.Background(), "tcp://enclave:5000", Options{Dial: dialer, Logger: quiet, PoolSize: 2})
 		if err != nil {

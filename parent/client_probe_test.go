@@ -4,40 +4,10 @@ import (
 	"context"
 	"errors"
 	"net"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
-
-	"github.com/enclavekit/enclavekit/protocol"
 )
-
-// serveSlow answers enclavekit.health at once and every other method after
-// delay: a slow handler, not a hung enclave.
-func serveSlow(c net.Conn, delay time.Duration) {
-	fr, _ := protocol.NewFrameReader(c, 0)
-	fw, _ := protocol.NewFrameWriter(c, 0)
-	var mu sync.Mutex
-	for {
-		f, err := fr.ReadFrame()
-		if err != nil {
-			return
-		}
-		env, err := protocol.UnmarshalEnvelope(f)
-		if err != nil {
-			return
-		}
-		go func() {
-			if env.Method != protocol.MethodHealth {
-				time.Sleep(delay)
-			}
-			out, _ := protocol.MarshalEnvelope(&protocol.Envelope{ID: env.ID, Body: env.Body})
-			mu.Lock()
-			defer mu.Unlock()
-			fw.WriteFrame(out)
-		}()
-	}
-}
 
 // A connection whose enclave hangs without closing it is retired after a
 // call times out and a health probe gets nothing back; the next call runs

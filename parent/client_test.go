@@ -413,26 +413,6 @@ func TestCallWriteBlockedSynctest(t *testing.T) {
 	})
 }
 
-// serveEcho is a minimal protocol v1 echo server on c.
-func serveEcho(c net.Conn) {
-	fr, _ := protocol.NewFrameReader(c, 0)
-	fw, _ := protocol.NewFrameWriter(c, 0)
-	for {
-		f, err := fr.ReadFrame()
-		if err != nil {
-			return
-		}
-		env, err := protocol.UnmarshalEnvelope(f)
-		if err != nil {
-			return
-		}
-		out, _ := protocol.MarshalEnvelope(&protocol.Envelope{ID: env.ID, Body: env.Body})
-		if fw.WriteFrame(out) != nil {
-			return
-		}
-	}
-}
-
 func TestFakeRemoteErrorMessageBounded(t *testing.T) {
 	s := newFakeServer(t, func(fc *fakeConn, env protocol.Envelope) {
 		fc.send(protocol.Envelope{ID: env.ID, Code: protocol.CodeInternal, Message: "\x1b[2J" + strings.Repeat("spam\n", 2000)})

@@ -5,6 +5,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/enclavekit/enclavekit/protocol"
 	"github.com/enclavekit/enclavekit/transport"
@@ -82,26 +83,53 @@ func (s *fakeServer) accept() {
 				s.mu.Unlock()
 				c.Close()
 			}()
-			fr, _ := protocol.NewFrameReader(c, 0)
-			var hw sync.WaitGroup
-			defer hw.Wait()
-			for {
-				f, err := fr.ReadFrame()
-				if err != nil {
-					return
-				}
-				env, err := protocol.UnmarshalEnvelope(f)
-				if err != nil {
-					return
-				}
-				hw.Add(1)
-				go func() {
-					defer hw.Done()
-					s.reply(fc, env)
-				}()
-			}
+			serveFake(fc, s.reply)
 		}()
 	}
+}
+
+// serveFake reads requests from fc and runs reply on each in its own
+// goroutine until fc fails; then it waits for the replies. Tests on
+// net.Pipe conns (synctest) call it through the serve* helpers below.
+func serveFake(fc *fakeConn, reply func(fc *fakeConn, env protocol.Envelope)) {
+	fr, _ := protocol.NewFrameReader(fc.Conn, 0)
+	var hw sync.WaitGroup
+	defer hw.Wait()
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return
+		}
+		env, err := protocol.UnmarshalEnvelope(f)
+		if err != nil {
+			return
+		}
+		hw.Go(func() { reply(fc, env) })
+	}
+}
+
+// serveEcho is a minimal protocol v1 echo server on c.
+func serveEcho(c net.Conn) { serveFake(&fakeConn{Conn: c}, echoReply) }
+
+// serveHealthOnly answers enclavekit.health and nothing else: an enclave
+// that is alive but whose handlers never finish.
+func serveHealthOnly(c net.Conn) {
+	serveFake(&fakeConn{Conn: c}, func(fc *fakeConn, env protocol.Envelope) {
+		if env.Method == protocol.MethodHealth {
+			fc.send(protocol.Envelope{ID: env.ID})
+		}
+	})
+}
+
+// serveSlow answers enclavekit.health at once and every other method after
+// delay: a slow handler, not a hung enclave.
+func serveSlow(c net.Conn, delay time.Duration) {
+	serveFake(&fakeConn{Conn: c}, func(fc *fakeConn, env protocol.Envelope) {
+		if env.Method != protocol.MethodHealth {
+			time.Sleep(delay)
+		}
+		echoReply(fc, env)
+	})
 }
 
 // DropConns closes every open server-side connection (an enclave crash).
