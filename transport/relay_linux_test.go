@@ -144,22 +144,7 @@ func smallMSSPair(t testing.TB) (net.Conn, net.Conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	ch := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		ch <- c
-	}()
-	d, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := <-ch
-	if a == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { d.Close(); a.Close() })
-	return d, a
+	return acceptPair(t, ln)
 }
 
 // TestRelayOutOfBand: a source peer that sends an out-of-band byte between

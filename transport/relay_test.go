@@ -32,13 +32,20 @@ func connPair(t testing.TB, network string) (net.Conn, net.Conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return acceptPair(t, ln)
+}
+
+// acceptPair dials ln once and returns the dialed conn and the accepted
+// one, both closed at the end of the test; it closes ln.
+func acceptPair(t testing.TB, ln net.Listener) (net.Conn, net.Conn) {
+	t.Helper()
 	defer ln.Close()
 	ch := make(chan net.Conn, 1)
 	go func() {
 		c, _ := ln.Accept()
 		ch <- c
 	}()
-	d, err := net.Dial(network, ln.Addr().String())
+	d, err := net.Dial(ln.Addr().Network(), ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
