@@ -110,10 +110,7 @@ func attestVerify(args []string, stdout, stderr io.Writer) int {
 	allowDebug := fs.Bool("allow-debug", false, "accept a debug-mode document (PCR0 all zeros), for development only")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+		return flagExit(err)
 	}
 	if len(pos) != 1 {
 		return usageFail(fs, stderr, "enclavekit attest verify: want exactly one FILE (the document; - for standard input), got %d", len(pos))
@@ -189,10 +186,7 @@ func attestInspect(args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() { fmt.Fprint(stderr, attestUsage) }
 	pos, err := parseArgs(fs, args)
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+		return flagExit(err)
 	}
 	if len(pos) != 1 {
 		fmt.Fprintf(stderr, "enclavekit attest inspect: want exactly one FILE, got %d\n", len(pos))

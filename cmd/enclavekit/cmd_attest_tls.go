@@ -63,10 +63,7 @@ func attestTLS(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.Var(pcrs, "pcr", "expected PCR value `N=HEX` (repeatable)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+		return flagExit(err)
 	}
 	const name = "enclavekit attest tls"
 	if len(pos) != 1 {

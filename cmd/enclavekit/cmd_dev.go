@@ -29,10 +29,7 @@ step passed.`)
 	kill := fl.String("kill", "", "stop this component before the step that needs it, to see the failure path: "+strings.Join(devharness.Components, ", "))
 	timeout := fl.Duration("step-timeout", 20*time.Second, "time limit of each step")
 	if err := parseFlagSet(fl, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+		return flagExit(err)
 	}
 	if fl.NArg() > 0 {
 		fmt.Fprintf(stderr, "enclavekit dev: unexpected arguments %q\n", fl.Args())

@@ -91,10 +91,7 @@ var eifSynopsis = map[string]string{
 // parseFlags returns -1 to continue, or an exit code.
 func parseFlags(fs *flag.FlagSet, args []string) int {
 	if err := parseFlagSet(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+		return flagExit(err)
 	}
 	return -1
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -36,10 +35,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fs.PrintDefaults()
 	}
 	if err := parseFlagSet(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+		return flagExit(err)
 	}
 	switch {
 	case *config == "":
@@ -79,10 +75,7 @@ func runVsockProxy(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fs.PrintDefaults()
 	}
 	if err := parseFlagSet(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+		return flagExit(err)
 	}
 	if fs.NArg() != 3 {
 		return usageFail(fs, stderr, "enclavekit vsock-proxy: want LOCAL_PORT REMOTE_HOST REMOTE_PORT, got %d arguments", fs.NArg())

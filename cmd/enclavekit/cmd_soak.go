@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -46,10 +45,7 @@ counted as evicted or timed out, a good call failed or its p99 reached
 	fl.Uint64Var(&o.Seed, "seed", 0, "seed of the random bodies and payloads (0: random)")
 	verbose := fl.Bool("verbose", false, "print the components' logs at info level (default: warnings and errors)")
 	if err := parseFlagSet(fl, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+		return flagExit(err)
 	}
 	if fl.NArg() > 0 {
 		fmt.Fprintf(stderr, "enclavekit soak: unexpected arguments %q\n", fl.Args())
