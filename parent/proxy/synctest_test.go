@@ -81,16 +81,28 @@ func (d *memDialer) DialContext(ctx context.Context, network, addr string) (net.
 // memProxy runs a proxy with one route on an in-memory listener.
 func memProxy(t *testing.T, r Route, limits Limits) (*Proxy, *memListener, context.CancelFunc, chan error) {
 	ln := newMemListener()
-	d := &memDialer{}
-	p, err := New(Config{
-		Routes:    []Route{r},
-		Allowlist: []AllowEntry{{Address: "93.184.216.34", Port: 443}},
-		Limits:    limits,
-	}, Options{
-		Logger: slog.New(slog.DiscardHandler),
-		Dialer: d,
-		Listen: func(context.Context, string) (net.Listener, error) { return ln, nil },
-	})
+	p, cancel, done := serveMem(t, Config{Routes: []Route{r}, Limits: limits}, Options{}, ln)
+	return p, ln, cancel, done
+}
+
+// serveMem runs a proxy for cfg on ln (inside a bubble). An empty
+// allowlist becomes 93.184.216.34:443, a nil Logger discards, and a nil
+// Dialer is a memDialer whose echoes done also waits for.
+func serveMem(t *testing.T, cfg Config, opts Options, ln net.Listener) (*Proxy, context.CancelFunc, chan error) {
+	t.Helper()
+	if cfg.Allowlist == nil {
+		cfg.Allowlist = []AllowEntry{{Address: "93.184.216.34", Port: 443}}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	wait := func() {}
+	if opts.Dialer == nil {
+		d := &memDialer{}
+		opts.Dialer, wait = d, d.wg.Wait
+	}
+	opts.Listen = func(context.Context, string) (net.Listener, error) { return ln, nil }
+	p, err := New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,9 +110,9 @@ func memProxy(t *testing.T, r Route, limits Limits) (*Proxy, *memListener, conte
 	done := make(chan error, 1)
 	go func() {
 		done <- p.Serve(ctx)
-		d.wg.Wait()
+		wait()
 	}()
-	return p, ln, cancel, done
+	return p, cancel, done
 }
 
 // The relay's idle timeout (TestIdleTimeout) is tested in transport,
@@ -253,21 +265,10 @@ func TestEarlyDataStuckDestination(t *testing.T) {
 		ln := newMemListener()
 		d := &stuckDialer{}
 		defer d.close()
-		p, err := New(Config{
-			Routes:    []Route{{Name: "c", Listen: "tcp://127.0.0.1:0", Connect: true}},
-			Allowlist: []AllowEntry{{Address: "93.184.216.34", Port: 443}},
-			Limits:    Limits{IdleTimeout: idle},
-		}, Options{
-			Logger: slog.New(slog.DiscardHandler),
-			Dialer: d,
-			Listen: func(context.Context, string) (net.Listener, error) { return ln, nil },
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- p.Serve(ctx) }()
+		p, cancel, done := serveMem(t, Config{
+			Routes: []Route{{Name: "c", Listen: "tcp://127.0.0.1:0", Connect: true}},
+			Limits: Limits{IdleTimeout: idle},
+		}, Options{Dialer: d}, ln)
 
 		c := ln.dial()
 		c.Write([]byte("CONNECT 93.184.216.34:443 HTTP/1.1\r\n\r\n\x16\x03\x01early"))
@@ -412,22 +413,10 @@ func TestRefusalLogRateLimited(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var logs syncbuf.Buffer
 		ln := newMemListener()
-		d := &memDialer{}
-		p, err := New(Config{
-			Routes:    []Route{{Name: "c", Listen: "tcp://127.0.0.1:0", Connect: true}},
-			Allowlist: []AllowEntry{{Address: "93.184.216.34", Port: 443}},
-			Limits:    Limits{MaxConns: 2},
-		}, Options{
-			Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
-			Dialer: d,
-			Listen: func(context.Context, string) (net.Listener, error) { return ln, nil },
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- p.Serve(ctx) }()
+		p, cancel, done := serveMem(t, Config{
+			Routes: []Route{{Name: "c", Listen: "tcp://127.0.0.1:0", Connect: true}},
+			Limits: Limits{MaxConns: 2},
+		}, Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil))}, ln)
 
 		// A refusal for one reason, then two connections hold both
 		// slots (their CONNECT is never sent in full), then a flood.
@@ -524,29 +513,14 @@ func TestAcceptErrors(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				var logs syncbuf.Buffer
 				ln := &scriptListener{memListener: newMemListener(), script: tt.script}
-				d := &memDialer{}
-				p, err := New(Config{
-					Routes:    []Route{{Name: "kms", Listen: "tcp://127.0.0.1:0", To: "93.184.216.34:443"}},
-					Allowlist: []AllowEntry{{Address: "93.184.216.34", Port: 443}},
-				}, Options{
-					Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
-					Dialer: d,
-					Listen: func(context.Context, string) (net.Listener, error) { return ln, nil },
-				})
-				if err != nil {
-					t.Fatal(err)
-				}
-				ctx, cancel := context.WithCancel(context.Background())
-				done := make(chan error, 1)
-				go func() {
-					done <- p.Serve(ctx)
-					d.wg.Wait()
-				}()
+				p, cancel, done := serveMem(t, Config{
+					Routes: []Route{{Name: "kms", Listen: "tcp://127.0.0.1:0", To: "93.184.216.34:443"}},
+				}, Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil))}, ln)
 				synctest.Wait()
 				time.Sleep(time.Minute) // every retry has run
 				c := ln.dial()
 				c.Write([]byte("hi"))
-				_, err = io.ReadFull(c, make([]byte, 2))
+				_, err := io.ReadFull(c, make([]byte, 2))
 				c.Close()
 				if served := err == nil; served != tt.wantServed {
 					t.Errorf("connection after the errors: %v; want served: %v", err, tt.wantServed)
