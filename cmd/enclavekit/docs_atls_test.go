@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/enclavekit/enclavekit/internal/enclaved"
 	"github.com/enclavekit/enclavekit/internal/syncbuf"
 )
 
@@ -144,18 +143,7 @@ func TestAttestedTLSDocCommands(t *testing.T) {
 					args[i] = "tcp://127.0.0.1:0"
 				}
 			}
-			ready, tlsReady := make(chan string, 1), make(chan string, 1)
-			out := &syncbuf.Buffer{}
-			bg.Go(func() {
-				enclaved.Run(ctx, args, enclaved.Env{Stdout: out, Stderr: out,
-					Ready: func(a string) { ready <- a }, TLSReady: func(a string) { tlsReady <- a }})
-			})
-			select {
-			case a := <-ready:
-				addrs[docListen], addrs[docTLS] = a, <-tlsReady
-			case <-time.After(20 * time.Second):
-				t.Fatalf("%s: did not start", c.line)
-			}
+			addrs[docListen], addrs[docTLS], _ = startEnclaved(t, ctx, &bg, args, 20*time.Second)
 
 		case strings.HasPrefix(c.line, "go run ./cmd/enclavekit ingress "):
 			args := f[3:]

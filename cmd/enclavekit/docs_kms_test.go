@@ -8,9 +8,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/enclavekit/enclavekit/internal/enclaved"
-	"github.com/enclavekit/enclavekit/internal/syncbuf"
 )
 
 // TestKMSDocCommands runs the commands of docs/kms.md outside its EC2
@@ -41,16 +38,7 @@ func TestKMSDocCommands(t *testing.T) {
 		switch args[0] {
 		case "enclaved":
 			args = append(args[1:], "--dev", "--nsm", "emulated", "--listen", "tcp://127.0.0.1:0", "--log-sink", "none")
-			ready := make(chan string, 1)
-			out := &syncbuf.Buffer{}
-			bg.Go(func() {
-				enclaved.Run(ctx, args, enclaved.Env{Stdout: out, Stderr: out, Ready: func(a string) { ready <- a }})
-			})
-			select {
-			case <-ready:
-			case <-time.After(30 * time.Second):
-				t.Fatalf("enclaved with the page's --kms-key did not start:\n%s", out.String())
-			}
+			_, _, out := startEnclaved(t, ctx, &bg, args, 30*time.Second)
 			waitFor(t, func() bool { return strings.Contains(out.String(), "KMS enabled") })
 			if !strings.Contains(out.String(), "endpoint=kms.eu-west-1.amazonaws.com") {
 				t.Errorf("enclaved does not take the endpoint from the pinned key's region:\n%s", out.String())

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -61,16 +62,7 @@ func TestTutorialPartA(t *testing.T) {
 			bg.Go(func() { run(ctx, args, sinkOut, sinkOut) })
 			waitFor(t, func() bool { return strings.Contains(sinkOut.String(), "listening on") })
 		case strings.HasPrefix(c.line, "go run ./cmd/enclaved "):
-			ready := make(chan string, 1)
-			out := &syncbuf.Buffer{}
-			bg.Go(func() {
-				enclaved.Run(ctx, args, enclaved.Env{Stdout: out, Stderr: out, Ready: func(a string) { ready <- a }})
-			})
-			select {
-			case <-ready:
-			case <-time.After(30 * time.Second):
-				t.Fatalf("enclaved did not start:\n%s", out.String())
-			}
+			_, _, out := startEnclaved(t, ctx, &bg, args, 30*time.Second)
 			if !strings.Contains(out.String(), "enclaved: emulated NSM: PCR0 ") {
 				t.Errorf("enclaved does not print its emulated PCRs:\n%s", out.String())
 			}
@@ -99,18 +91,7 @@ func TestTutorialPartA(t *testing.T) {
 	// writes it with -emulator-root; enclaved has the same flag).
 	dir := t.TempDir()
 	root := filepath.Join(dir, "emu-root.pem")
-	ready := make(chan string, 1)
-	out := &syncbuf.Buffer{}
-	bg.Go(func() {
-		enclaved.Run(ctx, []string{"--dev", "--nsm", "emulated", "--listen", "tcp://127.0.0.1:0", "--log-sink", "none", "--emulator-root", root},
-			enclaved.Env{Stdout: out, Stderr: out, Ready: func(a string) { ready <- a }})
-	})
-	var a5 string
-	select {
-	case a5 = <-ready:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("enclaved did not start:\n%s", out.String())
-	}
+	a5, _, _ := startEnclaved(t, ctx, &bg, []string{"--dev", "--nsm", "emulated", "--listen", "tcp://127.0.0.1:0", "--log-sink", "none", "--emulator-root", root}, 30*time.Second)
 	nonce := make([]byte, 32)
 	rand.Read(nonce)
 	var stdout, stderr bytes.Buffer
@@ -145,6 +126,34 @@ func TestTutorialPartA(t *testing.T) {
 }
 
 // waitFor polls cond for up to 30 s.
+// startEnclaved runs enclaved with args in the background until ctx ends
+// (bg waits for it) and returns, once it listens within the given time,
+// its address, its attested TLS address ("" without --tls-listen) and its
+// output.
+func startEnclaved(t *testing.T, ctx context.Context, bg *sync.WaitGroup, args []string, within time.Duration) (addr, tlsAddr string, out *syncbuf.Buffer) {
+	t.Helper()
+	ready, tlsReady := make(chan string, 1), make(chan string, 1)
+	out = &syncbuf.Buffer{}
+	bg.Go(func() {
+		enclaved.Run(ctx, args, enclaved.Env{Stdout: out, Stderr: out,
+			Ready: func(a string) { ready <- a }, TLSReady: func(a string) { tlsReady <- a }})
+	})
+	timeout := time.After(within)
+	select {
+	case addr = <-ready:
+	case <-timeout:
+		t.Fatalf("enclaved %s did not start within %v:\n%s", strings.Join(args, " "), within, out.String())
+	}
+	if slices.Contains(args, "--tls-listen") {
+		select {
+		case tlsAddr = <-tlsReady:
+		case <-timeout:
+			t.Fatalf("enclaved %s did not start its TLS listener within %v:\n%s", strings.Join(args, " "), within, out.String())
+		}
+	}
+	return addr, tlsAddr, out
+}
+
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
