@@ -108,14 +108,7 @@ func TestRestartBackoff(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				cfg, err := ParseConfig("run.yaml", []byte("health: {interval: 50ms, timeout: 10ms, failures: 2, start_timeout: 1s}\nrestart: {min_backoff: 20ms, max_backoff: 100ms}\n"+oneEnclave))
-				if err != nil {
-					t.Fatal(err)
-				}
-				s, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler)})
-				if err != nil {
-					t.Fatal(err)
-				}
+				s := fastSupervisor(t)
 				l := &scriptedLauncher{t0: time.Now(), failStart: tc.failStart, alive: tc.alive}
 				s.nitr = l
 				probes := map[string]int{}
@@ -171,14 +164,7 @@ func TestRestartBackoff(t *testing.T) {
 // stall bound.
 func TestLiveness(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		cfg, err := ParseConfig("run.yaml", []byte("health: {interval: 50ms, timeout: 10ms, failures: 2, start_timeout: 1s}\nrestart: {min_backoff: 20ms, max_backoff: 100ms}\n"+oneEnclave))
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := fastSupervisor(t)
 		l := &scriptedLauncher{t0: time.Now(), alive: func(int, time.Duration) bool { return true }, hang: make(chan struct{})}
 		s.nitr = l
 		s.probeFn = func(context.Context, *Enclave) (protocol.HealthResponse, error) {
@@ -206,4 +192,19 @@ func TestLiveness(t *testing.T) {
 		cancel()
 		<-done
 	})
+}
+
+// fastSupervisor is a supervisor of oneEnclave with short health and
+// restart timings, for the tests that script its launcher.
+func fastSupervisor(t *testing.T) *Supervisor {
+	t.Helper()
+	cfg, err := ParseConfig("run.yaml", []byte("health: {interval: 50ms, timeout: 10ms, failures: 2, start_timeout: 1s}\nrestart: {min_backoff: 20ms, max_backoff: 100ms}\n"+oneEnclave))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
