@@ -14,27 +14,37 @@ import (
 	"github.com/enclavekit/enclavekit/parent/proxy"
 )
 
-// docScript returns the commands of one sh block of a page as a shell
-// script, one command a line (continuations joined, comments removed).
-// The block is the first whose first command starts with first.
-func docScript(t *testing.T, page, first string) string {
+// docScript returns, as a shell script (one command a line, continuations
+// joined, comments removed), the first sh block of page that holds a
+// command starting with line.
+func docScript(t *testing.T, page, line string) string {
 	t.Helper()
 	cmds := docCommands(t, page)
-	for i, c := range cmds {
-		if i > 0 && cmds[i-1].block == c.block || !strings.HasPrefix(c.line, first) {
+	for _, c := range cmds {
+		if !strings.HasPrefix(c.line, line) {
 			continue
 		}
 		var lines []string
-		for _, d := range cmds[i:] {
-			if d.block != c.block {
-				break
+		for _, d := range cmds {
+			if d.block == c.block {
+				lines = append(lines, d.line)
 			}
-			lines = append(lines, d.line)
 		}
 		return strings.Join(lines, "\n")
 	}
-	t.Fatalf("%s has no sh block starting with %q", page, first)
+	t.Fatalf("%s has no command starting with %q", page, line)
 	return ""
+}
+
+// withEnclavekit builds this enclavekit into dir and returns the
+// environment with dir first on PATH, so that the docs' "enclavekit ..."
+// lines run it.
+func withEnclavekit(t *testing.T, dir string) []string {
+	t.Helper()
+	if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "enclavekit"), ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build enclavekit: %v\n%s", err, out)
+	}
+	return append(os.Environ(), "PATH="+dir+string(os.PathListSeparator)+os.Getenv("PATH"))
 }
 
 // docFence returns the body of the page's first ```lang block whose first
@@ -116,11 +126,7 @@ func TestTutorialPartB(t *testing.T) {
 	if err := os.Symlink(repo, filepath.Join(tmp, "enclavekit")); err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(tmp, "bin")
-	if out, err := exec.Command("go", "build", "-o", filepath.Join(bin, "enclavekit"), ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build enclavekit: %v\n%s", err, out)
-	}
-	env := append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"),
+	env := append(withEnclavekit(t, filepath.Join(tmp, "bin")),
 		"GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.com", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@example.com")
 	blobs := fakeBlobs(t)
 
@@ -153,7 +159,7 @@ func TestTutorialPartB(t *testing.T) {
 	}
 
 	// B2, one command (--blobs: the fake set).
-	oneStep := blockWith(t, page, "enclavekit eif build --app bin/greeter")
+	oneStep := docScript(t, page, "enclavekit eif build --app bin/greeter")
 	oneStep = strings.Replace(oneStep, " -o greeter.eif", " --blobs "+blobs+" -o greeter.eif", 1)
 	out = shell(t, greeter, env, oneStep)
 	var built struct{ Measurements map[string]string }
@@ -189,27 +195,6 @@ func TestTutorialPartB(t *testing.T) {
 	if _, err := proxy.ParseConfig("proxy.yaml", []byte(yml)); err != nil {
 		t.Errorf("B5's proxy.yaml: %v", err)
 	}
-}
-
-// blockWith returns, as a script, the sh block of page that holds a
-// command starting with line.
-func blockWith(t *testing.T, page, line string) string {
-	t.Helper()
-	cmds := docCommands(t, page)
-	for _, c := range cmds {
-		if !strings.HasPrefix(c.line, line) {
-			continue
-		}
-		var lines []string
-		for _, d := range cmds {
-			if d.block == c.block {
-				lines = append(lines, d.line)
-			}
-		}
-		return strings.Join(lines, "\n")
-	}
-	t.Fatalf("%s has no command starting with %q", page, line)
-	return ""
 }
 
 // makeIn runs make in the checkout's root with args, outside any make
@@ -331,11 +316,7 @@ func TestDeployDocCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	tmp := t.TempDir()
-	bin := filepath.Join(tmp, "tools")
-	if out, err := exec.Command("go", "build", "-o", filepath.Join(bin, "enclavekit"), ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build enclavekit: %v\n%s", err, out)
-	}
-	env := append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	env := withEnclavekit(t, filepath.Join(tmp, "tools"))
 	blobs := fakeBlobs(t)
 	moved := strings.NewReplacer(" bin/", " "+tmp+"/bin/", "BLOBS=/usr/share/nitro_enclaves/blobs", "BLOBS="+blobs,
 		" enclave.eif", " "+filepath.Join(tmp, "enclave.eif"), " signing-", " "+filepath.Join(tmp, "signing-"))
