@@ -218,7 +218,6 @@ func makeIn(t *testing.T, args ...string) (string, error) {
 
 var (
 	sha256Of  = regexp.MustCompile(`(?m)^[0-9a-f]{64}  \S*enclaved$`)
-	pcrOfEIF  = regexp.MustCompile(`(?m)^PCR0 [0-9a-f]{96}$`)
 	benchLine = regexp.MustCompile(`(?m)^Benchmark\S+\s+\d+\s+[\d.]+ ns/op`)
 )
 

@@ -39,9 +39,6 @@ const (
 	// four sockets (client, the proxy's two sides, sink) and room for the
 	// next stream's sockets while the previous ones are being closed.
 	fdPerStream = 6
-	// runMargin is how far past the run the enclave server's read
-	// timeouts are set, so that the slowloris connections survive it.
-	runMargin = 2 * time.Minute
 	// acceptWait bounds the wait for the server to accept every slowloris
 	// connection before the loads start.
 	acceptWait = 30 * time.Second
