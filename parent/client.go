@@ -3,6 +3,7 @@ package parent
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -392,13 +393,17 @@ func (c *Client) spawn(f func()) bool {
 	return true
 }
 
-// startReader starts cc's reader goroutine. c.mu must be held and c not
-// closed, so that Close's wait sees every reader.
+// startReader starts cc's background reader, which holds the reader role
+// until the first call takes it. c.mu must be held and c not closed, so
+// that Close's wait sees every reader.
 func (c *Client) startReader(cc *clientConn) {
+	cc.mu.Lock()
+	cc.reading, cc.bg = true, true
+	cc.mu.Unlock()
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		cc.readLoop()
+		cc.background()
 	}()
 }
 
@@ -420,6 +425,7 @@ var errCallExpired = errors.New("call deadline passed")
 type pendingCall struct {
 	ch       chan result // nil: abandoned by its caller
 	deadline time.Time
+	sent     bool // its caller waits for the response (it may be handed the reader role)
 }
 
 // clientConn is one connection with requests in flight. Its reader
@@ -428,6 +434,7 @@ type clientConn struct {
 	nc   net.Conn
 	fw   *protocol.FrameWriter
 	fr   *protocol.FrameReader
+	br   *bufio.Reader    // under fr; peeked by the reader role (peekFrame)
 	wsem chan struct{}    // 1-slot semaphore guarding fw and nc writes
 	done chan struct{}    // closed when the connection is broken
 	free chan chan result // empty result channels for reuse (recycle)
@@ -442,6 +449,22 @@ type clientConn struct {
 	// when it is stopped).
 	timer *time.Timer
 	armed time.Time
+
+	// The reader role: at most one goroutine reads the connection. It is
+	// held by a caller waiting for its response (leaderID, the leader/
+	// follower read: no hand-off for the leader's own response), or by the
+	// background reader (bg), which reads while no caller does so that a
+	// connection that breaks while idle is noticed, and which reads the
+	// frames too large to peek. reading is whether anyone holds it.
+	reading  bool
+	leaderID uint64 // the caller holding (or being handed) the role; 0: none
+	bg       bool   // the background reader holds the role
+	bgStop   bool   // a caller asked the background reader to pass the role on
+	bgPeek   bool   // the background reader is in peekFrame (a read deadline may interrupt it)
+	bgMust   bool   // the background reader must read the next frame (too large to peek) before passing the role on
+	// idle starts the background reader once the role has been free for
+	// idleReadDelay.
+	idle *time.Timer
 
 	// lastFrame is when the last frame arrived (UnixNano), probing whether
 	// a silent-connection probe runs; spawn starts it under the Client's
@@ -458,7 +481,8 @@ func newClientConn(nc net.Conn, maxFrame int) (*clientConn, error) {
 	}
 	// Buffered, so that a response's length prefix and payload, which
 	// arrive together, take one read system call rather than two.
-	fr, err := protocol.NewFrameReader(bufio.NewReaderSize(nc, readBufSize), maxFrame)
+	br := bufio.NewReaderSize(nc, readBufSize)
+	fr, err := protocol.NewFrameReader(br, maxFrame)
 	if err != nil {
 		return nil, err
 	}
@@ -466,6 +490,7 @@ func newClientConn(nc net.Conn, maxFrame int) (*clientConn, error) {
 		nc:      nc,
 		fw:      fw,
 		fr:      fr,
+		br:      br,
 		wsem:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 		free:    make(chan chan result, maxFreeChans),
@@ -475,6 +500,8 @@ func newClientConn(nc net.Conn, maxFrame int) (*clientConn, error) {
 	// testing/synctest bubble as the connection's channels and reader.
 	cc.timer = time.AfterFunc(time.Hour, cc.expire)
 	cc.timer.Stop()
+	cc.idle = time.AfterFunc(time.Hour, cc.idleRead)
+	cc.idle.Stop()
 	return cc, nil
 }
 
@@ -505,6 +532,7 @@ func (cc *clientConn) fail(cause error) {
 	cc.pending = nil
 	close(cc.done)
 	cc.timer.Stop()
+	cc.idle.Stop()
 	cc.mu.Unlock()
 	cc.nc.Close()
 }
@@ -549,23 +577,187 @@ func (cc *clientConn) callBounded(b *callBound, method string, body []byte) ([]b
 		return nil, err
 	}
 	sent := time.Now().UnixNano()
+	return cc.await(b, id, ch, method, sent)
+}
 
+// await waits for the response to request id, which has just been sent:
+// as the reader (the leader) if no one reads the connection, else on ch
+// until the response, or the reader role, is handed over.
+func (cc *clientConn) await(b *callBound, id uint64, ch chan result, method string, sent int64) ([]byte, error) {
+	cc.mu.Lock()
+	if p, ok := cc.pending[id]; ok && p.ch != nil {
+		p.sent = true
+		cc.pending[id] = p
+		if !cc.reading {
+			cc.reading = true
+			cc.leaderID = id
+			cc.mu.Unlock()
+			return cc.lead(b, id, ch, method, sent)
+		}
+		if cc.bg && !cc.bgStop {
+			// The background reader passes the role on to a waiting
+			// call; interrupting its peek loses no byte.
+			cc.bgStop = true
+			if cc.bgPeek {
+				cc.nc.SetReadDeadline(time.Unix(1, 0))
+			}
+		}
+	}
+	cc.mu.Unlock()
 	select {
 	case r := <-ch:
+		if r.err == errTakeRole {
+			return cc.lead(b, id, ch, method, sent)
+		}
 		cc.recycle(ch)
 		return cc.outcome(r, method, sent)
 	case <-cc.done:
 		// The reader may have delivered just before breaking.
 		select {
 		case r := <-ch:
-			cc.recycle(ch)
-			return cc.outcome(r, method, sent)
+			if r.err != errTakeRole {
+				cc.recycle(ch)
+				return cc.outcome(r, method, sent)
+			}
 		default:
 		}
 		return nil, cc.lostErr()
 	case <-b.ctx.Done():
 		return nil, cc.gaveUp(id, method, b.ctx.Err(), sent)
 	}
+}
+
+// errTakeRole is handed to a waiting call to make it the reader.
+var errTakeRole = errors.New("take the reader role")
+
+// lead reads the connection for request id, whose caller holds the reader
+// role, delivering the other calls' responses, until its own response
+// arrives, its call ends, or the connection breaks; then it passes the
+// role on. Frames are read whole from the read buffer (peekFrame), so a
+// read interrupted by the call's end leaves the stream intact for the next
+// reader.
+func (cc *clientConn) lead(b *callBound, id uint64, ch chan result, method string, sent int64) ([]byte, error) {
+	var (
+		stop  func() bool
+		fired chan struct{}
+	)
+	if b.ctx.Done() != nil {
+		fired = make(chan struct{})
+		stop = context.AfterFunc(b.ctx, func() {
+			cc.nc.SetReadDeadline(time.Unix(1, 0))
+			close(fired)
+		})
+	}
+	// unwatch ends the context watch before the role is passed on, so
+	// that it never interrupts the next reader.
+	unwatch := func() {
+		if stop != nil && !stop() {
+			<-fired
+		}
+	}
+	cc.nc.SetReadDeadline(b.deadline)
+	for {
+		frame, big, err := cc.peekFrame()
+		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+			if cerr := b.err(); cerr != nil {
+				unwatch()
+				cc.mu.Lock()
+				cc.releaseLocked(id)
+				cc.mu.Unlock()
+				return nil, cc.gaveUp(id, method, cerr, sent)
+			}
+			cc.nc.SetReadDeadline(b.deadline)
+			continue
+		}
+		if err != nil {
+			unwatch()
+			cc.fail(fmt.Errorf("%w: %w", ErrConnLost, err))
+			return nil, cc.lostErr()
+		}
+		if big {
+			// Too large to read without consuming part of it: the
+			// background reader reads it, and this call waits as the
+			// others do.
+			unwatch()
+			cc.nc.SetReadDeadline(time.Time{})
+			cc.mu.Lock()
+			if cc.pending == nil {
+				cc.mu.Unlock()
+				return nil, cc.lostErr()
+			}
+			cc.leaderID = 0
+			cc.bg, cc.bgMust = true, true
+			cc.mu.Unlock()
+			cc.startBackground()
+			return cc.await(b, id, ch, method, sent)
+		}
+		r, mine, ok := cc.dispatch(frame, id)
+		if !ok {
+			unwatch()
+			return nil, cc.lostErr()
+		}
+		if mine {
+			unwatch()
+			cc.mu.Lock()
+			cc.releaseLocked(id)
+			cc.mu.Unlock()
+			cc.recycle(ch)
+			return cc.outcome(r, method, sent)
+		}
+	}
+}
+
+// releaseLocked passes the reader role, held by the caller of request
+// self (0: the background reader), to a call waiting for its response, or
+// frees it (the background reader takes it if it stays free for
+// idleReadDelay). cc.mu is held.
+func (cc *clientConn) releaseLocked(self uint64) {
+	cc.leaderID = 0
+	if cc.pending == nil {
+		cc.reading = false
+		return
+	}
+	for id, p := range cc.pending {
+		if id != self && p.ch != nil && p.sent {
+			cc.leaderID = id
+			p.ch <- result{err: errTakeRole} // never blocks: nothing else is sent to p.ch while no one reads
+			return
+		}
+	}
+	cc.reading = false
+	cc.idle.Reset(idleReadDelay)
+}
+
+// idleReadDelay is how long the reader role stays free before the
+// background reader takes it. A variable for tests.
+var idleReadDelay = time.Millisecond
+
+// idleRead starts the background reader if the reader role is free.
+func (cc *clientConn) idleRead() {
+	cc.mu.Lock()
+	if cc.pending == nil || cc.reading {
+		cc.mu.Unlock()
+		return
+	}
+	cc.reading, cc.bg = true, true
+	cc.mu.Unlock()
+	cc.startBackground()
+}
+
+// startBackground runs the background reader, which holds the role.
+func (cc *clientConn) startBackground() {
+	if cc.spawn != nil && cc.spawn(cc.background) {
+		return
+	}
+	if cc.spawn == nil {
+		go cc.background()
+		return
+	}
+	// The Client is closed: its connections are being failed.
+	cc.mu.Lock()
+	cc.bg = false
+	cc.releaseLocked(0)
+	cc.mu.Unlock()
 }
 
 // resultChan returns a result channel for a call: a recycled one, or a new
@@ -608,6 +800,12 @@ func (cc *clientConn) outcome(r result, method string, sent int64) ([]byte, erro
 // gaveUp abandons request id after the call ended with err before its
 // response arrived.
 func (cc *clientConn) gaveUp(id uint64, method string, err error, sent int64) error {
+	cc.mu.Lock()
+	if cc.leaderID == id {
+		// Handed the reader role as it gave up: it passes it on.
+		cc.releaseLocked(id)
+	}
+	cc.mu.Unlock()
 	cc.forget(id, true)
 	return cc.timedOut(method, err, sent)
 }
@@ -647,7 +845,8 @@ func (cc *clientConn) expire() {
 	var next time.Time
 	for id, p := range cc.pending {
 		switch {
-		case p.ch == nil || p.deadline.IsZero():
+		case p.ch == nil || p.deadline.IsZero() || id == cc.leaderID:
+			// The leader ends its own call at its deadline.
 		case !now.Before(p.deadline):
 			p.ch <- result{err: errCallExpired} // never blocks: the one result of p.ch
 			cc.pending[id] = pendingCall{}
@@ -821,50 +1020,142 @@ func (cc *clientConn) forget(id uint64, abandon bool) {
 	}
 }
 
+// readLoop runs the background reader on a connection that no one reads
+// yet (tests start it so).
 func (cc *clientConn) readLoop() {
+	cc.mu.Lock()
+	if cc.reading {
+		cc.mu.Unlock()
+		return
+	}
+	cc.reading, cc.bg = true, true
+	cc.mu.Unlock()
+	cc.background()
+}
+
+// background is the background reader: it holds the reader role until a
+// caller asks for it (bgStop) or the connection breaks.
+func (cc *clientConn) background() {
 	for {
-		frame, err := cc.fr.ReadFrame()
-		if err != nil {
-			cc.fail(fmt.Errorf("%w: %w", ErrConnLost, err))
-			return
-		}
-		cc.lastFrame.Store(time.Now().UnixNano())
-		env, err := protocol.UnmarshalEnvelope(frame)
-		if err != nil {
-			cc.fail(fmt.Errorf("%w: %w: %w", ErrConnLost, ErrProtocol, err))
-			return
-		}
-		if env.IsRequest() {
-			cc.fail(fmt.Errorf("%w: %w: the enclave sent a request (%.40q) on a client connection", ErrConnLost, ErrProtocol, env.Method))
-			return
-		}
 		cc.mu.Lock()
 		if cc.pending == nil {
 			cc.mu.Unlock()
 			return
 		}
-		p, ok := cc.pending[env.ID]
-		ch := p.ch
-		if ok {
-			delete(cc.pending, env.ID)
-			if ch == nil {
-				cc.abandoned--
-			}
-		}
-		cc.mu.Unlock()
-		if !ok {
-			cc.fail(fmt.Errorf("%w: %w: response to request id %d, which is not in flight", ErrConnLost, ErrProtocol, env.ID))
+		if cc.bgStop && !cc.bgMust {
+			cc.bgStop, cc.bg = false, false
+			cc.releaseLocked(0)
+			cc.mu.Unlock()
 			return
 		}
-		if ch == nil {
-			continue // its caller gave up
-		}
-		if env.Code != protocol.CodeOK {
-			// The message is the enclave's text: keep it short and printable.
-			ch <- result{err: &protocol.RemoteError{Code: env.Code, Message: Sanitize(env.Message, maxRemoteMessage)}}
+		cc.bgPeek = true
+		cc.nc.SetReadDeadline(time.Time{})
+		cc.mu.Unlock()
+		frame, big, err := cc.peekFrame()
+		cc.mu.Lock()
+		cc.bgPeek = false
+		cc.nc.SetReadDeadline(time.Time{}) // a caller's interruption may have come late
+		cc.mu.Unlock()
+		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 			continue
 		}
-		// The decoder copied Body out of the frame buffer.
-		ch <- result{body: env.Body}
+		if err == nil && big {
+			frame, err = cc.fr.ReadFrame()
+		}
+		if err != nil {
+			cc.fail(fmt.Errorf("%w: %w", ErrConnLost, err))
+			return
+		}
+		if big {
+			cc.mu.Lock()
+			cc.bgMust = false
+			cc.mu.Unlock()
+		}
+		if _, _, ok := cc.dispatch(frame, 0); !ok {
+			return
+		}
 	}
+}
+
+// peekFrame reads the next frame if it fits the read buffer and returns
+// its payload, valid until the next read; a read interrupted by a deadline
+// (os.ErrDeadlineExceeded) consumes nothing, so the stream stays intact.
+// A frame too large for the buffer is left unread (big); a declared
+// length over the limit and a broken stream give FrameReader's errors.
+func (cc *clientConn) peekFrame() (frame []byte, big bool, err error) {
+	hdr, err := cc.br.Peek(protocol.HeaderSize)
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, false, err
+		}
+		f, err := cc.fr.ReadFrame() // the same error, worded by the frame codec
+		return f, false, err
+	}
+	n := uint64(binary.BigEndian.Uint32(hdr))
+	if n > uint64(cc.fr.Max()) {
+		f, err := cc.fr.ReadFrame() // reports the length; nothing more is read
+		return f, false, err
+	}
+	size := protocol.HeaderSize + int(n)
+	if size > cc.br.Size() {
+		return nil, true, nil
+	}
+	p, err := cc.br.Peek(size)
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, false, err
+		}
+		f, err := cc.fr.ReadFrame()
+		return f, false, err
+	}
+	cc.br.Discard(size) // p stays valid until the next read
+	return p[protocol.HeaderSize:], false, nil
+}
+
+// dispatch delivers the response in frame to its call; the one to request
+// self (0: none) is returned instead (mine). ok is false if the connection
+// broke.
+func (cc *clientConn) dispatch(frame []byte, self uint64) (r result, mine, ok bool) {
+	cc.lastFrame.Store(time.Now().UnixNano())
+	env, err := protocol.UnmarshalEnvelope(frame)
+	if err != nil {
+		cc.fail(fmt.Errorf("%w: %w: %w", ErrConnLost, ErrProtocol, err))
+		return r, false, false
+	}
+	if env.IsRequest() {
+		cc.fail(fmt.Errorf("%w: %w: the enclave sent a request (%.40q) on a client connection", ErrConnLost, ErrProtocol, env.Method))
+		return r, false, false
+	}
+	cc.mu.Lock()
+	if cc.pending == nil {
+		cc.mu.Unlock()
+		return r, false, false
+	}
+	p, found := cc.pending[env.ID]
+	ch := p.ch
+	if found {
+		delete(cc.pending, env.ID)
+		if ch == nil {
+			cc.abandoned--
+		}
+	}
+	cc.mu.Unlock()
+	if !found {
+		cc.fail(fmt.Errorf("%w: %w: response to request id %d, which is not in flight", ErrConnLost, ErrProtocol, env.ID))
+		return r, false, false
+	}
+	if ch == nil {
+		return r, false, true // its caller gave up
+	}
+	if env.Code != protocol.CodeOK {
+		// The message is the enclave's text: keep it short and printable.
+		r = result{err: &protocol.RemoteError{Code: env.Code, Message: Sanitize(env.Message, maxRemoteMessage)}}
+	} else {
+		r = result{body: env.Body} // the decoder copied Body out of the frame buffer
+	}
+	if env.ID == self {
+		return r, true, true
+	}
+	ch <- r
+	return r, false, true
 }
