@@ -43,8 +43,10 @@ const (
 	maxRemoteMessage = 256
 )
 
-// readBufSize is the read buffer of each client connection.
-const readBufSize = 4 << 10
+// readBufSize is the read buffer of each client connection. A response
+// that fits it whole is read by the waiting caller itself (peekFrame);
+// a larger one goes through the background reader, one hand-off more.
+const readBufSize = 16 << 10
 
 // maxFreeChans is how many result channels a connection keeps for reuse.
 const maxFreeChans = 16
@@ -753,11 +755,9 @@ func (cc *clientConn) startBackground() {
 		go cc.background()
 		return
 	}
-	// The Client is closed: its connections are being failed.
-	cc.mu.Lock()
-	cc.bg = false
-	cc.releaseLocked(0)
-	cc.mu.Unlock()
+	// The Client is closed (its Close fails this connection too): no one
+	// may read on.
+	cc.fail(ErrClientClosed)
 }
 
 // resultChan returns a result channel for a call: a recycled one, or a new
