@@ -663,10 +663,7 @@ func (cc *clientConn) lead(b *callBound, id uint64, ch chan result, method strin
 		if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 			if cerr := b.err(); cerr != nil {
 				unwatch()
-				cc.mu.Lock()
-				cc.releaseLocked(id)
-				cc.mu.Unlock()
-				return nil, cc.gaveUp(id, method, cerr, sent)
+				return nil, cc.gaveUp(id, method, cerr, sent) // passes the role on
 			}
 			cc.nc.SetReadDeadline(b.deadline)
 			continue
@@ -798,15 +795,19 @@ func (cc *clientConn) outcome(r result, method string, sent int64) ([]byte, erro
 }
 
 // gaveUp abandons request id after the call ended with err before its
-// response arrived.
+// response arrived. If the call was handed the reader role meanwhile, it
+// passes the role on in the same critical section that abandons the
+// request: once abandoned, the call can no longer be handed the role.
 func (cc *clientConn) gaveUp(id uint64, method string, err error, sent int64) error {
 	cc.mu.Lock()
 	if cc.leaderID == id {
-		// Handed the reader role as it gave up: it passes it on.
 		cc.releaseLocked(id)
 	}
+	tooMany := cc.abandonLocked(id)
 	cc.mu.Unlock()
-	cc.forget(id, true)
+	if tooMany {
+		cc.fail(fmt.Errorf("%w: %d requests abandoned without a response", ErrConnLost, maxAbandoned))
+	}
 	return cc.timedOut(method, err, sent)
 }
 
@@ -909,7 +910,7 @@ wait:
 		case <-cc.done:
 			return errNotSent{cc.lostErr()}
 		case <-ctx.Done():
-			cc.forget(id, false)
+			cc.forget(id)
 			return fmt.Errorf("parent: waiting to send request: %w", ctx.Err())
 		case r := <-ch:
 			if r.err != errCallExpired {
@@ -919,7 +920,7 @@ wait:
 				ch = nil
 				continue
 			}
-			cc.forget(id, false)
+			cc.forget(id)
 			return fmt.Errorf("parent: waiting to send request: %w", context.DeadlineExceeded)
 		}
 	}
@@ -933,7 +934,7 @@ wait:
 	}
 	if err := b.err(); err != nil {
 		<-cc.wsem
-		cc.forget(id, false)
+		cc.forget(id)
 		return fmt.Errorf("parent: waiting to send request: %w", err)
 	}
 	var fired chan struct{}
@@ -974,7 +975,7 @@ wait:
 		return nil
 	case errors.Is(err, protocol.ErrFrameTooLarge):
 		// Refused before anything was written: the stream is intact.
-		cc.forget(id, false)
+		cc.forget(id)
 		return fmt.Errorf("parent: request: %w", err)
 	case interrupted:
 		cc.fail(fmt.Errorf("%w: %w", ErrConnLost, errWriteInterrupted))
@@ -991,33 +992,32 @@ type errNotSent struct{ err error }
 func (e errNotSent) Error() string { return e.err.Error() }
 func (e errNotSent) Unwrap() error { return e.err }
 
-// forget removes a request (one never sent, even if expire abandoned it
-// meanwhile). With abandon, the id stays known so that its late response
-// is recognised; too many of those recycle the connection.
-func (cc *clientConn) forget(id uint64, abandon bool) {
+// forget removes a request that was never sent (even if expire abandoned
+// it meanwhile).
+func (cc *clientConn) forget(id uint64) {
 	cc.mu.Lock()
+	defer cc.mu.Unlock()
 	if cc.pending == nil {
-		cc.mu.Unlock()
 		return
 	}
-	p, ok := cc.pending[id]
-	if !abandon {
-		if ok && p.ch == nil {
-			cc.abandoned--
-		}
-		delete(cc.pending, id)
-		cc.mu.Unlock()
-		return
+	if p, ok := cc.pending[id]; ok && p.ch == nil {
+		cc.abandoned--
 	}
-	if ok && p.ch != nil {
+	delete(cc.pending, id)
+}
+
+// abandonLocked marks request id abandoned: the id stays known so that its
+// late response is recognised and dropped. It reports whether too many requests are abandoned. cc.mu is
+// held.
+func (cc *clientConn) abandonLocked(id uint64) (tooMany bool) {
+	if cc.pending == nil {
+		return false
+	}
+	if p, ok := cc.pending[id]; ok && p.ch != nil {
 		cc.pending[id] = pendingCall{}
 		cc.abandoned++
 	}
-	tooMany := cc.abandoned > maxAbandoned
-	cc.mu.Unlock()
-	if tooMany {
-		cc.fail(fmt.Errorf("%w: %d requests abandoned without a response", ErrConnLost, maxAbandoned))
-	}
+	return cc.abandoned > maxAbandoned
 }
 
 // readLoop runs the background reader on a connection that no one reads
