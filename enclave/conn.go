@@ -34,8 +34,10 @@ const readBufSize = 4 << 10
 // turn on (to the spare goroutine, or to a new one) so that reading goes
 // on, and serves the request itself, writing its response; so a request is
 // handled by the goroutine that read it, with no hand-off, and up to
-// MaxInFlight are handled at once. The connection's first goroutine (serve)
-// stays to the end; one more may wait as a spare for the turn.
+// MaxInFlight are handled at once. A lone request keeps the turn while it
+// is handled, and the kernel passes it on if bytes arrive meanwhile (see
+// serveRequest). The connection's first goroutine (serve) stays to the
+// end; one more may wait as a spare for the turn.
 type conn struct {
 	s      *Server
 	nc     net.Conn
@@ -62,6 +64,7 @@ type conn struct {
 	sem      chan struct{} // in-flight request slots
 	handlers sync.WaitGroup
 	reqs     reqDeadlines // the handlers' contexts that watch their deadline
+	watch    watched      // see serveRequest
 
 	// The read turn. Only its holder uses br and fr. turn carries it to a
 	// spare; readEnd is closed by the holder that ends the read loop.
@@ -175,6 +178,9 @@ func (c *conn) finish() {
 	c.handlers.Wait()
 	c.workers.Wait()
 	c.reqs.close()
+	if c.watch.rc != nil {
+		c.s.watch.unregister(c)
+	}
 	c.abort()
 }
 
@@ -189,8 +195,9 @@ func (c *conn) work(stay bool) {
 			c.endRead(r)
 			return
 		}
-		c.passTurn()
-		c.handle(req, size)
+		if c.serveRequest(req, size) {
+			continue
+		}
 		if !c.awaitTurn(stay) {
 			return
 		}
@@ -199,6 +206,7 @@ func (c *conn) work(stay bool) {
 
 // passTurn gives the read turn to the spare goroutine, or to a new one.
 func (c *conn) passTurn() {
+	c.s.handoffs.Add(1)
 	c.tmu.Lock()
 	if c.spares > 0 {
 		c.spares--
@@ -389,8 +397,9 @@ func (c *conn) readFailed(err error, timeoutMsg string, hostileTimeout bool) clo
 }
 
 // handle runs one request and writes its response, then releases the
-// request's in-flight slot and its charged bytes.
-func (c *conn) handle(req protocol.Envelope, charged int64) {
+// request's in-flight slot and its charged bytes. beforeWrite, if set, runs
+// once the handler has returned, before the response is written.
+func (c *conn) handle(req protocol.Envelope, charged int64, beforeWrite func()) {
 	defer c.handlers.Done()
 	defer func() { <-c.sem }()
 	defer c.s.budget.releaseFor(&c.budget, charged)
@@ -412,6 +421,9 @@ func (c *conn) handle(req protocol.Envelope, charged int64) {
 			c.s.log.Debug("enclave server: request served", "remote", c.remote, "method", req.Method, "id", req.ID,
 				"request_bytes", len(req.Body), "response_bytes", len(body), "duration", time.Since(start))
 		}
+	}
+	if beforeWrite != nil {
+		beforeWrite()
 	}
 	c.writeResponse(&resp)
 }

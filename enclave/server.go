@@ -48,7 +48,11 @@ type Server struct {
 	conns   map[*conn]struct{}
 
 	connWG sync.WaitGroup // one per connection goroutine
-	budget *byteBudget    // Config.MaxInFlightBytes
+	// The read watch (see serveRequest), opened by the first connection
+	// that can use it: nil if none could, or it failed to open.
+	watchOnce sync.Once
+	watch     *readWatch
+	budget    *byteBudget // Config.MaxInFlightBytes
 
 	peerLogs       peerLimiter // bounds the records peers can cause
 	suppressedLogs atomic.Uint64
@@ -64,6 +68,7 @@ type Server struct {
 	failures atomic.Uint64
 	panics   atomic.Uint64
 	dropped  atomic.Uint64
+	handoffs atomic.Uint64 // read turns passed to another goroutine
 }
 
 // Stats are the server's counters since New.
@@ -296,6 +301,7 @@ func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 		defer s.watchClock(ctx)()
 	}
 
+	defer s.closeReadWatch() // after shutdown: no connection is left
 	err := s.acceptLoop(ctx, hard, ln)
 	ln.Close()
 	if ctx.Err() != nil {
@@ -436,4 +442,30 @@ func (s *Server) evictOne() bool {
 	s.evicted.Add(1)
 	victim.evict()
 	return true
+}
+
+// readWatch returns the server's read watch, opening it on first use, or
+// nil if it cannot be opened (lone requests then pass the turn at once).
+func (s *Server) readWatch() *readWatch {
+	s.watchOnce.Do(func() {
+		w, err := newReadWatch()
+		if errors.Is(err, errors.ErrUnsupported) {
+			return
+		}
+		if err != nil {
+			s.log.Warn("enclave server: no read watch (each request will wake a second goroutine to keep reading its connection)", "err", err)
+			return
+		}
+		s.watch = w
+	})
+	return s.watch
+}
+
+// closeReadWatch closes the read watch, if one was opened; call it once
+// every connection has ended.
+func (s *Server) closeReadWatch() {
+	s.watchOnce.Do(func() {}) // none can open after this
+	if s.watch != nil {
+		s.watch.close()
+	}
 }
