@@ -473,6 +473,9 @@ type clientConn struct {
 	// WaitGroup (false once the Client is closed).
 	lastFrame atomic.Int64
 	probing   atomic.Bool
+	// idleProbe checks, before a request is sent on a connection that no
+	// one reads, that the enclave has not closed it meanwhile.
+	idleProbe *closedProbe
 	spawn     func(func()) bool
 }
 
@@ -489,14 +492,15 @@ func newClientConn(nc net.Conn, maxFrame int) (*clientConn, error) {
 		return nil, err
 	}
 	cc := &clientConn{
-		nc:      nc,
-		fw:      fw,
-		fr:      fr,
-		br:      br,
-		wsem:    make(chan struct{}, 1),
-		done:    make(chan struct{}),
-		free:    make(chan chan result, maxFreeChans),
-		pending: make(map[uint64]pendingCall),
+		idleProbe: newClosedProbe(nc),
+		nc:        nc,
+		fw:        fw,
+		fr:        fr,
+		br:        br,
+		wsem:      make(chan struct{}, 1),
+		done:      make(chan struct{}),
+		free:      make(chan chan result, maxFreeChans),
+		pending:   make(map[uint64]pendingCall),
 	}
 	// Made here, with the connection, so that it belongs to the same
 	// testing/synctest bubble as the connection's channels and reader.
@@ -560,6 +564,9 @@ func (cc *clientConn) callBounded(b *callBound, method string, body []byte) ([]b
 	if err := req.Validate(); err != nil {
 		return nil, fmt.Errorf("parent: encoding request: %w", err)
 	}
+	if err := cc.checkIdle(); err != nil {
+		return nil, err
+	}
 	ch := cc.resultChan()
 	cc.mu.Lock()
 	if cc.cause != nil {
@@ -580,6 +587,26 @@ func (cc *clientConn) callBounded(b *callBound, method string, body []byte) ([]b
 	}
 	sent := time.Now().UnixNano()
 	return cc.await(b, id, ch, method, sent)
+}
+
+// checkIdle fails a connection that no one reads (the reader role is free
+// between calls, until idleReadDelay starts the background reader) if the
+// enclave closed it meanwhile, before a request is sent on it: the call is
+// then made on a fresh connection (errNotSent), as when the background
+// reader had already seen the close. A restarted enclave so costs no
+// failed call.
+func (cc *clientConn) checkIdle() error {
+	cc.mu.Lock()
+	idle := !cc.reading && cc.cause == nil
+	cc.mu.Unlock()
+	if !idle {
+		return nil
+	}
+	if err := cc.idleProbe.closed(); err != nil {
+		cc.fail(fmt.Errorf("%w: %w", ErrConnLost, err))
+		return errNotSent{cc.lostErr()}
+	}
+	return nil
 }
 
 // await waits for the response to request id, which has just been sent:
