@@ -589,15 +589,14 @@ func (cc *clientConn) callBounded(b *callBound, method string, body []byte) ([]b
 	return cc.await(b, id, ch, method, sent)
 }
 
-// checkIdle fails a connection that no one reads (the reader role is free
-// between calls, until idleReadDelay starts the background reader) if the
-// enclave closed it meanwhile, before a request is sent on it: the call is
-// then made on a fresh connection (errNotSent), as when the background
-// reader had already seen the close. A restarted enclave so costs no
-// failed call.
+// checkIdle fails a connection that no caller reads (the reader role is
+// free between calls, until idleReadDelay starts the background reader,
+// which may not have run yet) if the enclave closed it meanwhile, before a
+// request is sent on it: the call is then made on a fresh connection
+// (errNotSent). A restarted enclave so costs no failed call.
 func (cc *clientConn) checkIdle() error {
 	cc.mu.Lock()
-	idle := !cc.reading && cc.cause == nil
+	idle := (!cc.reading || cc.bg) && cc.cause == nil
 	cc.mu.Unlock()
 	if !idle {
 		return nil

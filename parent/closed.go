@@ -3,7 +3,9 @@ package parent
 import (
 	"errors"
 	"net"
+	"sync"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -13,9 +15,11 @@ import (
 // recv(2) with MSG_PEEK|MSG_DONTWAIT sees an end of stream or an error
 // while leaving any waiting bytes in place.
 type closedProbe struct {
+	mu  sync.Mutex // one probe at a time; the others skip it
 	rc  syscall.RawConn
 	f   func(fd uintptr) // built once, so that a probe does not allocate
 	err error
+	buf [1]byte
 }
 
 func newClosedProbe(nc net.Conn) *closedProbe {
@@ -29,14 +33,16 @@ func newClosedProbe(nc net.Conn) *closedProbe {
 	}
 	p := &closedProbe{rc: rc}
 	p.f = func(fd uintptr) {
-		var b [1]byte
-		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		// recvfrom(2) without a source address: unix.Recvfrom would
+		// allocate one per call.
+		r, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p.buf[0])), 1,
+			unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
 		switch {
-		case err == unix.EAGAIN || err == unix.EINTR:
+		case errno == unix.EAGAIN || errno == unix.EINTR:
 			p.err = nil // open, nothing to read
-		case err != nil:
-			p.err = err
-		case n == 0:
+		case errno != 0:
+			p.err = errno
+		case r == 0:
 			p.err = errPeerClosed
 		default:
 			p.err = nil // bytes wait: a late response, read by the next reader
@@ -46,11 +52,12 @@ func newClosedProbe(nc net.Conn) *closedProbe {
 }
 
 // closed returns why the socket is unusable, or nil. A nil probe (not a
-// socket) reports nothing.
+// socket) reports nothing, nor does one made while another runs.
 func (p *closedProbe) closed() error {
-	if p == nil {
+	if p == nil || !p.mu.TryLock() {
 		return nil
 	}
+	defer p.mu.Unlock()
 	if err := p.rc.Control(p.f); err != nil {
 		return err
 	}
