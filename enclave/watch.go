@@ -118,11 +118,15 @@ func (c *conn) armLone() (uint64, bool) {
 	w := c.s.watch
 	c.watch.gen++
 	gen := c.watch.gen
-	c.watch.state.Store(watchWord(gen, watchInline))
-	if !w.arm(c) {
-		c.watch.state.Store(watchWord(gen, watchOff))
+	inline := watchWord(gen, watchInline)
+	c.watch.state.Store(inline)
+	if !w.arm(c) && c.watch.state.CompareAndSwap(inline, watchWord(gen, watchOff)) {
 		return 0, false
 	}
+	// Armed; or the watch passed the turn on while the arming failed (it
+	// failed itself, or reported the socket: EPOLLERR and EPOLLHUP come
+	// even with no event enabled), and the caller, which no longer holds
+	// the turn, must not pass it again: serveRequest's take-back fails.
 	return gen, true
 }
 

@@ -1,6 +1,7 @@
 package enclave
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -198,4 +200,80 @@ func TestLoneRequestsMixed(t *testing.T) {
 		}
 	}
 	wg.Wait()
+}
+
+// armRaceConn is the RawConn of a socket whose next Control first runs
+// during (the watch reporting the socket meanwhile) and then fails as on a
+// socket closed meanwhile.
+type armRaceConn struct {
+	syscall.RawConn
+	during func()
+}
+
+func (rc *armRaceConn) Control(f func(fd uintptr)) error {
+	if during := rc.during; during != nil {
+		rc.during = nil
+		during()
+		return net.ErrClosed
+	}
+	return rc.RawConn.Control(f)
+}
+
+// TestArmFailsAfterTheWatchPassedTheTurn: the watch passes the turn of a
+// lone request on (EPOLLHUP and EPOLLERR are reported even while no event
+// is enabled; or the watch fails) while its arming fails (a reset: the new
+// turn holder read it and closed the socket). The request's goroutine no
+// longer holds the turn and must not pass it a second time: two
+// goroutines would read the connection, and both end its read loop.
+func TestArmFailsAfterTheWatchPassedTheTurn(t *testing.T) {
+	checkLeaks(t)
+	s, err := New(testConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Handle("echo", echo)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cl := dial(t, "tcp://"+ln.Addr().String())
+	nc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newConn(s, context.Background(), nc)
+	c.br = bufio.NewReaderSize(retryConn{nc}, readBufSize)
+	c.fr, _ = protocol.NewFrameReader(c.br, s.cfg.MaxFrameSize)
+	rc, ok := rawSocket(nc)
+	w := s.readWatch()
+	if !ok || w == nil {
+		t.Fatal("no read watch for a TCP connection")
+	}
+	w.register(c, rc)
+	if c.watch.rc == nil {
+		t.Fatal("registration failed")
+	}
+	c.watch.tried = true
+	c.watch.rc = &armRaceConn{RawConn: rc, during: c.bytesArrived}
+
+	if err := cl.send(protocol.Envelope{ID: 1, Method: "echo", Body: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	req, size, why, ok := c.readRequest()
+	if !ok {
+		t.Fatalf("reading the request: %s %v", why.msg, why.err)
+	}
+	if c.serveRequest(req, size) {
+		t.Fatal("the request's goroutine kept a turn the watch had passed on")
+	}
+	if r, err := cl.recv(); err != nil || r.ID != 1 || string(r.Body) != "x" {
+		t.Fatalf("response: %+v, %v", r, err)
+	}
+	if n := s.handoffs.Load(); n != 1 {
+		t.Errorf("the turn was passed %d times, want once (by the watch)", n)
+	}
+	cl.nc.Close() // the turn holder reads EOF and ends the read loop
+	c.finish()
+	s.closeReadWatch()
 }

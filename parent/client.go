@@ -712,6 +712,12 @@ func (cc *clientConn) lead(b *callBound, id uint64, ch chan result, method strin
 			}
 			cc.leaderID = 0
 			cc.bg, cc.bgMust = true, true
+			if !b.deadline.IsZero() {
+				// The timer skipped this call while it led, and may not
+				// be set for its deadline any more: it ends the call now
+				// that the call waits as the others do.
+				cc.armLocked(b.deadline)
+			}
 			cc.mu.Unlock()
 			cc.startBackground()
 			return cc.await(b, id, ch, method, sent)

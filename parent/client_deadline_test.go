@@ -216,3 +216,77 @@ func TestCallResultsNeverCrossSynctest(t *testing.T) {
 		}
 	})
 }
+
+// TestLargeResultsNeverCrossSynctest: as TestCallResultsNeverCrossSynctest,
+// with a quarter of the responses too large for the read buffer (the
+// leader leaves them to the background reader and waits for the role
+// again), calls bounded by CallTimeout, by a context deadline or canceled
+// midway: every call gets its own response or its context's error, and
+// none waits past its bound.
+func TestLargeResultsNeverCrossSynctest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		dialer, _ := countingPipeDialer(func(_ int, c net.Conn) {
+			defer c.Close()
+			serveFake(&fakeConn{Conn: c}, func(fc *fakeConn, env protocol.Envelope) {
+				if len(env.Body) > 0 {
+					time.Sleep(time.Duration(1+env.Body[0]%5) * time.Millisecond)
+				}
+				echoReply(fc, env)
+			})
+		})
+		c, err := Dial(context.Background(), "tcp://enclave:5000", Options{Dial: dialer, Logger: quiet, PoolSize: 1, CallTimeout: 3 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		var ok, ended, large atomic.Int64
+		for g := range 12 {
+			wg.Go(func() {
+				for i := range 60 {
+					n := 3
+					if (i+g)%4 == 0 {
+						n = readBufSize + i
+					}
+					body := make([]byte, n)
+					body[0], body[1], body[2] = byte(i), byte(g), byte(i>>8)
+					var ctx context.Context
+					var cancel context.CancelFunc
+					switch (i + 2*g) % 3 {
+					case 0:
+						ctx, cancel = context.WithTimeout(context.Background(), time.Duration(1+(i+g)%5)*time.Millisecond)
+					case 1:
+						ctx, cancel = context.WithCancel(context.Background())
+						time.AfterFunc(time.Duration(1+i%4)*time.Millisecond, cancel)
+					default: // CallTimeout bounds it
+						ctx, cancel = context.WithCancel(context.Background())
+					}
+					start := time.Now()
+					got, err := c.CallRaw(ctx, "m", body)
+					cancel()
+					switch {
+					case err == nil && bytes.Equal(got, body):
+						ok.Add(1)
+						if n > readBufSize {
+							large.Add(1)
+						}
+					case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+						ended.Add(1)
+					default:
+						t.Errorf("call %d/%d: %d bytes, %v; want its body or the context's error", g, i, len(got), err)
+						return
+					}
+					if d := time.Since(start); d > 5*time.Millisecond {
+						t.Errorf("call %d/%d returned after %v, past every bound", g, i, d)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		c.Close()
+		if ok.Load() == 0 || large.Load() == 0 || ended.Load() == 0 {
+			t.Fatalf("%d calls answered (%d large), %d ended by their context: want all kinds", ok.Load(), large.Load(), ended.Load())
+		}
+		time.Sleep(10 * time.Millisecond) // the enclave's last handlers end
+	})
+}

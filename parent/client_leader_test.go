@@ -27,6 +27,12 @@ type leaderRig struct {
 
 func newLeaderRig(t *testing.T) *leaderRig {
 	t.Helper()
+	return newLeaderRigTimeout(t, -1)
+}
+
+// newLeaderRigTimeout is newLeaderRig with Options.CallTimeout set.
+func newLeaderRigTimeout(t *testing.T, callTimeout time.Duration) *leaderRig {
+	t.Helper()
 	r := &leaderRig{reqs: make(chan protocol.Envelope, 64), health: make(chan protocol.Envelope, 64)}
 	conns := make(chan net.Conn, 4)
 	dialer, dials := countingPipeDialer(func(_ int, c net.Conn) {
@@ -48,7 +54,7 @@ func newLeaderRig(t *testing.T) *leaderRig {
 			r.reqs <- env
 		}
 	})
-	c, err := Dial(context.Background(), "tcp://enclave:5000", Options{Dial: dialer, Logger: quiet, PoolSize: 1, CallTimeout: -1})
+	c, err := Dial(context.Background(), "tcp://enclave:5000", Options{Dial: dialer, Logger: quiet, PoolSize: 1, CallTimeout: callTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,6 +326,47 @@ func TestConnLostWhileLeadingSynctest(t *testing.T) {
 		}
 		if n := r.dials(); n != 2 {
 			t.Fatalf("%d dials, want 2", n)
+		}
+	})
+}
+
+// TestCallTimeoutAfterLeadingSynctest: the connection's timer skips the
+// leading call (which ends its own read at its deadline); a call that led
+// when the timer last fired and then leaves the reading to the background
+// reader (a response too large to peek began to arrive) still ends at its
+// CallTimeout, though that response never completes.
+func TestCallTimeoutAfterLeadingSynctest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const timeout = time.Minute
+		r := newLeaderRigTimeout(t, timeout)
+		ctx, cancel := context.WithCancel(context.Background())
+		a := r.call(ctx, "a") // bounded by CallTimeout: the timer is set for it
+		r.request(t)
+		time.Sleep(time.Second)
+		start := time.Now()
+		b := r.call(context.Background(), "b")
+		rb := r.request(t)
+		cancel()
+		wantOutcome(t, "the first leader", a, "", context.Canceled)
+		if leader, _, _, _ := r.state(); leader != rb.ID {
+			t.Fatalf("leader %d after the first call left, want %d", leader, rb.ID)
+		}
+		// The timer fires at the first call's deadline: that call is
+		// abandoned, the second leads.
+		time.Sleep(timeout - time.Second)
+		synctest.Wait()
+		// A response too large for the read buffer begins (only its first
+		// bytes come): the background reader takes over the reading.
+		big := []byte{0, 0, 0x50, 0}
+		r.write(append(big, 0xa3, 0, 1, 1))
+		if leader, bg, _, _ := r.state(); leader != 0 || !bg {
+			t.Fatalf("leader %d (background %v) inside a large frame, want the background reader", leader, bg)
+		}
+		notReturned(t, "the second call", b)
+		time.Sleep(time.Until(start.Add(timeout)))
+		wantOutcome(t, "the second call", b, "", context.DeadlineExceeded)
+		if d := time.Since(start); d != timeout {
+			t.Fatalf("the second call returned after %v, want %v", d, timeout)
 		}
 	})
 }
