@@ -88,7 +88,10 @@ type Config struct {
 
 	// IdleTimeout bounds the wait for the first byte of the next frame;
 	// 0 means DefaultIdleTimeout (2m). Idle connections are closed when it
-	// expires.
+	// expires. The wait starts when the server reads on: at once after
+	// reading a request that is pipelined with others, and once the
+	// response is written for a request alone on its connection (a
+	// connection waiting for its only response is not idle).
 	IdleTimeout time.Duration
 
 	// WriteTimeout bounds writing one response frame; 0 means

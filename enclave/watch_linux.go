@@ -17,9 +17,8 @@ import (
 // instance is itself read through Go's poller, so waiting for it takes no
 // thread.
 type readWatch struct {
-	f    *os.File
-	rc   syscall.RawConn
-	epfd int // f's descriptor (f.Fd would make it blocking), valid until close
+	f  *os.File
+	rc syscall.RawConn // f's; f.Fd would make the descriptor blocking
 
 	mu    sync.Mutex
 	conns map[int32]*conn // by id, the epoll event's data
@@ -44,7 +43,7 @@ func newReadWatch() (*readWatch, error) {
 		f.Close()
 		return nil, err
 	}
-	w := &readWatch{f: f, rc: rc, epfd: fd, conns: make(map[int32]*conn), done: make(chan struct{})}
+	w := &readWatch{f: f, rc: rc, conns: make(map[int32]*conn), done: make(chan struct{})}
 	go w.run()
 	return w, nil
 }
@@ -155,15 +154,22 @@ func (w *readWatch) disarm(c *conn) {
 	w.ctl(c, unix.EPOLL_CTL_MOD, 0)
 }
 
-// ctl runs epoll_ctl on c's descriptor, which cannot be closed meanwhile
-// (RawConn.Control holds it), so it cannot name a reused descriptor. Only
-// c's turn holder calls it; c.watch.ctl is built once, so a call does not
-// allocate.
+// ctl runs epoll_ctl on c's descriptor and the watch's, neither of which
+// can be closed meanwhile (each RawConn.Control holds its descriptor), so
+// neither can name a reused descriptor. Only c's turn holder calls it (or
+// unregister, once c's goroutines have ended); c.watch's functions are
+// built once, so a call does not allocate.
 func (w *readWatch) ctl(c *conn, op int, events uint32) bool {
 	cw := &c.watch
 	cw.op, cw.ev = op, unix.EpollEvent{Events: events | unix.EPOLLONESHOT, Fd: cw.id}
 	if cw.ctl == nil {
-		cw.ctl = func(fd uintptr) { cw.err = unix.EpollCtl(w.epfd, cw.op, int(fd), &cw.ev) }
+		cw.onEpoll = func(ep uintptr) { cw.err = unix.EpollCtl(int(ep), cw.op, cw.fd, &cw.ev) }
+		cw.ctl = func(fd uintptr) {
+			cw.fd = int(fd)
+			if err := w.rc.Control(cw.onEpoll); err != nil {
+				cw.err = err // the watch is closed
+			}
+		}
 	}
 	cw.err = nil
 	if err := cw.rc.Control(cw.ctl); err != nil {
@@ -174,8 +180,10 @@ func (w *readWatch) ctl(c *conn, op int, events uint32) bool {
 
 // watchSys is the state of a connection's epoll_ctl calls.
 type watchSys struct {
-	ctl func(fd uintptr)
-	op  int
-	ev  unix.EpollEvent
-	err error
+	ctl     func(fd uintptr) // runs onEpoll on the watch's descriptor
+	onEpoll func(ep uintptr)
+	fd      int
+	op      int
+	ev      unix.EpollEvent
+	err     error
 }
