@@ -1,13 +1,11 @@
 package enclave
 
 import (
-	"net"
 	"sync/atomic"
 	"syscall"
 
-	"github.com/mdlayher/vsock"
-
 	"github.com/enclavekit/enclavekit/protocol"
+	"github.com/enclavekit/enclavekit/transport"
 )
 
 // A lone request (nothing else of its connection in flight or already
@@ -49,24 +47,6 @@ type watched struct {
 	watchSys
 }
 
-// rawSocket returns the RawConn of a connection whose reads go straight to
-// its socket, and false for anything else (a wrapper may buffer).
-func rawSocket(nc net.Conn) (syscall.RawConn, bool) {
-	var sc syscall.Conn
-	switch nc := nc.(type) {
-	case *net.TCPConn:
-		sc = nc
-	case *net.UnixConn:
-		sc = nc
-	case *vsock.Conn:
-		sc = nc
-	default:
-		return nil, false
-	}
-	rc, err := sc.SyscallConn()
-	return rc, err == nil
-}
-
 // serveRequest handles req, which the caller read holding the read turn,
 // and reports whether the caller still holds the turn afterwards.
 func (c *conn) serveRequest(req protocol.Envelope, size int64) (kept bool) {
@@ -106,7 +86,7 @@ func (c *conn) armLone() (uint64, bool) {
 	}
 	if !c.watch.tried {
 		c.watch.tried = true
-		if rc, ok := rawSocket(c.nc); ok {
+		if rc := transport.RawSocket(c.nc); rc != nil {
 			if w := c.s.readWatch(); w != nil {
 				w.register(c, rc)
 			}

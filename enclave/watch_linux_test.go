@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/enclavekit/enclavekit/protocol"
+	"github.com/enclavekit/enclavekit/transport"
 )
 
 // TestLoneRequests: on a bare socket, a request with nothing else of its
@@ -245,9 +246,9 @@ func TestArmFailsAfterTheWatchPassedTheTurn(t *testing.T) {
 	c := newConn(s, context.Background(), nc)
 	c.br = bufio.NewReaderSize(retryConn{nc}, readBufSize)
 	c.fr, _ = protocol.NewFrameReader(c.br, s.cfg.MaxFrameSize)
-	rc, ok := rawSocket(nc)
+	rc := transport.RawSocket(nc)
 	w := s.readWatch()
-	if !ok || w == nil {
+	if rc == nil || w == nil {
 		t.Fatal("no read watch for a TCP connection")
 	}
 	w.register(c, rc)

@@ -173,17 +173,7 @@ func TestCallTimeoutSynctest(t *testing.T) {
 // result.
 func TestCallResultsNeverCrossSynctest(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		dialer, _ := countingPipeDialer(func(_ int, c net.Conn) {
-			defer c.Close()
-			// Each request is answered after 1+body[0]%5 ms (a health
-			// probe at once).
-			serveFake(&fakeConn{Conn: c}, func(fc *fakeConn, env protocol.Envelope) {
-				if len(env.Body) > 0 {
-					time.Sleep(time.Duration(1+env.Body[0]%5) * time.Millisecond)
-				}
-				echoReply(fc, env)
-			})
-		})
+		dialer := delayedEchoDialer()
 		c, err := Dial(context.Background(), "tcp://enclave:5000", Options{Dial: dialer, Logger: quiet, PoolSize: 2})
 		if err != nil {
 			t.Fatal(err)
@@ -225,15 +215,7 @@ func TestCallResultsNeverCrossSynctest(t *testing.T) {
 // none waits past its bound.
 func TestLargeResultsNeverCrossSynctest(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		dialer, _ := countingPipeDialer(func(_ int, c net.Conn) {
-			defer c.Close()
-			serveFake(&fakeConn{Conn: c}, func(fc *fakeConn, env protocol.Envelope) {
-				if len(env.Body) > 0 {
-					time.Sleep(time.Duration(1+env.Body[0]%5) * time.Millisecond)
-				}
-				echoReply(fc, env)
-			})
-		})
+		dialer := delayedEchoDialer()
 		c, err := Dial(context.Background(), "tcp://enclave:5000", Options{Dial: dialer, Logger: quiet, PoolSize: 1, CallTimeout: 3 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
@@ -289,4 +271,19 @@ func TestLargeResultsNeverCrossSynctest(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond) // the enclave's last handlers end
 	})
+}
+
+// delayedEchoDialer dials fake enclaves that echo each request after
+// 1+body[0]%5 ms (a health probe at once), replies running concurrently.
+func delayedEchoDialer() func(context.Context, string) (net.Conn, error) {
+	dialer, _ := countingPipeDialer(func(_ int, c net.Conn) {
+		defer c.Close()
+		serveFake(&fakeConn{Conn: c}, func(fc *fakeConn, env protocol.Envelope) {
+			if len(env.Body) > 0 {
+				time.Sleep(time.Duration(1+env.Body[0]%5) * time.Millisecond)
+			}
+			echoReply(fc, env)
+		})
+	})
+	return dialer
 }

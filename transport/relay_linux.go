@@ -48,7 +48,7 @@ func (f *fastPath) ok() bool { return f.rc != nil }
 // hook needs the bytes.
 func (h *half) setup() {
 	f := &h.fast
-	if f.rc = rawConnOf(h.src); f.rc == nil {
+	if f.rc = RawSocket(h.src); f.rc == nil {
 		return
 	}
 	f.h = h
@@ -71,29 +71,6 @@ func (h *half) setup() {
 			}
 		}
 	}
-}
-
-// rawConnOf returns the RawConn of the connection types whose Read is the
-// read(2) of their descriptor, so that reading the descriptor directly is
-// the same as calling Read: not of wrappers, which may change the bytes
-// or hold some already read.
-func rawConnOf(c net.Conn) syscall.RawConn {
-	var sc syscall.Conn
-	switch c := c.(type) {
-	case *net.TCPConn:
-		sc = c
-	case *net.UnixConn:
-		sc = c
-	default:
-		if sc = vsockSyscallConn(c); sc == nil {
-			return nil
-		}
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	return rc
 }
 
 func (f *fastPath) read(h *half) (n, avail int, err error) {

@@ -5,6 +5,7 @@ package transport
 import (
 	"context"
 	"net"
+	"syscall"
 )
 
 func listenVsock(cid, port uint32) (net.Listener, error) {
@@ -19,3 +20,5 @@ func vsockAddrString(na net.Addr) string { return "vsock://" + na.String() }
 
 // LocalCID returns this machine's vsock context ID; vsock is Linux only.
 func LocalCID() (uint32, error) { return 0, ErrVsockUnsupported }
+
+func vsockSyscallConn(net.Conn) syscall.Conn { return nil }
