@@ -8,6 +8,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/enclavekit/enclavekit/transport"
 )
 
 // closedProbe tells, without blocking and without taking the connection's
@@ -22,13 +24,11 @@ type closedProbe struct {
 	buf [1]byte
 }
 
+// newClosedProbe returns a probe for a TCP, Unix or vsock connection
+// (transport.RawSocket), else nil.
 func newClosedProbe(nc net.Conn) *closedProbe {
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
-		return nil
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
+	rc := transport.RawSocket(nc)
+	if rc == nil {
 		return nil
 	}
 	p := &closedProbe{rc: rc}
