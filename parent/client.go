@@ -430,8 +430,9 @@ type pendingCall struct {
 	sent     bool // its caller waits for the response (it may be handed the reader role)
 }
 
-// clientConn is one connection with requests in flight. Its reader
-// goroutine delivers responses by id; writers take wsem in turn.
+// clientConn is one connection with requests in flight. Whoever holds its
+// reader role (a waiting caller, or the background reader) delivers the
+// responses by id; writers take wsem in turn.
 type clientConn struct {
 	nc   net.Conn
 	fw   *protocol.FrameWriter
