@@ -134,7 +134,7 @@ func ExampleServer_TrustedClock() {
 		fmt.Println(err) // no recent NSM reading: fail closed
 		return
 	}
-	fmt.Println("NSM time minus system time:", now.Sub(time.Now()).Round(time.Second))
+	fmt.Println("NSM time minus system time:", time.Until(now).Round(time.Second))
 	fmt.Println("measured skew:", srv.Stats().ClockSkew.Round(time.Second))
 	// Use it wherever a verifier takes the current time, e.g.
 	// attest.VerifyOptions{CurrentTime: now, MaxAge: 5 * time.Minute}.

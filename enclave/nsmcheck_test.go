@@ -425,7 +425,7 @@ func TestTrustedClockAge(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				c := NewTrustedClock(tt.maxAge)
 				nsmTime := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
-				c.Record(ClockReading{NSMTime: nsmTime, Skew: time.Now().Sub(nsmTime), At: time.Now()})
+				c.Record(ClockReading{NSMTime: nsmTime, Skew: time.Since(nsmTime), At: time.Now()})
 				time.Sleep(tt.wait)
 				now, err := c.Now()
 				if tt.stale {

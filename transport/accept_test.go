@@ -319,7 +319,7 @@ func TestLogLimiter(t *testing.T) {
 			start := time.Now()
 			var got []string
 			for _, at := range tt.at {
-				time.Sleep(start.Add(at).Sub(time.Now()))
+				time.Sleep(time.Until(start.Add(at)))
 				if ok, n := l.Allow(); ok {
 					got = append(got, fmt.Sprintf("%v %d", time.Since(start), n))
 				}

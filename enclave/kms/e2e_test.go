@@ -293,8 +293,14 @@ func TestKeyNotPinned(t *testing.T) {
 // emulator and rewriting its answers.
 func mitm(t *testing.T, f *fixture, rewrite func(map[string]any)) (addr string, roots *x509.CertPool) {
 	target, _ := url.Parse(f.kms.URL())
-	rp := httputil.NewSingleHostReverseProxy(target)
-	rp.Transport = f.kms.HTTPClient().Transport
+	rp := &httputil.ReverseProxy{
+		// To the emulator, keeping the Host the client signed (SigV4).
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.Host = pr.In.Host
+		},
+		Transport: f.kms.HTTPClient().Transport,
+	}
 	rp.ModifyResponse = func(r *http.Response) error {
 		b, _ := io.ReadAll(r.Body)
 		var m map[string]any
@@ -307,8 +313,6 @@ func mitm(t *testing.T, f *fixture, rewrite func(map[string]any)) (addr string, 
 		r.Header.Set("Content-Length", strconv.Itoa(len(b)))
 		return nil
 	}
-	director := rp.Director
-	rp.Director = func(r *http.Request) { host := r.Host; director(r); r.Host = host }
 	srv := httptest.NewUnstartedServer(rp)
 	cert, pool := selfSignedFor(t, f.kms.Hostname())
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
