@@ -7,12 +7,12 @@ import (
 	"debug/elf"
 	"encoding/hex"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/enclavekit/enclavekit/internal/testutil"
 )
 
 func TestEnv(t *testing.T) {
@@ -66,12 +66,7 @@ func TestReproducibleBuild(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a binary twice")
 	}
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		if goBin, err = exec.LookPath("go"); err != nil {
-			t.Skip("no go toolchain")
-		}
-	}
+	goBin := testutil.GoCommand(t, "to build with")
 	tmp := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/enclavekit/enclavekit/internal/testutil"
+
 	"github.com/enclavekit/enclavekit/internal/enclaved"
 )
 
@@ -35,16 +37,7 @@ func buildEnclaved(t *testing.T, tags string) string {
 	return out
 }
 
-func goTool(t *testing.T) string {
-	t.Helper()
-	g := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(g); err != nil {
-		if g, err = exec.LookPath("go"); err != nil {
-			t.Skip("no go command to build enclaved with")
-		}
-	}
-	return g
-}
+func goTool(t *testing.T) string { return testutil.GoCommand(t, "to build enclaved with") }
 
 // symbols returns the names in the symbol table of the ELF binary at path.
 func symbols(t *testing.T, path string) []string {

@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/enclavekit/enclavekit/internal/testutil"
 )
 
 const module = "github.com/enclavekit/enclavekit"
@@ -151,18 +151,7 @@ func ours(paths []string) []string {
 	return out
 }
 
-func goTool(t *testing.T) string {
-	t.Helper()
-	g := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := exec.LookPath(g); err == nil {
-		return g
-	}
-	g, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("no go command to list the packages with")
-	}
-	return g
-}
+func goTool(t *testing.T) string { return testutil.GoCommand(t, "to list the packages with") }
 
 // TestArchitecture checks the module's import graph, in the development
 // build and in the enclave image's build.
