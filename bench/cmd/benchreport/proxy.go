@@ -42,7 +42,7 @@ func benchProxy(ctx context.Context, rounds int, sample time.Duration, idle int,
 
 	sinkAddr, sinkDone, closeSink := startSink()
 	defer closeSink()
-	echoAddr, echoConns, closeEcho := startEcho()
+	echoAddr, closeEcho := startEcho()
 	defer closeEcho()
 
 	bin := filepath.Join(tmp, "enclavekit")
@@ -384,25 +384,21 @@ func startSink() (string, <-chan int64, func()) {
 	return ln.Addr().String(), done, func() { ln.Close() }
 }
 
-// startEcho echoes every connection and counts those currently open.
-func startEcho() (string, func() int64, func()) {
+// startEcho echoes every connection. (startEchoProcess counts a child's
+// open connections from its descriptors.)
+func startEcho() (string, func()) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		fatal(err)
 	}
-	var mu sync.Mutex
-	var open int64
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			open++
-			mu.Unlock()
 			go func() {
-				defer func() { mu.Lock(); open--; mu.Unlock(); c.Close() }()
+				defer c.Close()
 				buf := make([]byte, 512)
 				for {
 					n, err := c.Read(buf)
@@ -416,7 +412,7 @@ func startEcho() (string, func() int64, func()) {
 			}()
 		}
 	}()
-	return ln.Addr().String(), func() int64 { mu.Lock(); defer mu.Unlock(); return open }, func() { ln.Close() }
+	return ln.Addr().String(), func() { ln.Close() }
 }
 
 // echoChildEnv makes benchreport run as startEchoProcess's child.
@@ -425,7 +421,7 @@ const echoChildEnv = "BENCHREPORT_ECHO_CHILD"
 // runEchoChild is the child of startEchoProcess: an echo server whose
 // address it prints, until its standard input closes.
 func runEchoChild() {
-	addr, _, closeEcho := startEcho()
+	addr, closeEcho := startEcho()
 	fmt.Println(addr)
 	io.Copy(io.Discard, os.Stdin)
 	closeEcho()

@@ -108,14 +108,17 @@ func parseStatement(raw json.RawMessage) (statement, error) {
 		st.allow = true
 	case "Deny":
 	default:
+		//lint:ignore ST1005 the message begins with the policy field's name, capitalized as IAM writes it
 		return st, fmt.Errorf("Effect %q, want \"Allow\" or \"Deny\"", sj.Effect)
 	}
 	actions, err := stringOrList(sj.Action)
 	if err != nil || len(actions) == 0 {
+		//lint:ignore ST1005 the message begins with the policy field's name, capitalized as IAM writes it
 		return st, errors.New("Action must be a string or a non-empty list of strings")
 	}
 	for _, a := range actions {
 		if a != "*" && !strings.HasPrefix(strings.ToLower(a), "kms:") {
+			//lint:ignore ST1005 the message begins with the policy field's name, capitalized as IAM writes it
 			return st, fmt.Errorf("Action %q is not a kms: action", a)
 		}
 		st.actions = append(st.actions, strings.ToLower(a))
