@@ -37,22 +37,13 @@ func newLeaderRigTimeout(t *testing.T, callTimeout time.Duration) *leaderRig {
 	conns := make(chan net.Conn, 4)
 	dialer, dials := countingPipeDialer(func(_ int, c net.Conn) {
 		conns <- c
-		fr, _ := protocol.NewFrameReader(c, 0)
-		for {
-			f, err := fr.ReadFrame()
-			if err != nil {
-				return
-			}
-			env, err := protocol.UnmarshalEnvelope(f)
-			if err != nil {
-				return
-			}
+		readRequests(c, func(env protocol.Envelope) {
 			if env.Method == protocol.MethodHealth {
 				r.health <- env
-				continue
+				return
 			}
 			r.reqs <- env
-		}
+		})
 	})
 	c, err := Dial(context.Background(), "tcp://enclave:5000", Options{Dial: dialer, Logger: quiet, PoolSize: 1, CallTimeout: callTimeout})
 	if err != nil {

@@ -92,9 +92,15 @@ func (s *fakeServer) accept() {
 // goroutine until fc fails; then it waits for the replies. Tests on
 // net.Pipe conns (synctest) call it through the serve* helpers below.
 func serveFake(fc *fakeConn, reply func(fc *fakeConn, env protocol.Envelope)) {
-	fr, _ := protocol.NewFrameReader(fc.Conn, 0)
 	var hw sync.WaitGroup
 	defer hw.Wait()
+	readRequests(fc.Conn, func(env protocol.Envelope) { hw.Go(func() { reply(fc, env) }) })
+}
+
+// readRequests calls each with every envelope read from c, in order, until
+// a frame or an envelope cannot be read.
+func readRequests(c net.Conn, each func(protocol.Envelope)) {
+	fr, _ := protocol.NewFrameReader(c, 0)
 	for {
 		f, err := fr.ReadFrame()
 		if err != nil {
@@ -104,7 +110,7 @@ func serveFake(fc *fakeConn, reply func(fc *fakeConn, env protocol.Envelope)) {
 		if err != nil {
 			return
 		}
-		hw.Go(func() { reply(fc, env) })
+		each(env)
 	}
 }
 
