@@ -766,14 +766,21 @@ var idleReadDelay = time.Millisecond
 
 // idleRead starts the background reader if the reader role is free.
 func (cc *clientConn) idleRead() {
+	if cc.claimForBackground() {
+		cc.startBackground()
+	}
+}
+
+// claimForBackground gives the reader role to the background reader if no
+// one holds it and the connection works.
+func (cc *clientConn) claimForBackground() bool {
 	cc.mu.Lock()
+	defer cc.mu.Unlock()
 	if cc.pending == nil || cc.reading {
-		cc.mu.Unlock()
-		return
+		return false
 	}
 	cc.reading, cc.bg = true, true
-	cc.mu.Unlock()
-	cc.startBackground()
+	return true
 }
 
 // startBackground runs the background reader, which holds the role.
@@ -1051,19 +1058,6 @@ func (cc *clientConn) abandonLocked(id uint64) (tooMany bool) {
 		cc.abandoned++
 	}
 	return cc.abandoned > maxAbandoned
-}
-
-// readLoop runs the background reader on a connection that no one reads
-// yet (tests start it so).
-func (cc *clientConn) readLoop() {
-	cc.mu.Lock()
-	if cc.reading {
-		cc.mu.Unlock()
-		return
-	}
-	cc.reading, cc.bg = true, true
-	cc.mu.Unlock()
-	cc.background()
 }
 
 // background is the background reader: it holds the reader role until a

@@ -152,3 +152,11 @@ func (s *fakeServer) Close() {
 	s.DropConns()
 	s.wg.Wait()
 }
+
+// readLoop runs the background reader on a connection that no one reads
+// yet, as a Client does once the role is free.
+func (cc *clientConn) readLoop() {
+	if cc.claimForBackground() {
+		cc.background()
+	}
+}
