@@ -20,10 +20,16 @@ import (
 	"time"
 )
 
-// connPair returns two connected conns of network ("tcp" on loopback, or
-// "unix" in a temporary directory): the dialed one, then the accepted one.
+// connPair returns two connected conns of network ("tcp" on loopback,
+// "unix" in a temporary directory: the dialed one, then the accepted one;
+// or "pipe", net.Pipe), closed at the end of the test.
 func connPair(t testing.TB, network string) (net.Conn, net.Conn) {
 	t.Helper()
+	if network == "pipe" { // net.Pipe: no descriptor, no half close; works in a synctest bubble
+		a, b := net.Pipe()
+		t.Cleanup(func() { a.Close(); b.Close() })
+		return a, b
+	}
 	addr := "127.0.0.1:0"
 	if network == "unix" {
 		addr = filepath.Join(t.TempDir(), "s")
@@ -253,10 +259,8 @@ func TestRelayCountsWhileOpen(t *testing.T) {
 	}
 	t.Run("pipe", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			client, a := net.Pipe()
-			b, server := net.Pipe()
-			defer a.Close()
-			defer b.Close()
+			client, a := connPair(t, "pipe")
+			b, server := connPair(t, "pipe")
 			run(t, client, a, b, server, false, func(func() bool) { synctest.Wait() })
 		})
 	})
@@ -283,8 +287,8 @@ func TestRelayCountsWhileOpen(t *testing.T) {
 // direction ends both, and Run returns nil.
 func TestRelayNoHalfClose(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		client, a := net.Pipe()
-		b, server := net.Pipe()
+		client, a := connPair(t, "pipe")
+		b, server := connPair(t, "pipe")
 		done := make(chan error, 1)
 		go func() {
 			_, _, err := (&Relay{Idle: time.Hour}).Run(context.Background(), a, b)
@@ -376,13 +380,8 @@ func TestRelayEnds(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				client, a := net.Pipe()
-				b, server := net.Pipe()
-				defer func() {
-					for _, c := range []net.Conn{client, a, b, server} {
-						c.Close()
-					}
-				}()
+				client, a := connPair(t, "pipe")
+				b, server := connPair(t, "pipe")
 				ctx, cancel := context.WithCancel(context.Background())
 				defer cancel()
 				done := make(chan error, 1)
@@ -590,13 +589,8 @@ func (c *timedOutConn) Read(p []byte) (int, error) {
 // the EOF that follows as the peer's clean end.
 func TestRelayConnectionTimedOut(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		client, a := net.Pipe()
-		b, server := net.Pipe()
-		defer func() {
-			for _, c := range []net.Conn{client, a, b, server} {
-				c.Close()
-			}
-		}()
+		client, a := connPair(t, "pipe")
+		b, server := connPair(t, "pipe")
 		go io.Copy(io.Discard, client)
 		go io.Copy(io.Discard, server)
 		_, _, err := (&Relay{Idle: time.Minute}).Run(context.Background(), &timedOutConn{Conn: a}, b)
